@@ -132,6 +132,11 @@ class PromptFormatter:
         self.lead_specials, self.trail_specials = _special_tokens_around(tokenizer)
         self._encode_cached = lru_cache(maxsize=4096)(self._encode_uncached)
 
+    @classmethod
+    def for_model(cls, loaded: Any, max_source_length: int = 1024, chat: bool | None = None) -> PromptFormatter:
+        """The formatter for a :class:`activeit.models.LoadedModel`."""
+        return cls(loaded.tokenizer, max_source_length, chat=chat, seq2seq=loaded.is_seq2seq)
+
     def _chat_wrapping(self) -> tuple[str, str]:
         text = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": _SENTINEL}],

@@ -1,0 +1,7 @@
+"""Entry point of ``python -m activeit``."""
+
+import sys
+
+from activeit.cli import main
+
+sys.exit(main())
