@@ -1,0 +1,602 @@
+"""Prompt-uncertainty scoring: greedy predictions, teacher-forced likelihoods, PU, PP, perplexity.
+
+For each task (METHOD.md): ``n`` seeded instances; the greedy prediction ``y_i`` of each
+under the original prompt (its ids cut before EOS, then EOS appended); the mean
+per-token NLL ``L_ij`` of ``y_i`` under the original (``j = 0``) and each perturbed prompt
+(``j = 1..k``); ``p_ij = exp(-L_ij)``;
+
+* ``PU = mean_{i, j>=1} |p_ij - p_i0|`` (prompt uncertainty),
+* ``PP = mean_i p_i0`` (prediction probability),
+* ``perplexity = mean_i exp(L_i0)``.
+
+The hot path: all original prompts of a chunk of tasks are decoded in length-sorted,
+token-budget batches (:func:`activeit.generation.greedy_generate`); then every
+(prompt, prediction) pair is teacher-forced, one forward pass per batch and no
+``generate``. For causal models a batch first encodes the distinct prompt *prefixes*
+(definition + demonstrations, shared by a task's instances under one prompt) once, expands
+their KV cache over the rows that share them, and runs only the instance suffix and the
+prediction on top; logits are computed only at the prediction positions. All ``j`` use
+the same computation, so ``|p_ij - p_i0|`` compares like with like. Under several
+processes (``accelerate launch``) the tasks are split across processes and the results
+gathered on every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from activeit.errors import ActiveITError
+from activeit.generation import greedy_generate, model_device, pad
+from activeit.models import LoadedModel
+from activeit.perturb import PerturbedPrompts, perturb_tasks
+from activeit.prompts import PromptFormatter
+from activeit.tasks import Task
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Scoring settings; the defaults are the paper's (n = k = 10, word drop 0.2, 128 tokens).
+
+    ``token_budget`` bounds the padded tokens of one forward batch (prompt prefix width plus
+    suffix and prediction, per row); ``logit_budget`` bounds the prediction positions whose
+    vocabulary logits are held at once; ``tasks_per_chunk`` tasks are generated and
+    teacher-forced together, which keeps memory flat however large the pool.
+    """
+
+    n: int = 10
+    k: int = 10
+    max_new_tokens: int = 128
+    max_source_length: int = 1024
+    seed: int = 0
+    perturbation: str = "word_drop"
+    drop_prob: float = 0.2
+    token_budget: int = 16384
+    reuse_prefix: bool = True
+    logit_budget: int = 2048
+    tasks_per_chunk: int = 8
+    chat: bool | None = None
+    bf16_on_cuda: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n", "k", "max_new_tokens", "token_budget", "logit_budget", "tasks_per_chunk"):
+            if getattr(self, name) < 1:
+                raise ActiveITError(f"ScoringConfig.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class InstanceScore:
+    """Per-instance detail: the greedy prediction and its probabilities under each prompt."""
+
+    task: str
+    instance_id: str
+    prediction: str
+    prediction_tokens: int  # including the EOS token
+    nll0: float  # L_i0, mean NLL per token under the original prompt
+    p0: float  # p_i0 = exp(-L_i0)
+    p: tuple[float, ...]  # p_ij for j = 1..k
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One task's scores. ``category`` is the task's own category (e.g. NIV2's), not its task-map one."""
+
+    task: str
+    pu: float
+    pp: float
+    perplexity: float
+    n: int
+    k: int
+    is_classification: bool
+    category: str
+
+
+def task_metrics(nll: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    """``(PU, PP, perplexity)`` from ``nll[i][j]`` = L_ij (j = 0 the original prompt)."""
+    if not nll or any(len(row) < 2 for row in nll):
+        raise ActiveITError("task_metrics needs at least one instance and one perturbed prompt")
+    p = [[math.exp(-value) for value in row] for row in nll]
+    pu = sum(abs(pij - row[0]) for row in p for pij in row[1:]) / sum(len(row) - 1 for row in p)
+    pp = sum(row[0] for row in p) / len(p)
+    perplexity = sum(math.exp(row[0]) for row in nll) / len(nll)
+    return pu, pp, perplexity
+
+
+def summarize_task(task: Task, instances: Sequence[InstanceScore]) -> TaskScore:
+    """The task's row from its per-instance detail."""
+    if not instances:
+        raise ActiveITError(f"task '{task.name}' has no scored instances")
+    nll = [[s.nll0, *(-math.log(max(p, 1e-300)) for p in s.p)] for s in instances]
+    pu, pp, perplexity = task_metrics(nll)
+    return TaskScore(
+        task=task.name,
+        pu=pu,
+        pp=pp,
+        perplexity=perplexity,
+        n=len(instances),
+        k=len(instances[0].p),
+        is_classification=task.is_classification,
+        category=task.category,
+    )
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Task scores (one :class:`TaskScore` per task) with per-instance detail and metadata."""
+
+    rows: tuple[TaskScore, ...]
+    instances: tuple[InstanceScore, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "instances", tuple(self.instances))
+        index = {row.task: row for row in self.rows}
+        if len(index) != len(self.rows):
+            raise ActiveITError("ScoreTable: a task appears twice")
+        object.__setattr__(self, "_index", index)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[TaskScore]:
+        return iter(self.rows)
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._index  # type: ignore[attr-defined]
+
+    def __getitem__(self, task: str) -> TaskScore:
+        try:
+            return self._index[task]  # type: ignore[attr-defined]
+        except KeyError:
+            raise KeyError(f"no scores for task '{task}'") from None
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(row.task for row in self.rows)
+
+    def instances_of(self, task: str) -> tuple[InstanceScore, ...]:
+        return tuple(s for s in self.instances if s.task == task)
+
+    def to_frame(self) -> Any:
+        """The task rows as a pandas DataFrame."""
+        import pandas as pd
+
+        columns = [f.name for f in TaskScore.__dataclass_fields__.values()]
+        return pd.DataFrame([asdict(row) for row in self.rows], columns=columns)
+
+    def instances_frame(self) -> Any:
+        """The per-instance detail as a pandas DataFrame (``p`` is a list per row)."""
+        import pandas as pd
+
+        columns = [f.name for f in InstanceScore.__dataclass_fields__.values()]
+        return pd.DataFrame([asdict(s) | {"p": list(s.p)} for s in self.instances], columns=columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": [asdict(row) for row in self.rows],
+            "instances": [asdict(s) | {"p": list(s.p)} for s in self.instances],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScoreTable:
+        return cls(
+            rows=tuple(TaskScore(**row) for row in data["rows"]),
+            instances=tuple(InstanceScore(**(s | {"p": tuple(s["p"])})) for s in data.get("instances", ())),
+            meta=dict(data.get("meta", {})),
+        )
+
+    @staticmethod
+    def instances_path(path: str | Path) -> Path:
+        """Where :meth:`save` puts the per-instance detail of a table saved at ``path``."""
+        path = Path(path)
+        return path.with_name(f"{path.stem}.instances{path.suffix}")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the task rows to ``path`` (.csv or .parquet) and the detail beside it."""
+        path = Path(path)
+        suffix = _table_suffix(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        detail = self.instances_frame()
+        if suffix == ".csv":
+            self.to_frame().to_csv(path, index=False)
+            detail["p"] = detail["p"].map(json.dumps)
+            detail.to_csv(self.instances_path(path), index=False)
+        else:
+            self.to_frame().to_parquet(path, index=False)
+            detail.to_parquet(self.instances_path(path), index=False)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScoreTable:
+        """Read a table written by :meth:`save` (the detail too when it is there)."""
+        import pandas as pd
+
+        path = Path(path)
+        suffix = _table_suffix(path)
+        if not path.exists():
+            raise ActiveITError(f"score table '{path}' does not exist")
+        read = pd.read_csv if suffix == ".csv" else pd.read_parquet
+        frame = read(path)
+        rows = tuple(
+            TaskScore(
+                task=str(r["task"]), pu=float(r["pu"]), pp=float(r["pp"]),
+                perplexity=float(r["perplexity"]), n=int(r["n"]), k=int(r["k"]),
+                is_classification=bool(r["is_classification"]), category=str(r["category"]),
+            )
+            for r in frame.to_dict("records")
+        )
+        instances: tuple[InstanceScore, ...] = ()
+        detail_path = cls.instances_path(path)
+        if detail_path.exists():
+            detail = read(detail_path, keep_default_na=False) if suffix == ".csv" else read(detail_path)
+            instances = tuple(
+                InstanceScore(
+                    task=str(r["task"]), instance_id=str(r["instance_id"]), prediction=str(r["prediction"]),
+                    prediction_tokens=int(r["prediction_tokens"]), nll0=float(r["nll0"]), p0=float(r["p0"]),
+                    p=tuple(float(x) for x in (json.loads(r["p"]) if suffix == ".csv" else r["p"])),
+                )
+                for r in detail.to_dict("records")
+            )
+        return cls(rows, instances)
+
+
+def _table_suffix(path: Path) -> str:
+    if path.suffix not in TABLE_SUFFIXES:
+        raise ActiveITError(f"score table '{path}': use a .csv or .parquet file name")
+    return path.suffix
+
+
+@dataclass(frozen=True)
+class ForcedPair:
+    """One teacher-forced pair: prompt ids (shared prefix + own suffix) and target ids."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    target: tuple[int, ...]
+
+
+def plan_batches(
+    widths: Sequence[int], lengths: Sequence[int], logits: Sequence[int],
+    order: Sequence[int], token_budget: int, logit_budget: int,
+) -> list[list[int]]:
+    """Cut ``order`` into consecutive batches.
+
+    A batch costs ``rows * (max width + max length)`` padded tokens (at most
+    ``token_budget``) and ``sum(logits)`` logit positions (at most ``logit_budget``); a
+    single item over either budget still gets its own batch.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = length = positions = 0
+    for index in order:
+        new_width, new_length = max(width, widths[index]), max(length, lengths[index])
+        if current and (
+            (len(current) + 1) * (new_width + new_length) > token_budget
+            or positions + logits[index] > logit_budget
+        ):
+            batches.append(current)
+            current, new_width, new_length, positions = [], widths[index], lengths[index], 0
+        current.append(index)
+        width, length, positions = new_width, new_length, positions + logits[index]
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass
+class ForcingStats:
+    """Token counts of the teacher-forcing phase (for benchmarks and padding checks)."""
+
+    prefix_tokens: int = 0
+    suffix_tokens: int = 0
+    padded_tokens: int = 0
+    forward_passes: int = 0
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _mean_nll(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, count: int) -> list[float]:
+    """Mean NLL per row: ``logits`` (positions, vocab), ``targets``/``rows`` (positions,)."""
+    logits = logits.float()
+    token_nll = torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+    total = torch.zeros(count, dtype=torch.float64, device=logits.device)
+    total.index_add_(0, rows, token_nll.double())
+    tokens = torch.bincount(rows, minlength=count).double()
+    return (total / tokens).tolist()
+
+
+@torch.inference_mode()
+def teacher_forced_nll(
+    loaded: LoadedModel,
+    pairs: Sequence[ForcedPair],
+    token_budget: int = 16384,
+    logit_budget: int = 2048,
+    stats: ForcingStats | None = None,
+) -> list[float]:
+    """Mean per-token NLL of each pair's target under its prompt (all target tokens count).
+
+    Causal models: pairs are sorted by prefix (longest first) and batched; in each batch
+    the distinct prefixes run once, their KV cache is expanded over the rows that share
+    them, and the right-padded ``suffix + target[:-1]`` rows run on top with their true
+    positions. A pair with an empty prefix is a plain full-prompt pass. Seq2seq models: the
+    whole prompt is the encoder input and the target the decoder's.
+    """
+    if any(not p.target for p in pairs):
+        raise ActiveITError("teacher forcing needs non-empty targets (the EOS token at least)")
+    stats = stats if stats is not None else ForcingStats()
+    if loaded.is_seq2seq:
+        return _seq2seq_nll(loaded, pairs, token_budget, logit_budget, stats)
+    return _causal_nll(loaded, pairs, token_budget, logit_budget, stats)
+
+
+def _pad_id(loaded: LoadedModel) -> int:
+    tokenizer = loaded.tokenizer
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _causal_nll(
+    loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats
+) -> list[float]:
+    model, device, pad_id = loaded.model, model_device(loaded.model), _pad_id(loaded)
+    keep_logits = _accepts_logits_to_keep(model)
+    order = sorted(
+        range(len(pairs)),
+        key=lambda r: (-len(pairs[r].prefix), pairs[r].prefix, -len(pairs[r].suffix) - len(pairs[r].target)),
+    )
+    sizes = (
+        [len(p.prefix) for p in pairs],
+        [len(p.suffix) + len(p.target) - 1 for p in pairs],
+        [len(p.target) for p in pairs],
+    )
+    # Pairs without a prefix never share a batch with pairs that have one (no empty cache rows).
+    plan = [
+        batch
+        for part in ([r for r in order if pairs[r].prefix], [r for r in order if not pairs[r].prefix])
+        for batch in plan_batches(*sizes, part, token_budget, logit_budget)
+    ]
+    result = [0.0] * len(pairs)
+    for batch in plan:
+        prefixes: dict[tuple[int, ...], int] = {}
+        group = [prefixes.setdefault(pairs[r].prefix, len(prefixes)) for r in batch]
+        cache, past_mask = None, torch.zeros((len(batch), 0), dtype=torch.long, device=device)
+        offset = torch.zeros(len(batch), dtype=torch.long, device=device)
+        if pairs[batch[0]].prefix:
+            prefix_ids, prefix_mask = pad(list(prefixes), pad_id, left=False, device=device)
+            cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
+            index = torch.tensor(group, device=device)
+            cache.batch_select_indices(index)
+            past_mask, offset = prefix_mask[index], prefix_mask.sum(1)[index]
+            stats.prefix_tokens += int(prefix_mask.sum())
+            stats.padded_tokens += prefix_ids.numel()
+            stats.forward_passes += 1
+        rows = [(*pairs[r].suffix, *pairs[r].target[:-1]) for r in batch]
+        ids, mask = pad(rows, pad_id, left=False, device=device)
+        keep = torch.zeros_like(mask, dtype=torch.bool)
+        for row, r in enumerate(batch):
+            start = len(pairs[r].suffix) - 1
+            keep[row, start : start + len(pairs[r].target)] = True
+        positions = offset[:, None] + (mask.cumsum(1) - 1).clamp(min=0)  # pads repeat the last position
+        kwargs: dict[str, Any] = {"logits_to_keep": keep} if keep_logits else {}
+        logits = model(
+            input_ids=ids,
+            attention_mask=torch.cat([past_mask, mask], dim=1),
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            **kwargs,
+        ).logits
+        if not keep_logits:
+            logits = logits[keep]
+        targets = torch.tensor([t for r in batch for t in pairs[r].target], device=device)
+        for row, value in enumerate(_mean_nll(logits, targets, keep.nonzero()[:, 0], len(batch))):
+            result[batch[row]] = value
+        stats.suffix_tokens += int(mask.sum())
+        stats.padded_tokens += ids.numel()
+        stats.forward_passes += 1
+        del cache, logits
+    return result
+
+
+def _seq2seq_nll(
+    loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats
+) -> list[float]:
+    model, device, pad_id = loaded.model, model_device(loaded.model), _pad_id(loaded)
+    start_id = model.config.decoder_start_token_id
+    prompts = [(*p.prefix, *p.suffix) for p in pairs]
+    order = sorted(range(len(pairs)), key=lambda r: (-len(prompts[r]), -len(pairs[r].target)))
+    plan = plan_batches(
+        [len(p) for p in prompts], [len(p.target) for p in pairs], [len(p.target) for p in pairs],
+        order, token_budget, logit_budget,
+    )
+    result = [0.0] * len(pairs)
+    for batch in plan:
+        ids, mask = pad([prompts[r] for r in batch], pad_id, left=False, device=device)
+        dec_ids, dec_mask = pad(
+            [(start_id, *pairs[r].target[:-1]) for r in batch], pad_id, left=False, device=device
+        )
+        logits = model(
+            input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask,
+            use_cache=False,
+        ).logits
+        keep = dec_mask.bool()
+        targets = torch.tensor([t for r in batch for t in pairs[r].target], device=device)
+        for row, value in enumerate(_mean_nll(logits[keep], targets, keep.nonzero()[:, 0], len(batch))):
+            result[batch[row]] = value
+        stats.suffix_tokens += int(mask.sum()) + int(dec_mask.sum())
+        stats.padded_tokens += ids.numel() + dec_ids.numel()
+        stats.forward_passes += 1
+    return result
+
+
+class _Scorer:
+    """Scores chunks of tasks with one model and config."""
+
+    def __init__(self, loaded: LoadedModel, config: ScoringConfig) -> None:
+        self.loaded, self.config = loaded, config
+        self.formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
+        self.eos = loaded.tokenizer.eos_token_id
+        if self.eos is None:
+            raise ActiveITError(f"model '{loaded.name}': its tokenizer has no EOS token to score")
+        self.forcing = ForcingStats()
+        self.timing = {"generation_s": 0.0, "teacher_forcing_s": 0.0}
+        self.generation = {"prompt_tokens": 0, "generated_tokens": 0}
+        device = model_device(loaded.model)
+        use_bf16 = (
+            config.bf16_on_cuda and device.type == "cuda"
+            and next(loaded.model.parameters()).dtype == torch.float32
+        )
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        )
+
+    def score(self, tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts]) -> list[InstanceScore]:
+        cfg = self.config
+        sampled = [task.sample_instances(cfg.n, cfg.seed) for task in tasks]
+        encoded = [
+            [
+                [self.formatter.encode(v.definition, v.examples, inst.input) for inst in instances]
+                for v in prompts[task.name].variants
+            ]
+            for task, instances in zip(tasks, sampled)
+        ]
+        originals = [prompt.ids for per_task in encoded for prompt in per_task[0]]
+
+        started = time.perf_counter()
+        with self.autocast():
+            generated = greedy_generate(self.loaded, originals, cfg.max_new_tokens, cfg.token_budget)
+        self.timing["generation_s"] += time.perf_counter() - started
+        self.generation["prompt_tokens"] += sum(len(p) for p in originals)
+        self.generation["generated_tokens"] += sum(len(g) for g in generated)
+        targets = [(*ids, self.eos) for ids in generated]
+
+        pairs, first = [], 0
+        for per_task in encoded:
+            for variant in per_task:
+                for i, prompt in enumerate(variant):
+                    prefix, suffix = (
+                        (prompt.prefix_ids, prompt.suffix_ids) if cfg.reuse_prefix else ((), tuple(prompt.ids))
+                    )
+                    pairs.append(ForcedPair(prefix, suffix, targets[first + i]))
+            first += len(per_task[0])
+        started = time.perf_counter()
+        with self.autocast():
+            nll = teacher_forced_nll(self.loaded, pairs, cfg.token_budget, cfg.logit_budget, self.forcing)
+        self.timing["teacher_forcing_s"] += time.perf_counter() - started
+
+        scores, pair, first = [], 0, 0
+        decode = self.loaded.tokenizer.decode
+        for task, instances, per_task in zip(tasks, sampled, encoded):
+            n, variants = len(instances), len(per_task)
+            table = [nll[pair + j * n : pair + (j + 1) * n] for j in range(variants)]  # [j][i]
+            for i, instance in enumerate(instances):
+                target = targets[first + i]
+                scores.append(
+                    InstanceScore(
+                        task=task.name,
+                        instance_id=instance.id,
+                        prediction=decode(list(target[:-1]), skip_special_tokens=True).strip(),
+                        prediction_tokens=len(target),
+                        nll0=table[0][i],
+                        p0=math.exp(-table[0][i]),
+                        p=tuple(math.exp(-table[j][i]) for j in range(1, variants)),
+                    )
+                )
+            pair += variants * n
+            first += n
+        return scores
+
+    def stats(self) -> dict[str, Any]:
+        return {**asdict(self.forcing), **self.generation, **self.timing}
+
+
+def _check_tasks(tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts] | None) -> None:
+    seen: set[str] = set()
+    for task in tasks:
+        if task.name in seen:
+            raise ActiveITError(f"task '{task.name}' is given twice to score_tasks")
+        seen.add(task.name)
+        if not task.instances:
+            raise ActiveITError(f"task '{task.name}' has no instances to score")
+        if prompts is not None:
+            if task.name not in prompts:
+                raise ActiveITError(f"no perturbed prompts given for task '{task.name}'")
+            if not prompts[task.name].perturbed:
+                raise ActiveITError(f"task '{task.name}': the prompts given have no perturbed prompt")
+
+
+def place_model(loaded: LoadedModel) -> LoadedModel:
+    """Move the model to this process's accelerate device (its own GPU under ``accelerate launch``)."""
+    from accelerate import PartialState
+
+    loaded.model.to(PartialState().device)
+    return loaded
+
+
+def score_tasks(
+    loaded: LoadedModel,
+    tasks: Sequence[Task],
+    config: ScoringConfig = ScoringConfig(),
+    prompts: Mapping[str, PerturbedPrompts] | None = None,
+    progress: bool = True,
+) -> ScoreTable:
+    """Score ``tasks`` (PU, PP, perplexity) with ``loaded``; rows in the order of ``tasks``.
+
+    ``prompts`` (from :func:`activeit.perturb.perturb_tasks`) are built from ``config`` when
+    not given. Under several accelerate processes each scores its share of the tasks and
+    every process returns the full table. The model is used where it is (see
+    :func:`place_model`); on CUDA an fp32 model runs under bf16 autocast.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    tasks = list(tasks)
+    _check_tasks(tasks, prompts)
+    state = PartialState()
+    mine = tasks[state.process_index :: state.num_processes]
+    if prompts is None:
+        prompts = perturb_tasks(mine, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)
+    scorer = _Scorer(loaded, config)
+    instances: list[InstanceScore] = []
+    started = time.perf_counter()
+    desc = "scoring" if state.num_processes == 1 else f"scoring (process 0 of {state.num_processes})"
+    with tqdm(total=len(mine), unit="task", desc=desc, disable=not progress or not state.is_main_process) as bar:
+        for first in range(0, len(mine), config.tasks_per_chunk):
+            chunk = mine[first : first + config.tasks_per_chunk]
+            instances.extend(scorer.score(chunk, prompts))
+            bar.update(len(chunk))
+    stats = scorer.stats() | {"wall_s": time.perf_counter() - started}
+    if state.num_processes > 1:
+        parts = gather_object([{"instances": [asdict(s) for s in instances], "stats": stats}])
+        instances = [InstanceScore(**(s | {"p": tuple(s["p"])})) for part in parts for s in part["instances"]]
+        stats = {key: sum(part["stats"][key] for part in parts) for key in stats} | {
+            "wall_s": max(part["stats"]["wall_s"] for part in parts)
+        }
+    by_task: dict[str, list[InstanceScore]] = {}
+    for score in instances:
+        by_task.setdefault(score.task, []).append(score)
+    rows = tuple(summarize_task(task, by_task[task.name]) for task in tasks)
+    ordered = tuple(s for task in tasks for s in by_task[task.name])
+    perturbation = next(iter(prompts.values())).perturbation if prompts else config.perturbation
+    meta = {
+        "model": loaded.name,
+        "config": asdict(config) | {"perturbation": perturbation},
+        "processes": state.num_processes,
+        "stats": stats,
+    }
+    return ScoreTable(rows, ordered, meta)
