@@ -1,0 +1,224 @@
+"""ROUGE-L and exact match of greedy predictions on (unseen) test tasks.
+
+Metrics follow the NIV2 reference evaluation (``compute_metrics.py`` of the
+natural-instructions repository): ROUGE-L F-measure from ``rouge-score`` with its default
+tokenizer (lowercases, keeps only ASCII letters and digits) and the Porter stemmer, and
+exact match after lowercasing and removing punctuation and extra whitespace. Both take the
+max over an instance's references and are reported x100, as means over instances:
+overall, for classification vs generation tasks, per category and per task.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from activeit.tasks import Instance, Task
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings; ``max_instances_per_task`` is 100 as in the NIV2 benchmark.
+
+    ``chat=None`` lets the formatter decide, as in training and scoring.
+    """
+
+    max_instances_per_task: int = 100
+    max_new_tokens: int = 128
+    max_source_length: int = 1024
+    token_budget: int = 16384
+    seed: int = 0
+    chat: bool | None = None
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop punctuation, collapse whitespace (the NIV2 exact-match rule)."""
+    return " ".join(text.lower().translate(_PUNCTUATION).split())
+
+
+def rouge_l(prediction: str, references: Sequence[str]) -> float:
+    """ROUGE-L F-measure in [0, 1], max over ``references`` (0 without references)."""
+    scorer = _rouge_scorer()
+    return max((scorer.score(ref, prediction)["rougeL"].fmeasure for ref in references), default=0.0)
+
+
+def exact_match(prediction: str, references: Sequence[str]) -> float:
+    """1.0 when the normalized prediction equals a normalized reference, else 0.0."""
+    normalized = normalize_answer(prediction)
+    return float(any(normalized == normalize_answer(ref) for ref in references))
+
+
+def _summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean ROUGE-L and exact match (x100) over records; ``None`` when there are none."""
+    n = len(records)
+    return {
+        "rougeL": 100 * sum(r["rougeL"] for r in records) / n if n else None,
+        "exact_match": 100 * sum(r["exact_match"] for r in records) / n if n else None,
+        "instances": n,
+    }
+
+
+def _grouped(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(record[key], []).append(record)
+    return {name: _summary(group) for name, group in sorted(groups.items())}
+
+
+@dataclass
+class EvalReport:
+    """Grouped metrics and the per-instance predictions behind them.
+
+    ``overall``, ``classification`` and ``generation`` are
+    ``{"rougeL", "exact_match", "instances"}`` (scores x100, ``None`` for an empty group);
+    ``per_category`` and ``per_task`` map names to the same (tasks also carry
+    ``category`` and ``is_classification``); ``predictions`` has one dict per instance:
+    ``task, id, category, is_classification, prediction, references, rougeL, exact_match``
+    (the last two in [0, 1]).
+    """
+
+    overall: dict[str, Any]
+    classification: dict[str, Any]
+    generation: dict[str, Any]
+    per_category: dict[str, dict[str, Any]]
+    per_task: dict[str, dict[str, Any]]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_predictions(cls, records: Iterable[Mapping[str, Any]]) -> EvalReport:
+        """Aggregate per-instance records (the ``predictions`` format; scores in [0, 1])."""
+        records = [dict(r) for r in records]
+        per_task = _grouped(records, "task")
+        for record in records:
+            per_task[record["task"]].update(
+                category=record["category"], is_classification=record["is_classification"]
+            )
+        return cls(
+            overall=_summary(records),
+            classification=_summary([r for r in records if r["is_classification"]]),
+            generation=_summary([r for r in records if not r["is_classification"]]),
+            per_category=_grouped(records, "category"),
+            per_task=per_task,
+            predictions=records,
+        )
+
+    def metrics(self) -> dict[str, Any]:
+        """Everything but the predictions."""
+        return {
+            "overall": self.overall,
+            "classification": self.classification,
+            "generation": self.generation,
+            "per_category": self.per_category,
+            "per_task": self.per_task,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.metrics(), "predictions": self.predictions}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        return cls(
+            overall=dict(data["overall"]),
+            classification=dict(data["classification"]),
+            generation=dict(data["generation"]),
+            per_category={k: dict(v) for k, v in data["per_category"].items()},
+            per_task={k: dict(v) for k, v in data["per_task"].items()},
+            predictions=[dict(p) for p in data.get("predictions", ())],
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``metrics.json`` and ``predictions.jsonl`` into the folder ``path``."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / METRICS_FILE).write_text(json.dumps(self.metrics(), indent=2), encoding="utf-8")
+        with (folder / PREDICTIONS_FILE).open("w", encoding="utf-8") as out:
+            for record in self.predictions:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvalReport:
+        """Read a folder written by :meth:`save`."""
+        folder = Path(path)
+        metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+        lines = (folder / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
+        return cls.from_dict({**metrics, "predictions": [json.loads(line) for line in lines if line]})
+
+    def summary(self, max_tasks: int = 20) -> str:
+        """A short human-readable table."""
+
+        def row(name: str, m: Mapping[str, Any]) -> str:
+            if m["instances"] == 0:
+                return f"  {name:<48} {'-':>8} {'-':>8} {0:>6}"
+            return f"  {name:<48} {m['rougeL']:>8.2f} {m['exact_match']:>8.2f} {m['instances']:>6}"
+
+        lines = [f"  {'':<48} {'ROUGE-L':>8} {'EM':>8} {'n':>6}", row("overall", self.overall),
+                 row("classification", self.classification), row("generation", self.generation),
+                 "per category:"]
+        lines += [row(name, m) for name, m in self.per_category.items()]
+        tasks = list(self.per_task.items())
+        lines.append(f"per task ({len(tasks)}):" if len(tasks) <= max_tasks
+                     else f"per task (first {max_tasks} of {len(tasks)}; all in {METRICS_FILE}):")
+        lines += [row(name[:48], m) for name, m in tasks[:max_tasks]]
+        return "\n".join(lines)
+
+
+def score_predictions(items: Iterable[tuple[Task, Instance, str]]) -> EvalReport:
+    """The report for ``(task, instance, prediction)`` triples."""
+    return EvalReport.from_predictions(
+        {
+            "task": task.name,
+            "id": instance.id,
+            "category": task.category,
+            "is_classification": task.is_classification,
+            "prediction": prediction,
+            "references": list(instance.outputs),
+            "rougeL": rouge_l(prediction, instance.outputs),
+            "exact_match": exact_match(prediction, instance.outputs),
+        }
+        for task, instance, prediction in items
+    )
+
+
+def evaluate_model(
+    loaded: Any, tasks: Sequence[Task], config: EvalConfig = EvalConfig(), progress: bool = True
+) -> EvalReport:
+    """Greedy predictions of ``loaded`` on a seeded sample of each task's instances, scored."""
+    from tqdm.auto import tqdm
+
+    from activeit.generation import greedy_generate
+    from activeit.prompts import PromptFormatter
+
+    formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
+    pairs = [(t, i) for t in tasks for i in t.sample_instances(config.max_instances_per_task, config.seed)]
+    prompts = [formatter.encode_instance(task, instance).ids for task, instance in pairs]
+    was_training = loaded.model.training
+    loaded.model.eval()
+    try:
+        generated = greedy_generate(
+            loaded,
+            prompts,
+            max_new_tokens=config.max_new_tokens,
+            token_budget=config.token_budget,
+            wrap=lambda batches: tqdm(batches, desc="evaluate", unit="batch", disable=not progress),
+        )
+    finally:
+        loaded.model.train(was_training)
+    texts = [loaded.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+    return score_predictions((task, inst, text) for (task, inst), text in zip(pairs, texts))

@@ -1,0 +1,500 @@
+"""Fine-tuning on the selected tasks with ``accelerate``.
+
+One plain loop (nanoGPT-style) that ``accelerate`` places on devices, runs in mixed
+precision, accumulates gradients for, and shards over several processes when started
+with ``accelerate launch`` (see :func:`launch_finetune`):
+
+* every selected task contributes up to ``max_instances_per_task`` seeded instances,
+  rendered with the same :class:`~activeit.prompts.PromptFormatter` ids as scoring and
+  evaluation; one reference output is drawn per instance per epoch (seeded);
+* causal models see ``prompt + target`` with the loss on the target only; seq2seq models
+  get the target as labels;
+* batches are grouped by length (sorted within shuffled mega-batches) so that padding
+  stays small; the padding share is recorded;
+* AdamW, constant learning rate after a linear warm-up;
+* a non-finite loss stops the run with :class:`TrainingError`; the model is written to a
+  temporary folder next to ``out_dir`` and renamed at the end, so a failed run leaves no
+  half-written model.
+
+``model_name`` is a base model name (retrain from the base every round, the reference
+setting) or the previous round's output folder (continue training): both just load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from activeit.errors import ConfigError, TrainingError
+from activeit.models import LoadedModel, load_model
+from activeit.prompts import PromptFormatter
+from activeit.tasks import Task
+
+METRICS_FILE = "training_metrics.json"
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+#: Length grouping sorts examples within mega-batches of this many batches.
+MEGA_BATCH_FACTOR = 50
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Fine-tuning settings; the defaults are the reference ones (METHOD.md).
+
+    ``batch_size`` is per process and per micro-step: the effective batch is
+    ``batch_size * grad_accum * num_processes``. ``warmup_steps`` and ``max_steps`` count
+    optimizer steps. ``mixed_precision="auto"`` means bf16 on a CUDA device that supports
+    it, full precision otherwise. ``chat=None`` lets the formatter decide (chat template
+    for instruction-tuned causal models), as in scoring and evaluation.
+    """
+
+    epochs: int = 8
+    learning_rate: float = 5e-5
+    warmup_steps: int = 50
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_instances_per_task: int = 200
+    max_source_length: int = 1024
+    max_target_length: int = 128
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"
+    max_steps: int | None = None
+    chat: bool | None = None
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum", "max_instances_per_task",
+                    "max_source_length", "max_target_length")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_target_length < 2:
+            raise ConfigError("training config: max_target_length must be >= 2 (one token plus EOS)")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"training config: warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"training config: max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(
+                f"training config: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+                f"got '{self.mixed_precision}'"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """Where the fine-tuned model was written, and the run's metrics."""
+
+    model_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One instance as ids: its prompt and one target per reference output."""
+
+    task: str
+    prompt: tuple[int, ...]
+    targets: tuple[tuple[int, ...], ...]
+
+
+def truncate_target(ids: Sequence[int], max_length: int) -> tuple[int, ...]:
+    """``ids`` (ending in EOS) cut to ``max_length`` tokens, still ending in EOS.
+
+    This is what a T5 tokenizer does with ``truncation=True`` (the reference collator).
+    """
+    if len(ids) <= max_length:
+        return tuple(ids)
+    return (*ids[: max_length - 1], ids[-1])
+
+
+def build_examples(
+    formatter: PromptFormatter, tasks: Sequence[Task], config: TrainingConfig
+) -> list[TrainingExample]:
+    """The training examples of ``tasks``: a seeded per-task sample of instances."""
+    examples = []
+    for task in tasks:
+        for instance in task.sample_instances(config.max_instances_per_task, config.seed):
+            outputs = instance.outputs or ("",)
+            examples.append(
+                TrainingExample(
+                    task=task.name,
+                    prompt=tuple(formatter.encode_instance(task, instance).ids),
+                    targets=tuple(
+                        truncate_target(formatter.encode_target(o), config.max_target_length)
+                        for o in outputs
+                    ),
+                )
+            )
+    return examples
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random,
+    mega_batch_factor: int = MEGA_BATCH_FACTOR,
+) -> list[list[int]]:
+    """Indices in batches of similar length, in a seeded random order.
+
+    Shuffle, cut into mega-batches of ``mega_batch_factor * batch_size``, sort each by
+    length (longest first), cut into batches, shuffle the batches. Only the very last
+    batch can be short, so the number of batches is ``ceil(len(lengths) / batch_size)``.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    mega = mega_batch_factor * batch_size
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class ExampleDataset(torch.utils.data.Dataset):
+    """``dataset[(i, r)]`` is example ``i`` with its ``r``-th reference as the target."""
+
+    def __init__(self, examples: Sequence[TrainingExample]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        index, reference = key
+        example = self.examples[index]
+        return example.prompt, example.targets[reference]
+
+
+class EpochBatchSampler:
+    """Yields batches of ``(example, reference)`` keys, re-drawn for every epoch.
+
+    For each epoch (:meth:`set_epoch`) one reference per example is drawn and the
+    examples are grouped by length, both from ``seed`` and the epoch, so every process
+    computes the same plan (``accelerate`` then gives each process its share).
+    """
+
+    def __init__(self, examples: Sequence[TrainingExample], batch_size: int, seed: int) -> None:
+        self.examples = examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def plan(self) -> list[list[tuple[int, int]]]:
+        rng = random.Random(f"activeit-train:{self.seed}:{self.epoch}")
+        refs = [rng.randrange(len(e.targets)) for e in self.examples]
+        lengths = [len(e.prompt) + len(e.targets[r]) for e, r in zip(self.examples, refs)]
+        return [
+            [(i, refs[i]) for i in batch]
+            for batch in length_grouped_batches(lengths, self.batch_size, rng)
+        ]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.plan())
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.examples) / self.batch_size)
+
+
+class Collator:
+    """Pads ``(prompt, target)`` pairs into model inputs (right padding).
+
+    Causal: ``input_ids = prompt + target``, labels ``-100`` on the prompt and padding.
+    Seq2seq: ``input_ids = prompt``, ``labels = target`` (``-100`` on padding).
+    Also returns the real and total token counts of the batch (for the padding share).
+    """
+
+    def __init__(self, pad_id: int, seq2seq: bool) -> None:
+        self.pad_id = pad_id
+        self.seq2seq = seq2seq
+
+    def _pad(self, rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        return torch.tensor([[*r, *[value] * (width - len(r))] for r in rows], dtype=torch.long)
+
+    def __call__(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
+        if self.seq2seq:
+            inputs = [p for p, _ in pairs]
+            labels = [t for _, t in pairs]
+        else:
+            inputs = [(*p, *t) for p, t in pairs]
+            labels = [(*[IGNORE_INDEX] * len(p), *t) for p, t in pairs]
+        input_ids = self._pad(inputs, self.pad_id)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": self._pad([[1] * len(r) for r in inputs], 0),
+            "labels": self._pad(labels, IGNORE_INDEX),
+        }
+        real = sum(len(r) for r in inputs) + (sum(len(r) for r in labels) if self.seq2seq else 0)
+        total = input_ids.numel() + (batch["labels"].numel() if self.seq2seq else 0)
+        batch["num_tokens"] = torch.tensor([real, total], dtype=torch.long)
+        return batch
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """``"auto"`` -> bf16 on a CUDA device that supports it, else ``"no"``."""
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _save_atomically(loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any]) -> None:
+    """Write model, tokenizer and metrics to a temp folder next to ``out_dir``, then rename."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    try:
+        model.save_pretrained(tmp)  # transformers 5 always writes safetensors
+        loaded.tokenizer.save_pretrained(tmp)
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        if out_dir.exists():
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def finetune(
+    model_name: str,
+    tasks: Sequence[Task],
+    out_dir: str | Path,
+    config: TrainingConfig = TrainingConfig(),
+    progress: bool = True,
+) -> TrainingResult:
+    """Fine-tune ``model_name`` on ``tasks``; write the model to ``out_dir``.
+
+    Runs in the current process, or as one of several when started by
+    ``accelerate launch`` (then every process calls this with the same arguments and the
+    main process writes the output). Raises :class:`TrainingError` on a non-finite loss
+    or when there is nothing to train on.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_constant_schedule_with_warmup
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.grad_accum,
+    )
+    set_seed(config.seed)
+
+    loaded = load_model(model_name)
+    formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
+    examples = build_examples(formatter, tasks, config)
+    if not examples:
+        raise TrainingError(f"nothing to train on: the {len(tasks)} task(s) given have no instances")
+
+    model = loaded.model
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    model.train()
+
+    sampler = EpochBatchSampler(examples, config.batch_size, config.seed)
+    loader = torch.utils.data.DataLoader(
+        ExampleDataset(examples),
+        batch_sampler=sampler,
+        collate_fn=Collator(loaded.tokenizer.pad_token_id, loaded.is_seq2seq),
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    # accelerate steps a prepared scheduler once per process per optimizer step.
+    scheduler = get_constant_schedule_with_warmup(
+        optimizer, num_warmup_steps=config.warmup_steps * accelerator.num_processes
+    )
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    bar = tqdm(total=total_steps, desc="train", unit="step",
+               disable=not (progress and accelerator.is_local_main_process))
+
+    loss_curve: list[float] = []
+    step_losses: list[torch.Tensor] = []
+    counts = torch.zeros(2, dtype=torch.long, device=accelerator.device)
+    step = 0
+    loop_started = time.perf_counter()
+    for epoch in range(config.epochs):
+        if step >= total_steps:
+            break
+        sampler.set_epoch(epoch)
+        for micro, batch in enumerate(loader):
+            counts += batch.pop("num_tokens")
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                mean_loss = accelerator.reduce(loss.detach().float(), "mean")
+                if not torch.isfinite(mean_loss):
+                    raise TrainingError(
+                        f"non-finite loss ({mean_loss.item()}) at step {step + 1} of {total_steps} "
+                        f"(epoch {epoch + 1}, batch {micro + 1}); no model was written. Lower the "
+                        f"learning rate (now {config.learning_rate}) or check the data"
+                    )
+                step_losses.append(mean_loss)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                step += 1
+                loss_curve.append(torch.stack(step_losses).mean().item())
+                step_losses = []
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_curve[-1]:.4f}", epoch=epoch + 1)
+                if step >= total_steps:
+                    break
+    train_time = time.perf_counter() - loop_started
+    bar.close()
+
+    real, total = accelerator.reduce(counts, "sum").tolist()
+    metrics = {
+        "loss_curve": loss_curve,
+        "final_loss": loss_curve[-1] if loss_curve else None,
+        "tokens_seen": int(real),
+        "padding_share": (total - real) / total if total else 0.0,
+        "train_time_s": train_time,
+        "tokens_per_second": real / train_time if train_time > 0 else 0.0,
+        "steps": step,
+        "epochs": config.epochs,
+        "num_tasks": len({e.task for e in examples}),
+        "num_examples": len(examples),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "model_name": model_name,
+        "config": config.to_dict(),
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        metrics["wall_time_s"] = time.perf_counter() - started
+        _save_atomically(loaded, accelerator.unwrap_model(model), out_dir, metrics)
+    accelerator.wait_for_everyone()
+    metrics["wall_time_s"] = time.perf_counter() - started
+    accelerator.end_training()
+    return TrainingResult(out_dir, metrics)
+
+
+# ----------------------------------------------------------------------------- several processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_finetune(
+    model_name: str,
+    tasks: Sequence[Task],
+    out_dir: str | Path,
+    config: TrainingConfig = TrainingConfig(),
+    num_processes: int = 2,
+    cpu: bool = False,
+    progress: bool = True,
+) -> TrainingResult:
+    """Run :func:`finetune` in ``num_processes`` processes with ``accelerate launch``.
+
+    The tasks and the config travel as a JSON file; the result (model and metrics) is
+    read back from ``out_dir``. ``cpu=True`` (implied without CUDA) runs CPU processes
+    that talk over gloo; otherwise one process per GPU. Raises :class:`TrainingError` when the launched run fails.
+    """
+    out_dir = Path(out_dir)
+    cpu = cpu or not torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
+        spec = Path(work) / "spec.json"
+        error_file = Path(work) / "error.txt"
+        spec.write_text(json.dumps({
+            "model_name": model_name,
+            "tasks": [t.to_dict() for t in tasks],
+            "out_dir": str(out_dir.resolve()),
+            "config": config.to_dict(),
+            "progress": progress,
+            "error_file": str(error_file),
+        }), encoding="utf-8")
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch",
+            "--num_processes", str(num_processes), "--num_machines", "1",
+            "--main_process_port", str(_free_port()),
+            "--mixed_precision", resolve_mixed_precision(config.mixed_precision),
+            "--dynamo_backend", "no",
+        ]
+        env = dict(os.environ)
+        if num_processes > 1:  # torchrun-style workers; on CPU they talk over gloo
+            command.append("--multi_gpu")
+        if cpu:
+            env["ACCELERATE_USE_CPU"] = "true"
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
+            if num_processes == 1:
+                command.append("--cpu")
+        command += ["-m", "activeit.training", str(spec)]
+        completed = subprocess.run(command, env=env, check=False)
+        if completed.returncode != 0:
+            detail = error_file.read_text(encoding="utf-8").strip() if error_file.exists() else ""
+            raise TrainingError(
+                detail or f"accelerate launch exited with code {completed.returncode} (see the output above)"
+            )
+    metrics_path = out_dir / METRICS_FILE
+    if not metrics_path.exists():
+        raise TrainingError(f"the launched run finished but wrote no {metrics_path}")
+    return TrainingResult(out_dir, json.loads(metrics_path.read_text(encoding="utf-8")))
+
+
+def _launched_main(spec_path: str) -> int:
+    """Entry of each process started by :func:`launch_finetune`."""
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    try:
+        finetune(
+            spec["model_name"],
+            [Task.from_dict(t) for t in spec["tasks"]],
+            spec["out_dir"],
+            TrainingConfig.from_dict(spec["config"]),
+            progress=spec["progress"],
+        )
+    except TrainingError as exc:
+        if os.environ.get("RANK", "0") == "0":
+            Path(spec["error_file"]).write_text(str(exc), encoding="utf-8")
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_launched_main(sys.argv[1]))
