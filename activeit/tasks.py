@@ -188,15 +188,19 @@ class TaskPool:
         """Write the pool as one JSON file (atomically)."""
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)  # nothing half-written stays behind
 
     @classmethod
     def load_json(cls, path: str | Path) -> TaskPool:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def summary(self) -> dict[str, Any]:
-        """Counts per split, classification/generation, categories, instances, output lengths."""
+        """Counts per split, classification/generation, categories, instances (in all and per
+        task), output lengths in words."""
         train, test = self.train, self.test
         everything = list(self)
         out_words = [
@@ -207,22 +211,37 @@ class TaskPool:
         for t in everything:
             categories[t.category] = categories.get(t.category, 0) + 1
 
-        def pct(q: float) -> int:
-            return out_words[min(len(out_words) - 1, int(q * len(out_words)))] if out_words else 0
+        def pct(values: list[int], q: float) -> int:
+            return values[min(len(values) - 1, int(q * len(values)))] if values else 0
 
+        per_task = sorted(len(t.instances) for t in everything)
         return {
             "name": self.name,
             "train_tasks": len(train),
             "test_tasks": len(test),
             "splits": {s: len(ts) for s, ts in self.splits.items()},
+            "per_split": {
+                s: {
+                    "tasks": len(ts),
+                    "classification": sum(t.is_classification for t in ts),
+                    "generation": sum(not t.is_classification for t in ts),
+                    "instances": sum(len(t.instances) for t in ts),
+                }
+                for s, ts in self.splits.items()
+            },
             "classification_tasks": sum(t.is_classification for t in everything),
             "generation_tasks": sum(not t.is_classification for t in everything),
             "instances": sum(len(t.instances) for t in everything),
+            "instances_per_task": {
+                "min": per_task[0] if per_task else 0,
+                "median": pct(per_task, 0.5),
+                "max": per_task[-1] if per_task else 0,
+            },
             "categories": dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))),
             "output_words": {
                 "mean": round(sum(out_words) / len(out_words), 2) if out_words else 0.0,
-                "median": pct(0.5),
-                "p90": pct(0.9),
+                "median": pct(out_words, 0.5),
+                "p90": pct(out_words, 0.9),
                 "max": out_words[-1] if out_words else 0,
             },
         }
