@@ -17,10 +17,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from activeit.errors import ModelLoadError
 
@@ -171,6 +173,27 @@ def tiny_model_folder(name: str) -> Path:
     return _write_atomically(cache_dir() / name, build)
 
 
+def hub_unreachable_reason() -> str | None:
+    """Why the Hugging Face hub cannot be reached, or None when it may be.
+
+    Offline mode (``HF_HUB_OFFLINE=1``) returns None: the libraries then read their local
+    cache and fail fast by themselves. Otherwise a host name that does not resolve means
+    no network, which is reported at once instead of after a minute of retries.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return None
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return f"no network: '{host}' does not resolve"
+    return None
+
+
 def resolve_model_path(name: str) -> str:
     """The folder or hub id that ``from_pretrained`` should read for ``name``."""
     if name == DEFAULT_MODEL:
@@ -198,6 +221,11 @@ def load_model(
     local = Path(source)
     if not local.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
         raise ModelLoadError(f"model folder '{source}' does not exist")
+    if not local.exists() and (reason := hub_unreachable_reason()):
+        raise ModelLoadError(
+            f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
+            "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy"
+        )
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)

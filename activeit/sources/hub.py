@@ -22,13 +22,11 @@ Without a network this fails at once with one line (a cached copy is used when
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 from activeit.errors import PoolError
+from activeit.models import hub_unreachable_reason
 from activeit.sources.niv2 import niv2_is_classification
 from activeit.sources._common import demonstrations_from_instances
 from activeit.tasks import Instance, Task, TaskPool
@@ -44,24 +42,12 @@ SPLIT_NAMES = {"dev": "validation", "valid": "validation"}
 BATCH_ROWS = 10_000
 
 
-def _offline_hint(hub_id: str, reason: str) -> PoolError:
+def _offline_hint(hub_id: str, reason: str, cache_hint: bool) -> PoolError:
     return PoolError(
         f"cannot reach the Hugging Face hub to load '{hub_id}' ({reason}); offline, use "
-        "--source niv2 --path <local natural-instructions checkout> (or set HF_HUB_OFFLINE=1 "
-        "to use a cached copy)"
+        "--source niv2 --path <local natural-instructions checkout>"
+        + (" (or set HF_HUB_OFFLINE=1 to use a cached copy)" if cache_hint else "")
     )
-
-
-def _hub_host_resolves() -> bool:
-    """A fast network check: does the hub's host name resolve? (Avoids minutes of retries.)"""
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
 
 
 def _column(names: Sequence[str], role: str, required: bool = True) -> str | None:
@@ -123,11 +109,8 @@ def load_hub(hub_id: str | None) -> TaskPool:
     if not hub_id:
         raise PoolError("source 'hub' needs a dataset id: pass --path <owner/name>, e.g. Muennighoff/natural-instructions")
     hub_id = str(hub_id)
-    from huggingface_hub import constants
-
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-    if not offline and not _hub_host_resolves():
-        raise _offline_hint(hub_id, "no network: the hub's host name does not resolve")
+    if reason := hub_unreachable_reason():
+        raise _offline_hint(hub_id, reason, cache_hint=True)
     import datasets
     from datasets.exceptions import DatasetNotFoundError
 
@@ -136,7 +119,8 @@ def load_hub(hub_id: str | None) -> TaskPool:
     except DatasetNotFoundError as exc:
         raise PoolError(f"no dataset '{hub_id}' on the Hugging Face hub ({str(exc).splitlines()[0]})") from None
     except (ConnectionError, OSError) as exc:
-        raise _offline_hint(hub_id, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _offline_hint(hub_id, reason, cache_hint=False) from None
     except Exception as exc:  # noqa: BLE001 - any other datasets failure becomes one line
         raise PoolError(f"cannot load '{hub_id}' from the hub: {type(exc).__name__}: {str(exc)[:200]}") from None
     parts = loaded.items() if isinstance(loaded, Mapping) else [("train", loaded)]
