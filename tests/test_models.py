@@ -1,0 +1,87 @@
+"""Model loading: the default model offline, the tiny test models, one-line failures."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from activeit.errors import ModelLoadError
+from activeit.generation import greedy_generate
+from activeit.models import DEFAULT_MODEL, hub_unreachable_reason, load_model
+from activeit.prompts import PromptFormatter
+from activeit.tasks import Example
+
+
+@pytest.mark.usefixtures("offline")
+def test_default_model_loads_offline_and_generates_text() -> None:
+    start = time.perf_counter()
+    loaded = load_model(DEFAULT_MODEL)
+    load_s = time.perf_counter() - start
+    assert loaded.kind == "causal" and loaded.path is not None and loaded.path.is_dir()
+    assert load_s < 30, f"loading the cached default model took {load_s:.1f} s"
+    formatter = PromptFormatter.for_model(loaded)
+    assert formatter.chat  # SmolLM2-Instruct gets its chat template
+    prompt = formatter.encode(
+        "Return the capital city of the country", (Example("France", "Paris"), Example("Italy", "Rome")), "Germany"
+    )
+    (ids,) = greedy_generate(loaded, [prompt.ids], max_new_tokens=6)
+    text = loaded.tokenizer.decode(ids, skip_special_tokens=True)
+    assert ids and text.strip(), f"no text generated: {ids}"
+
+
+@pytest.mark.usefixtures("offline")
+@pytest.mark.parametrize("name, kind", [("tiny-llama", "causal"), ("tiny-gpt2", "causal"), ("tiny-t5", "seq2seq")])
+def test_tiny_models_load_with_their_kind(name: str, kind: str) -> None:
+    loaded = load_model(name)
+    assert loaded.kind == kind and loaded.is_seq2seq == (kind == "seq2seq")
+    assert loaded.tokenizer.pad_token_id is not None
+    assert sum(p.numel() for p in loaded.model.parameters()) < 20_000_000
+    prompt = PromptFormatter.for_model(loaded, max_source_length=64).encode("Say hi", (), "now")
+    (ids,) = greedy_generate(loaded, [prompt.ids], max_new_tokens=3)
+    assert len(ids) <= 3
+
+
+def _one_line_error(name: str) -> str:
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(name)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_local_folder_is_one_line(tmp_path: Path) -> None:
+    message = _one_line_error(str(tmp_path / "no" / "such" / "model"))
+    assert "does not exist" in message
+
+
+@pytest.mark.usefixtures("offline")
+def test_folder_without_a_model_is_one_line(tmp_path: Path) -> None:
+    assert "cannot load model" in _one_line_error(str(tmp_path))
+
+
+@pytest.mark.usefixtures("offline")
+def test_unknown_hub_id_offline_is_one_line() -> None:
+    start = time.perf_counter()
+    message = _one_line_error("nobody-here/no-such-model")
+    assert "nobody-here/no-such-model" in message and "local folder" in message
+    assert time.perf_counter() - start < 20
+
+
+def test_no_network_fails_fast_without_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without offline mode, a host name that does not resolve is reported at once."""
+    from huggingface_hub import constants
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    assert "no network" in (hub_unreachable_reason() or "")
+    start = time.perf_counter()
+    message = _one_line_error("nobody-here/no-such-model")
+    assert "no network" in message and "HF_HUB_OFFLINE=1" in message
+    assert time.perf_counter() - start < 5
