@@ -70,6 +70,8 @@ class ScoringSection(_Section):
     perturbation: str = "word_drop"
     drop_prob: float = Field(default=0.2, ge=0.0, le=1.0)
     token_budget: int | None = Field(default=None, ge=1)
+    logit_budget: int | None = Field(default=None, ge=1)
+    tasks_per_chunk: int | None = Field(default=None, ge=1)
     reuse_prefix: bool = True
 
 
@@ -87,7 +89,8 @@ class TrainingSection(_Section):
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     max_steps: int | None = Field(default=None, ge=1)
-    chat: bool | None = None
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
     #: >1 launches ``accelerate launch --num_processes N`` (CPU: gloo; GPU: one per device).
     num_processes: int = Field(default=1, ge=1)
     #: retrain: every round from the base model on all tasks selected so far (reference);
@@ -125,6 +128,9 @@ class ExperimentConfig(_Section):
 
     pool: PoolSection = PoolSection()
     model: str = "smollm2-135m-instruct"
+    #: Wrap prompts in the model's chat template (None: decide from the model), the same
+    #: way in scoring, training and evaluation.
+    chat: bool | None = None
     strategy: str = "uncertainty"
     #: Selection rounds after round 0 (round 0 is the random initial set).
     rounds: int = Field(default=4, ge=0)
@@ -179,14 +185,6 @@ class ExperimentConfig(_Section):
                 f"x tasks_per_round {self.tasks_per_round} = {self.tasks_needed} tasks, but "
                 f"{pool_name} has only {pool_size} selectable train tasks"
             )
-
-    def resolved_pool_path(self) -> str | None:
-        """The pool path with a relative path resolved against the repository root
-        (a hub id, which has no local meaning, is left as it is)."""
-        path = self.pool.path
-        if path is None or self.pool.source == "hub" or Path(path).is_absolute():
-            return path
-        return str((REPO_ROOT / Path(path).expanduser()).resolve())
 
     def flat(self) -> dict[str, Any]:
         """The config as ``{"section.key": value}`` (MLflow params)."""
@@ -243,9 +241,19 @@ def parse_config(
         if value is not None:
             _set_dotted(merged, dotted, value)
     try:
-        return ExperimentConfig.model_validate(merged)
+        config = ExperimentConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+    return config.model_copy(update={"pool": config.pool.model_copy(update={"path": _resolve_pool_path(config.pool)})})
+
+
+def _resolve_pool_path(pool: PoolSection) -> str | None:
+    """A relative pool path resolved against the repository root (``~`` expanded); a hub
+    id, which names no local file, is left as it is."""
+    if pool.path is None or pool.source == "hub":
+        return pool.path
+    path = Path(pool.path).expanduser()
+    return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:

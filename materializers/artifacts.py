@@ -1,0 +1,28 @@
+"""Artifact types the pipeline passes between steps for which the library has no type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from activeit.perturb import PerturbedPrompts
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """The perturbed prompts of one round's candidate tasks, keyed by task name."""
+
+    round: int
+    prompts: Mapping[str, PerturbedPrompts] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A Hugging Face model saved as a safetensors folder (with its tokenizer)."""
+
+    path: str
+    base_model: str
+    round: int

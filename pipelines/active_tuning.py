@@ -1,0 +1,100 @@
+"""The active-tuning pipeline: the rounds of METHOD.md, unrolled.
+
+Round 0: a seeded random initial set (the same for every strategy under a seed, so the
+round-0 steps are shared through the cache), fine-tune, evaluate. Rounds 1..R: perturb and
+score the remaining pool with the round r-1 model (strategies that need scores), select,
+fine-tune, evaluate. Step ids and artifact names carry the round
+(``uncertainty_scorer_round_2``, ``scores_round_2``). Re-running the same config reuses
+every finished step: an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zenml import pipeline
+from zenml.config.schedule import Schedule
+
+from activeit.config import ExperimentConfig
+from activeit.strategies import NEEDS_SCORES
+from steps import (
+    accelerate_finetuner,
+    perturber,
+    pool_loader,
+    rouge_evaluator,
+    selector,
+    tracker,
+    uncertainty_scorer,
+)
+
+PIPELINE_NAME = "active_tuning"
+INITIAL_STRATEGY = "random"
+
+
+def _in_round(step: Any, round_index: int) -> Any:
+    """The step with ``{round}`` in its artifact names bound to ``round_index``."""
+    return step.with_options(substitutions={"round": str(round_index)})
+
+
+@pipeline(name=PIPELINE_NAME)
+def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = None) -> None:
+    """Rounds 0..R of active instruction tuning; each round logged to MLflow when an
+    experiment tracker (a stack component name) is given."""
+    seed, chat = config.seed, config.chat
+    pool = pool_loader(config.pool, seed)
+    log_round = None
+    if experiment_tracker:
+        from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import (
+            MLFlowExperimentTrackerSettings,
+        )
+
+        from pipelines.tracking import run_tags
+
+        log_round = tracker.with_options(
+            experiment_tracker=experiment_tracker,
+            settings={"experiment_tracker": MLFlowExperimentTrackerSettings(
+                experiment_name=config.tracking.experiment, tags=run_tags(config)
+            )},
+        )
+
+    trained: Any = []
+    model: Any = None
+    for r in range(config.selection_rounds + 1):
+        scores = scoring_time = None
+        if r == 0:
+            strategy, budget = INITIAL_STRATEGY, config.initial_tasks
+        else:
+            strategy, budget = config.strategy, config.tasks_per_round
+            if strategy in NEEDS_SCORES:
+                prompts = _in_round(perturber, r)(pool, trained, config.scoring, seed, r, id=f"perturber_round_{r}")
+                scores, scoring_time = _in_round(uncertainty_scorer, r)(
+                    model, pool, prompts, config.scoring, seed, chat, id=f"uncertainty_scorer_round_{r}"
+                )
+        selection, trained = _in_round(selector, r)(
+            pool, trained, strategy, budget, seed, config.classification_ratio, r, scores=scores,
+            id=f"selector_round_{r}",
+        )
+        previous = model if config.training.mode == "continue" and r > 0 else None
+        model, training_metrics = _in_round(accelerate_finetuner, r)(
+            config.model, pool, trained, selection, config.training, seed, chat, r, previous=previous,
+            id=f"accelerate_finetuner_round_{r}",
+        )
+        report = _in_round(rouge_evaluator, r)(model, pool, config.evaluation, seed, chat, id=f"rouge_evaluator_round_{r}")
+        if log_round is not None:
+            _in_round(log_round, r)(
+                config, r, selection, trained, report, training_metrics, model, scores=scores,
+                scoring_time_s=scoring_time, id=f"tracker_round_{r}",
+            )
+
+
+def configured(config: ExperimentConfig, run_name: str | None = None) -> Any:
+    """The pipeline with the config's run name, cache switch, ZenML settings and schedule."""
+    options: dict[str, Any] = {
+        "run_name": run_name or f"{config.tracking.experiment}-{config.strategy}-seed{config.seed}-{{date}}-{{time}}",
+        "enable_cache": config.zenml.enable_cache,
+    }
+    if config.zenml.settings:
+        options["settings"] = config.zenml.settings
+    if config.schedule:
+        options["schedule"] = Schedule(cron_expression=config.schedule)
+    return active_tuning.with_options(**options)

@@ -1,0 +1,23 @@
+"""ZenML steps: thin, typed adapters over the library, one per file.
+
+Importing this package registers the project's materializers (no pickled artifacts).
+"""
+
+import materializers  # noqa: F401  (registers the materializers)
+from steps.accelerate_finetuner import accelerate_finetuner
+from steps.perturber import perturber
+from steps.pool_loader import pool_loader
+from steps.rouge_evaluator import rouge_evaluator
+from steps.selector import selector
+from steps.tracker import tracker
+from steps.uncertainty_scorer import uncertainty_scorer
+
+__all__ = [
+    "accelerate_finetuner",
+    "perturber",
+    "pool_loader",
+    "rouge_evaluator",
+    "selector",
+    "tracker",
+    "uncertainty_scorer",
+]

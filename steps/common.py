@@ -1,0 +1,39 @@
+"""Small helpers shared by the steps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from zenml import get_step_context
+
+from activeit.errors import ActiveITError
+from activeit.tasks import Task, TaskPool
+
+#: Set to a step id (``accelerate_finetuner_round_2``) to make that step fail on purpose:
+#: how the tests interrupt a run to check that a re-run resumes from the cache.
+FAIL_STEP_ENV = "ACTIVEIT_FAIL_STEP"
+
+
+class InjectedFailure(ActiveITError):
+    """Raised by a step named in ``$ACTIVEIT_FAIL_STEP``."""
+
+
+def fail_if_requested() -> None:
+    """Raise :class:`InjectedFailure` when this step's id is in ``$ACTIVEIT_FAIL_STEP``."""
+    wanted = os.environ.get(FAIL_STEP_ENV)
+    if wanted and get_step_context().step_run.name in wanted.split(","):
+        raise InjectedFailure(f"step '{get_step_context().step_run.name}' failed on purpose ({FAIL_STEP_ENV})")
+
+
+def remaining_tasks(pool: TaskPool, trained: Iterable[str]) -> tuple[Task, ...]:
+    """The pool's train tasks not selected yet, in pool order."""
+    taken = set(trained)
+    return tuple(task for task in pool.train if task.name not in taken)
+
+
+def local_output_dir(output_name: str) -> str | None:
+    """The folder of a step output when the artifact store is local (write there directly,
+    no copy), else None."""
+    uri = get_step_context().get_output_artifact_uri(output_name)
+    return uri if os.path.isabs(uri) else None

@@ -1,0 +1,32 @@
+"""Step: pick the next tasks from the remaining pool by the strategy."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from zenml import step
+
+from activeit.scoring import ScoreTable
+from activeit.strategies import Selection, select_tasks
+from activeit.tasks import TaskPool
+from steps.common import fail_if_requested, remaining_tasks
+
+
+@step
+def selector(
+    pool: TaskPool,
+    trained: list[str],
+    strategy: str,
+    budget: int,
+    seed: int,
+    classification_ratio: float | None,
+    round_index: int,
+    scores: ScoreTable | None = None,
+) -> tuple[Annotated[Selection, "selection_round_{round}"], Annotated[list[str], "train_tasks_round_{round}"]]:
+    """This round's selection and the training task set so far (previous + selected)."""
+    fail_if_requested()
+    selection = select_tasks(
+        strategy, remaining_tasks(pool, trained), budget, scores=scores, seed=seed,
+        classification_ratio=classification_ratio, round_index=round_index,
+    )
+    return selection, [*trained, *selection.tasks]

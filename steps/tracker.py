@@ -1,0 +1,40 @@
+"""Step: log one round to the pipeline run's MLflow run and register its model.
+
+Never cached: a resumed run logs every round again (its models are not registered twice).
+The experiment tracker is attached when the pipeline is built, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from zenml import get_step_context, step
+
+from activeit.config import ExperimentConfig
+from activeit.evaluation import EvalReport
+from activeit.scoring import ScoreTable
+from activeit.strategies import Selection
+from materializers.artifacts import ModelFolder
+from pipelines.tracking import log_and_register_model, log_config, log_round
+from steps.common import fail_if_requested
+
+
+@step(enable_cache=False)
+def tracker(
+    config: ExperimentConfig,
+    round_index: int,
+    selection: Selection,
+    trained: list[str],
+    report: EvalReport,
+    training_metrics: dict[str, Any],
+    model: ModelFolder,
+    scores: ScoreTable | None = None,
+    scoring_time_s: float | None = None,
+) -> Annotated[int, "model_version_round_{round}"]:
+    """Log the round's metrics and files; returns the registered model version."""
+    fail_if_requested()
+    if round_index == 0:
+        log_config(config)
+    log_round(config, round_index, selection, trained, report, training_metrics, scores, scoring_time_s)
+    model_artifact = get_step_context().inputs["model"][0]
+    return log_and_register_model(model.path, config.registered_model_name, round_index, str(model_artifact.id))
