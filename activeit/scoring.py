@@ -539,11 +539,21 @@ def _check_tasks(tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts] 
                 raise ActiveITError(f"task '{task.name}': the prompts given have no perturbed prompt")
 
 
+def process_state() -> Any:
+    """accelerate's ``PartialState`` for this process.
+
+    Several processes on CPU (``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
+    --num_processes 2 ...``, or any launch on a machine without CUDA) use gloo.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def place_model(loaded: LoadedModel) -> LoadedModel:
     """Move the model to this process's accelerate device (its own GPU under ``accelerate launch``)."""
-    from accelerate import PartialState
-
-    loaded.model.to(PartialState().device)
+    loaded.model.to(process_state().device)
     return loaded
 
 
@@ -561,13 +571,12 @@ def score_tasks(
     every process returns the full table. The model is used where it is (see
     :func:`place_model`); on CUDA an fp32 model runs under bf16 autocast.
     """
-    from accelerate import PartialState
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
     tasks = list(tasks)
     _check_tasks(tasks, prompts)
-    state = PartialState()
+    state = process_state()
     mine = tasks[state.process_index :: state.num_processes]
     if prompts is None:
         prompts = perturb_tasks(mine, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)

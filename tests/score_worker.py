@@ -1,0 +1,57 @@
+"""Scoring test helpers: handmade tasks, and a script scoring them (run under accelerate).
+
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 tests/score_worker.py OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from activeit.scoring import ScoringConfig
+from activeit.tasks import Example, Instance, Task
+
+WORDS = "the cat dog sat ran on under a mat tree quickly slowly red blue big small house river".split()
+WORKER_CONFIG = ScoringConfig(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
+
+
+def handmade_tasks(count: int = 5) -> list[Task]:
+    """``count`` small tasks of varied definition, demonstration and instance lengths."""
+    tasks = []
+    for t in range(count):
+        words = [WORDS[(t * 7 + i * 3) % len(WORDS)] for i in range(6 + 4 * t)]
+        definition = f"Task {t}: given a short sentence, answer with one word from it. " + " ".join(words)
+        examples = tuple(
+            Example(input=" ".join(WORDS[(t + e) % 5 : (t + e) % 5 + 4 + e]), output=WORDS[(t + e) % 7])
+            for e in range(2)
+        )
+        instances = tuple(
+            Instance(
+                id=f"t{t}-{i}",
+                input=" ".join(WORDS[(i * 5 + t + j) % len(WORDS)] for j in range(2 + (i * 3 + t) % 9)),
+                outputs=(WORDS[i % 4],),
+            )
+            for i in range(6)
+        )
+        tasks.append(
+            Task(name=f"hand_{t}", definition=definition, positive_examples=examples, instances=instances,
+                 categories=("Handmade",), is_classification=t % 2 == 0)
+        )
+    return tasks
+
+
+def main(out: str, model: str = "tiny-llama") -> None:
+    from activeit.models import load_model
+    from activeit.scoring import process_state, score_tasks
+
+    state = process_state()
+    table = score_tasks(load_model(model), handmade_tasks(), WORKER_CONFIG, progress=False)
+    if state.is_main_process:
+        Path(out).write_text(json.dumps(table.to_dict() | {"processes": state.num_processes}))
+    state.wait_for_everyone()
+    state.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

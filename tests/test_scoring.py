@@ -1,0 +1,255 @@
+"""Scoring: the formulas by hand, the fast path against plain computations, the table, 2 processes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from activeit.errors import ActiveITError
+from activeit.generation import greedy_generate
+from activeit.models import load_model
+from activeit.perturb import perturb_tasks
+from activeit.prompts import PromptFormatter
+from activeit.scoring import (
+    ForcedPair,
+    InstanceScore,
+    ScoreTable,
+    ScoringConfig,
+    TaskScore,
+    score_tasks,
+    summarize_task,
+    task_metrics,
+    teacher_forced_nll,
+)
+from activeit.tasks import Task
+from score_worker import WORKER_CONFIG, handmade_tasks
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ScoringConfig(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: the tiny models gain nothing from more, and the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return load_model("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def tasks() -> list[Task]:
+    return handmade_tasks()
+
+
+def reference_nll(loaded, prompt: list[int], target: list[int]) -> float:
+    """Mean NLL of ``target`` after ``prompt``: one unbatched forward pass, full log-softmax."""
+    model = loaded.model
+    with torch.inference_mode():
+        if loaded.is_seq2seq:
+            decoder = [model.config.decoder_start_token_id, *target[:-1]]
+            logits = model(input_ids=torch.tensor([prompt]), decoder_input_ids=torch.tensor([decoder])).logits[0]
+        else:
+            ids = torch.tensor([prompt + target[:-1]])
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1 :]
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        return float(-logp[torch.arange(len(target)), torch.tensor(target)].mean())
+
+
+# ---- the formulas, by hand ---------------------------------------------------------------
+
+
+def test_task_metrics_by_hand() -> None:
+    ln2, ln4 = math.log(2), math.log(4)
+    # p = [[.5, .25, .5], [1, .5, 1]]: |p_ij - p_i0| = .25, 0, .5, 0
+    pu, pp, perplexity = task_metrics([[ln2, ln4, ln2], [0.0, ln2, 0.0]])
+    assert pu == pytest.approx(0.75 / 4)
+    assert pp == pytest.approx(0.75)
+    assert perplexity == pytest.approx((2 + 1) / 2)
+
+
+def test_task_metrics_needs_perturbed_prompts() -> None:
+    with pytest.raises(ActiveITError):
+        task_metrics([[0.1]])
+    with pytest.raises(ActiveITError):
+        task_metrics([])
+
+
+def test_summarize_task_by_hand(tasks: list[Task]) -> None:
+    detail = [
+        InstanceScore("hand_0", "a", "x", 2, math.log(2), 0.5, (0.25, 0.5, 0.75)),
+        InstanceScore("hand_0", "b", "y", 3, math.log(5), 0.2, (0.2, 0.1, 0.3)),
+    ]
+    row = summarize_task(tasks[0], detail)
+    assert row.pu == pytest.approx((0.25 + 0 + 0.25 + 0 + 0.1 + 0.1) / 6)
+    assert row.pp == pytest.approx(0.35)
+    assert row.perplexity == pytest.approx((2 + 5) / 2)
+    assert (row.n, row.k, row.is_classification, row.category) == (2, 3, True, "Handmade")
+
+
+def test_uniform_model_gives_hand_computed_scores(tasks: list[Task]) -> None:
+    """All-zero logits: every token has probability 1/V, so PU = 0, PP = 1/V, perplexity = V."""
+    loaded = load_model("tiny-gpt2")
+    loaded = copy.copy(loaded)
+    loaded.model = copy.deepcopy(loaded.model)
+    with torch.no_grad():
+        loaded.model.get_output_embeddings().weight.zero_()
+    vocab = loaded.model.config.vocab_size
+    table = score_tasks(loaded, tasks[:2], SMALL, progress=False)
+    for row in table:
+        assert row.pu == pytest.approx(0.0, abs=1e-12)
+        assert row.pp == pytest.approx(1 / vocab, rel=1e-5)
+        assert row.perplexity == pytest.approx(vocab, rel=1e-5)
+    # Token 0 wins every greedy step (ties go to the first id), never EOS: max tokens + EOS.
+    assert {s.prediction_tokens for s in table.instances} == {SMALL.max_new_tokens + 1}
+
+
+# ---- the fast path is exact ---------------------------------------------------------------
+
+
+def forced_pairs(loaded, tasks: list[Task], max_source_length: int = 1024) -> list[ForcedPair]:
+    """Pairs over every (task, prompt, instance) with targets of varied length ending in EOS."""
+    formatter = PromptFormatter.for_model(loaded, max_source_length)
+    prompts = perturb_tasks(tasks, k=3, seed=1)
+    eos, pairs = loaded.tokenizer.eos_token_id, []
+    for t, task in enumerate(tasks):
+        for variant in prompts[task.name].variants:
+            for i, instance in enumerate(task.instances[:4]):
+                encoded = formatter.encode(variant.definition, variant.examples, instance.input)
+                target = (*range(100 + t, 100 + t + (i * 3 + t) % 7), eos)
+                pairs.append(ForcedPair(encoded.prefix_ids, encoded.suffix_ids, target))
+    return pairs
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_prefix_reuse_equals_plain_computation(name: str, tasks: list[Task]) -> None:
+    loaded = load_model(name)
+    # A short source limit drops demonstrations for long instances: prefixes then differ
+    # within one prompt, and the small budgets split groups across batches.
+    pairs = forced_pairs(loaded, tasks, max_source_length=100)
+    assert len({p.prefix for p in pairs}) > len(tasks) * 4
+    fast = teacher_forced_nll(loaded, pairs, token_budget=500, logit_budget=40)
+    plain = teacher_forced_nll(
+        loaded, [ForcedPair((), p.prefix + p.suffix, p.target) for p in pairs], token_budget=500
+    )
+    reference = [reference_nll(loaded, list(p.prefix + p.suffix), list(p.target)) for p in pairs]
+    assert max(abs(a - b) for a, b in zip(fast, reference)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(plain, reference)) < 1e-4
+
+
+def test_seq2seq_forcing_equals_reference(tasks: list[Task]) -> None:
+    loaded = load_model("tiny-t5")
+    pairs = forced_pairs(loaded, tasks[:3])
+    fast = teacher_forced_nll(loaded, pairs, token_budget=600, logit_budget=30)
+    reference = [reference_nll(loaded, list(p.prefix + p.suffix), list(p.target)) for p in pairs]
+    assert max(abs(a - b) for a, b in zip(fast, reference)) < 1e-4
+
+
+def test_score_tasks_matches_plain_loop(llama, tasks: list[Task]) -> None:
+    """Every p_ij of the table against: greedy decode, then one plain forward per prompt."""
+    table = score_tasks(llama, tasks[:3], SMALL, progress=False)
+    formatter = PromptFormatter.for_model(llama)
+    prompts = perturb_tasks(tasks[:3], k=SMALL.k, seed=SMALL.seed)
+    eos = llama.tokenizer.eos_token_id
+    assert table.tasks == tuple(t.name for t in tasks[:3])
+    for task in tasks[:3]:
+        detail = table.instances_of(task.name)
+        instances = task.sample_instances(SMALL.n, SMALL.seed)
+        assert [s.instance_id for s in detail] == [i.id for i in instances]
+        for score, instance in zip(detail, instances):
+            encoded = [formatter.encode(v.definition, v.examples, instance.input).ids
+                       for v in prompts[task.name].variants]
+            target = greedy_generate(llama, [encoded[0]], SMALL.max_new_tokens)[0] + [eos]
+            assert score.prediction_tokens == len(target)
+            expected = [math.exp(-reference_nll(llama, ids, target)) for ids in encoded]
+            assert score.p0 == pytest.approx(expected[0], abs=1e-6)
+            assert score.p == pytest.approx(expected[1:], abs=1e-6)
+        row = table[task.name]
+        assert (row.n, row.k) == (SMALL.n, SMALL.k)
+
+
+def test_scores_do_not_depend_on_order_or_chunking(llama, tasks: list[Task]) -> None:
+    first = score_tasks(llama, tasks, SMALL, progress=False)
+    other = ScoringConfig(**{**SMALL.__dict__, "tasks_per_chunk": 5, "token_budget": 5000})
+    second = score_tasks(llama, list(reversed(tasks)), other, progress=False)
+    for row in first:
+        assert second[row.task].pu == pytest.approx(row.pu, abs=1e-7)
+        assert second[row.task].pp == pytest.approx(row.pp, rel=1e-5)
+
+
+def test_seq2seq_scoring_runs(tasks: list[Task]) -> None:
+    table = score_tasks(load_model("tiny-t5"), tasks[:2], SMALL, progress=False)
+    assert len(table) == 2 and all(0 <= r.pu <= 1 and 0 < r.pp <= 1 for r in table)
+
+
+def test_scoring_errors(llama, tasks: list[Task]) -> None:
+    with pytest.raises(ActiveITError, match="twice"):
+        score_tasks(llama, [tasks[0], tasks[0]], SMALL, progress=False)
+    with pytest.raises(ActiveITError, match="no instances"):
+        score_tasks(llama, [tasks[0].with_instances([])], SMALL, progress=False)
+    with pytest.raises(ActiveITError, match="no perturbed prompts"):
+        score_tasks(llama, tasks[:2], SMALL, prompts=perturb_tasks(tasks[:1]), progress=False)
+    with pytest.raises(ActiveITError, match="at least 1"):
+        ScoringConfig(k=0)
+
+
+# ---- the table ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_score_table_round_trip(tmp_path: Path, suffix: str) -> None:
+    table = ScoreTable(
+        rows=(TaskScore("a", 0.01, 0.5, 2.5, 2, 2, True, "QA"), TaskScore("b", 0.2, 0.1, 9.0, 2, 2, False, "X")),
+        instances=(
+            InstanceScore("a", "a-1", "yes, no", 2, 0.6, math.exp(-0.6), (0.5, 0.6)),
+            InstanceScore("a", "a-2", "", 1, 0.7, math.exp(-0.7), (0.4, 0.3)),
+        ),
+    )
+    path = table.save(tmp_path / f"scores{suffix}")
+    assert ScoreTable.instances_path(path).exists()
+    loaded = ScoreTable.load(path)
+    assert loaded == table
+    assert loaded["b"].perplexity == 9.0
+    assert ScoreTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+    assert list(table.to_frame().columns)[:4] == ["task", "pu", "pp", "perplexity"]
+    with pytest.raises(ActiveITError, match="csv or .parquet"):
+        table.save(tmp_path / "scores.txt")
+    with pytest.raises(KeyError, match="no scores"):
+        table["zzz"]
+
+
+# ---- several processes -------------------------------------------------------------------
+
+
+def test_two_processes_gather_the_single_process_table(tmp_path: Path, llama, tasks: list[Task]) -> None:
+    out = tmp_path / "table.json"
+    env = os.environ | {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", "29517", str(ROOT / "tests" / "score_worker.py"), str(out),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    gathered = ScoreTable.from_dict(json.loads(out.read_text()))
+    assert gathered.meta["processes"] == 2
+    single = score_tasks(llama, tasks, WORKER_CONFIG, progress=False)
+    assert gathered.tasks == single.tasks
+    for mine, theirs in zip(single, gathered):
+        assert theirs.pu == pytest.approx(mine.pu, abs=1e-7)
+        assert theirs.pp == pytest.approx(mine.pp, rel=1e-5)
+        assert theirs.perplexity == pytest.approx(mine.perplexity, rel=1e-5)
+    assert [s.prediction for s in gathered.instances] == [s.prediction for s in single.instances]
