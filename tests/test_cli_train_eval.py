@@ -1,0 +1,69 @@
+"""``python -m activeit train`` and ``evaluate`` on the offline builtin pool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from activeit.cli import main
+from activeit.cli.train import read_task_names
+from activeit.errors import PoolError
+
+TASKS = "word_lists_first_letter,numbers_parity"
+
+
+def test_task_names_from_a_list_or_a_file(tmp_path: Path) -> None:
+    assert read_task_names(" a, b ,a,") == ["a", "b"]
+    lines = tmp_path / "tasks.txt"
+    lines.write_text("a\n\n# a comment\nb  # why b\n", encoding="utf-8")
+    assert read_task_names(str(lines)) == ["a", "b"]
+    listed = tmp_path / "tasks.json"
+    listed.write_text('["a", "c"]', encoding="utf-8")
+    assert read_task_names(str(listed)) == ["a", "c"]
+    selection = tmp_path / "selection.json"
+    selection.write_text(json.dumps({"strategy": "random", "round": 0, "tasks": ["c", "d"]}), encoding="utf-8")
+    assert read_task_names(str(selection)) == ["c", "d"]
+    selection.write_text('{"strategy": "random"}', encoding="utf-8")
+    with pytest.raises(PoolError, match="'tasks' list"):
+        read_task_names(str(selection))
+    with pytest.raises(PoolError, match="no task names"):
+        read_task_names(" , ")
+
+
+def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model"
+    code = main(["train", "--source", "builtin", "--tasks", TASKS, "--model", "tiny-llama",
+                 "--out", str(model), "--max-instances", "4", "--epochs", "2", "--batch-size", "4",
+                 "--lr", "1e-3", "--warmup-steps", "1", "--no-chat", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"saved {model}" in printed and "tasks 2, examples 8, steps 4" in printed
+    metrics = json.loads((model / "training_metrics.json").read_text())
+    assert metrics["config"]["max_instances_per_task"] == 4 and metrics["config"]["chat"] is False
+
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", str(model), "--source", "builtin", "--split", "test",
+                 "--max-instances", "2", "--max-new-tokens", "3", "--no-chat", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "split 'test': 10 tasks, 20 instances" in printed and "overall" in printed
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["overall"]["instances"] == 20 and len(saved["per_task"]) == 10
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 20
+
+    code = main(["evaluate", "--model", str(model), "--tasks", TASKS, "--max-instances", "1",
+                 "--max-new-tokens", "2", "--no-chat", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert set(json.loads((out / "metrics.json").read_text())["per_task"]) == set(TASKS.split(","))
+
+
+def test_unknown_task_names_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--tasks", "word_list_count,nope", "--model", "tiny-llama",
+                 "--out", str(tmp_path / "m")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "word_list_count (did you mean word_lists_count?), nope" in err
+    assert not (tmp_path / "m").exists()

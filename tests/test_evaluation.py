@@ -1,0 +1,102 @@
+"""ROUGE-L / exact match pinned on hand-made predictions, grouping, and the model path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_tasks import constant_task
+
+from activeit.evaluation import (
+    EvalConfig,
+    EvalReport,
+    evaluate_model,
+    exact_match,
+    normalize_answer,
+    rouge_l,
+    score_predictions,
+)
+from activeit.models import load_model
+from activeit.tasks import Instance, Task
+
+
+def test_rouge_l_uses_the_stemmer_and_the_default_tokenizer() -> None:
+    # LCS("the cat sat" | "the cat sat on the mat") = 3: P = 3/3, R = 3/6, F = 2/3
+    assert rouge_l("the cats sat", ["the cat sat on the mat"]) == pytest.approx(2 / 3)
+    # punctuation and case do not count
+    assert rouge_l("Yes.", ["yes"]) == 1.0
+    # LCS("a x c" | "a b c d") = 2: P = 2/3, R = 2/4, F = 4/7
+    assert rouge_l("a x c", ["a b c d"]) == pytest.approx(4 / 7)
+    assert rouge_l("", ["anything"]) == 0.0
+
+
+def test_scores_take_the_max_over_references() -> None:
+    # "paris is the capital" vs "Paris": P = 1/4, R = 1, F = 0.4
+    assert rouge_l("paris is the capital", ["Paris"]) == pytest.approx(0.4)
+    assert rouge_l("paris is the capital", ["London", "Paris", "the capital is paris"]) == pytest.approx(0.5)
+    assert exact_match("Paris", ["London", "paris"]) == 1.0
+    assert exact_match("Paris is", ["London", "paris"]) == 0.0
+
+
+def test_exact_match_normalizes_like_niv2() -> None:
+    assert normalize_answer("  The  Answer, is: (B)!  ") == "the answer is b"
+    assert exact_match("The answer!", ["the   answer"]) == 1.0
+    assert exact_match("an answer", ["answer"]) == 0.0  # articles are kept
+
+
+def make_task(name: str, category: str, classification: bool, outputs: list[tuple[str, ...]]) -> Task:
+    instances = tuple(Instance(f"{name}-{i}", f"input {i}", refs) for i, refs in enumerate(outputs))
+    return Task(name, "Do it.", (), instances, categories=(category,), is_classification=classification)
+
+
+def test_report_groups_overall_by_kind_category_and_task(tmp_path: Path) -> None:
+    sentiment = make_task("sentiment", "Sentiment", True, [("positive",), ("negative",)])
+    titles = make_task("titles", "Title Generation", False, [("the cat sat on the mat",), ("Paris", "France")])
+    answers = make_task("answers", "Title Generation", False, [("yes",)])
+    report = score_predictions([
+        (sentiment, sentiment.instances[0], "Positive."),    # rougeL 1, EM 1
+        (sentiment, sentiment.instances[1], "positive"),     # 0, 0
+        (titles, titles.instances[0], "the cats sat"),       # 2/3, 0
+        (titles, titles.instances[1], "France"),             # 1, 1 (second reference)
+        (answers, answers.instances[0], "no"),               # 0, 0
+    ])
+    assert report.overall == pytest.approx({"rougeL": 100 * (1 + 2 / 3 + 1) / 5, "exact_match": 40.0,
+                                            "instances": 5})
+    assert report.classification == {"rougeL": 50.0, "exact_match": 50.0, "instances": 2}
+    assert report.generation == pytest.approx({"rougeL": 100 * (5 / 3) / 3, "exact_match": 100 / 3,
+                                               "instances": 3})
+    assert report.per_category["Sentiment"] == report.classification
+    assert report.per_category["Title Generation"] == report.generation
+    assert report.per_task["titles"] == pytest.approx({"rougeL": 100 * (5 / 3) / 2, "exact_match": 50.0,
+                                                       "instances": 2, "category": "Title Generation",
+                                                       "is_classification": False})
+    assert report.per_task["answers"]["rougeL"] == 0.0
+    first = report.predictions[0]
+    assert first == {"task": "sentiment", "id": "sentiment-0", "category": "Sentiment",
+                     "is_classification": True, "prediction": "Positive.", "references": ["positive"],
+                     "rougeL": 1.0, "exact_match": 1.0}
+
+    folder = report.save(tmp_path / "eval")
+    assert {p.name for p in folder.iterdir()} == {"metrics.json", "predictions.jsonl"}
+    assert EvalReport.load(folder) == report
+    assert EvalReport.from_dict(report.to_dict()) == report
+    assert "overall" in report.summary() and "titles" in report.summary()
+
+
+def test_an_empty_group_has_no_score() -> None:
+    task = make_task("gen", "Misc.", False, [("a",)])
+    report = score_predictions([(task, task.instances[0], "a")])
+    assert report.classification == {"rougeL": None, "exact_match": None, "instances": 0}
+    assert "classification" in report.summary()
+
+
+def test_evaluate_model_caps_instances_and_keeps_predictions() -> None:
+    tasks = [constant_task(n=10), constant_task("say_kiwi", "kiwi", n=3, seed=1)]
+    loaded = load_model("tiny-llama")
+    config = EvalConfig(max_instances_per_task=4, max_new_tokens=3, chat=False)
+    report = evaluate_model(loaded, tasks, config, progress=False)
+    assert report.per_task["say_banana"]["instances"] == 4 and report.per_task["say_kiwi"]["instances"] == 3
+    expected_ids = [i.id for i in tasks[0].sample_instances(4, 0)] + [i.id for i in tasks[1].instances]
+    assert [p["id"] for p in report.predictions] == expected_ids
+    assert all(isinstance(p["prediction"], str) for p in report.predictions)
+    assert not loaded.model.training
