@@ -173,18 +173,20 @@ def tiny_model_folder(name: str) -> Path:
     return _write_atomically(cache_dir() / name, build)
 
 
-def hub_unreachable_reason() -> str | None:
+def hub_unreachable_reason(offline: bool | None = None) -> str | None:
     """Why the Hugging Face hub cannot be reached, or None when it may be.
 
-    Offline mode (``HF_HUB_OFFLINE=1``) returns None: the libraries then read their local
-    cache and fail fast by themselves. Otherwise a host name that does not resolve means
-    no network, which is reported at once instead of after a minute of retries.
+    In offline mode (``offline``; by default ``HF_HUB_OFFLINE=1`` in the environment or in
+    ``huggingface_hub``) this is None: the libraries then read their local cache and fail
+    fast by themselves. Otherwise a host name that does not resolve means no network,
+    which is reported at once instead of after a minute of retries.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        return None
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    if offline is None:
+        flag = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+        offline = flag or bool(constants.HF_HUB_OFFLINE)
+    if offline:
         return None
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:

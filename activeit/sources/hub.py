@@ -109,10 +109,12 @@ def load_hub(hub_id: str | None) -> TaskPool:
     if not hub_id:
         raise PoolError("source 'hub' needs a dataset id: pass --path <owner/name>, e.g. Muennighoff/natural-instructions")
     hub_id = str(hub_id)
-    if reason := hub_unreachable_reason():
-        raise _offline_hint(hub_id, reason, cache_hint=True)
     import datasets
     from datasets.exceptions import DatasetNotFoundError
+
+    # datasets fixes its offline mode when imported: ask it, not the environment.
+    if reason := hub_unreachable_reason(offline=bool(datasets.config.HF_HUB_OFFLINE)):
+        raise _offline_hint(hub_id, reason, cache_hint=True)
 
     try:
         loaded = datasets.load_dataset(hub_id)
