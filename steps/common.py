@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable
 
 from zenml import get_step_context
+from zenml.steps.step_context import StepContext
 
 from activeit.errors import ActiveITError
 from activeit.tasks import Task, TaskPool
@@ -19,11 +20,20 @@ class InjectedFailure(ActiveITError):
     """Raised by a step named in ``$ACTIVEIT_FAIL_STEP``."""
 
 
+def _step_context() -> StepContext | None:
+    """The running step's context; None when a step function is called directly."""
+    try:
+        return get_step_context()
+    except RuntimeError:
+        return None
+
+
 def fail_if_requested() -> None:
     """Raise :class:`InjectedFailure` when this step's id is in ``$ACTIVEIT_FAIL_STEP``."""
     wanted = os.environ.get(FAIL_STEP_ENV)
-    if wanted and get_step_context().step_run.name in wanted.split(","):
-        raise InjectedFailure(f"step '{get_step_context().step_run.name}' failed on purpose ({FAIL_STEP_ENV})")
+    context = _step_context() if wanted else None
+    if context is not None and context.step_run.name in wanted.split(","):
+        raise InjectedFailure(f"step '{context.step_run.name}' failed on purpose ({FAIL_STEP_ENV})")
 
 
 def remaining_tasks(pool: TaskPool, trained: Iterable[str]) -> tuple[Task, ...]:
@@ -34,6 +44,9 @@ def remaining_tasks(pool: TaskPool, trained: Iterable[str]) -> tuple[Task, ...]:
 
 def local_output_dir(output_name: str) -> str | None:
     """The folder of a step output when the artifact store is local (write there directly,
-    no copy), else None."""
-    uri = get_step_context().get_output_artifact_uri(output_name)
+    no copy); None for a remote store or outside a running step."""
+    context = _step_context()
+    if context is None:
+        return None
+    uri = context.get_output_artifact_uri(output_name)
     return uri if os.path.isabs(uri) else None

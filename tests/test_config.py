@@ -1,0 +1,133 @@
+"""The experiment config: every shipped config validates; bad input gives one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from activeit.config import (
+    CONFIG_DIR, REPO_ROOT, ExperimentConfig, flatten, load_config, parse_config, to_dataclass,
+)
+from activeit.errors import ConfigError
+
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def test_every_scenario_ships_a_config() -> None:
+    names = {p.stem for p in CONFIGS}
+    assert {"default", "smoke", "niv2", "self_instruct", "remote"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_validate(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, ExperimentConfig)
+    assert config.tasks_needed >= config.initial_tasks
+    assert config.registered_model_name == f"{config.tracking.experiment}-{config.strategy}"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_library_dataclasses_accept_the_sections(path: Path) -> None:
+    from activeit.evaluation import EvalConfig
+    from activeit.scoring import ScoringConfig
+    from activeit.training import TrainingConfig
+
+    config = load_config(path)
+    scoring = to_dataclass(ScoringConfig, config.scoring, seed=config.seed, chat=config.chat)
+    training = to_dataclass(TrainingConfig, config.training, seed=config.seed, chat=config.chat)
+    evaluation = to_dataclass(EvalConfig, config.evaluation, seed=config.seed, chat=config.chat)
+    assert (scoring.n, scoring.k) == (config.scoring.n, config.scoring.k)
+    assert training.epochs == config.training.epochs and training.seed == config.seed
+    assert evaluation.max_new_tokens == config.evaluation.max_new_tokens
+
+
+def test_shipped_pools_and_budgets_fit() -> None:
+    from activeit.sources import load_pool
+
+    for name in ("default", "smoke", "niv2", "self_instruct"):
+        config = load_config(CONFIG_DIR / f"{name}.yaml")
+        pool = load_pool(config.pool.source, config.pool.path, split_dir=config.pool.split_dir,
+                         validation_tasks=config.pool.validation_tasks, test_tasks=config.pool.test_tasks,
+                         seed=config.seed, max_instances_per_task=1)
+        config.check_budget(len(pool.train))
+        assert pool.test, name
+
+
+def test_relative_pool_paths_resolve_against_the_repo_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(CONFIG_DIR / "niv2.yaml")
+    assert config.pool.path == str((REPO_ROOT / "../shared/data/niv2").resolve())
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("pool:\n  source: builtin\n  max_instance: 3\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(path) in message and "pool.max_instance" in message
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"strategy": "clever"}, "unknown strategy 'clever'"),
+        ({"rounds": -1}, "key 'rounds'"),
+        ({"training": {"mode": "restart"}}, "key 'training.mode'"),
+        ({"pool": {"source": "niv2"}}, "needs a 'path'"),
+        ({"schedule": "daily"}, "not a cron expression"),
+        ({"seed": "abc"}, "key 'seed'"),
+    ],
+)
+def test_invalid_values_are_one_line(data: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, "x.yaml")
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("pool: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_impossible_budget_is_explained() -> None:
+    config = parse_config({"initial_tasks": 10, "rounds": 3, "tasks_per_round": 10})
+    config.check_budget(40)
+    with pytest.raises(ConfigError, match="10 \\+ rounds 3 x tasks_per_round 10 = 40 tasks.*only 39"):
+        config.check_budget(39)
+    everything = parse_config({"strategy": "all", "initial_tasks": 10, "rounds": 3})
+    assert everything.selection_rounds == 1 and everything.tasks_needed == 10
+
+
+def test_overrides_use_dotted_keys_and_skip_none() -> None:
+    config = parse_config({"rounds": 2}, overrides={"rounds": None, "pool.source": "builtin", "seed": 7})
+    assert (config.rounds, config.seed, config.pool.source) == (2, 7, "builtin")
+
+
+def test_flat_params_and_stable_digest() -> None:
+    config = load_config(CONFIG_DIR / "smoke.yaml")
+    flat = config.flat()
+    assert flat["scoring.n"] == config.scoring.n and flat["model"] == config.model
+    assert config.digest() == load_config(CONFIG_DIR / "smoke.yaml").digest()
+    assert config.digest() != parse_config(config.model_dump(), overrides={"seed": 1}).digest()
+    assert flatten({"a": {"b": 1, "c": {}}}) == {"a.b": 1, "a.c": {}}
+
+
+def test_to_dataclass_refuses_fields_the_library_lacks() -> None:
+    from dataclasses import dataclass
+
+    from activeit.config import ScoringSection
+
+    @dataclass
+    class Narrow:
+        n: int = 10
+
+    assert to_dataclass(Narrow, ScoringSection()).n == 10
+    with pytest.raises(ConfigError, match="no field"):
+        to_dataclass(Narrow, ScoringSection(k=3))
