@@ -114,7 +114,8 @@ def plot_task_map(
     ax.set_ylabel("prediction probability (PP)")
     ax.set_title(title or f"Task map ({len(table)} tasks)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.8)
+    if len(table):
+        ax.legend(loc="best", fontsize=8, framealpha=0.8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
