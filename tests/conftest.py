@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,45 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hub access in offline mode, so that nothing waits on the network."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def _write_niv2(root: Path, tasks: dict[str, Any], train: list[str], test: list[str], split_dir: str = "default") -> Path:
+    """A small NIV2 tree: task name -> dict (written as JSON) or str (written as is)."""
+    (root / "tasks").mkdir(parents=True, exist_ok=True)
+    (root / "splits" / split_dir).mkdir(parents=True, exist_ok=True)
+    for name, content in tasks.items():
+        text = content if isinstance(content, str) else json.dumps(content)
+        (root / "tasks" / f"{name}.json").write_text(text, encoding="utf-8")
+    (root / "splits" / split_dir / "train_tasks.txt").write_text("".join(f"{n}\n" for n in train))
+    (root / "splits" / split_dir / "test_tasks.txt").write_text("".join(f"{n}\n" for n in test))
+    return root
+
+
+def _niv2_task(definition: str = "Answer 'yes' or 'no'.", outputs: tuple[str, ...] = ("yes", "no", "yes"), **extra: Any) -> dict[str, Any]:
+    """A valid NIV2 task dict."""
+    return {
+        "Source": ["unit"],
+        "Categories": ["Answer Verification"],
+        "Definition": [definition],
+        "Input_language": ["English"],
+        "Output_language": ["English"],
+        "Instruction_language": ["English"],
+        "Domains": ["Misc."],
+        "Positive Examples": [{"input": "Is ice cold?", "output": "yes", "explanation": "It is."}],
+        "Negative Examples": [{"input": "Is fire cold?", "output": "yes", "explanation": "It is not."}],
+        "Instances": [{"id": f"i{k}", "input": f"question {k}", "output": [o]} for k, o in enumerate(outputs)],
+        **extra,
+    }
+
+
+@pytest.fixture
+def write_niv2() -> Any:
+    """``write_niv2(root, {name: dict | str}, train, test, split_dir="default")``: a small
+    NIV2 tree in the official layout (a str is written as is, e.g. invalid JSON)."""
+    return _write_niv2
+
+
+@pytest.fixture
+def niv2_task() -> Any:
+    """``niv2_task(definition=..., outputs=..., **fields)``: a valid NIV2 task dict."""
+    return _niv2_task

@@ -20,35 +20,6 @@ from activeit.sources.niv2 import definition_names_labels, niv2_is_classificatio
 from activeit.tasks import Example, Instance, TaskPool
 
 
-def write_niv2(root: Path, tasks: dict[str, Any], train: list[str], test: list[str], split_dir: str = "default") -> Path:
-    """A small NIV2 tree: task name -> dict (written as JSON) or str (written as is)."""
-    (root / "tasks").mkdir(parents=True, exist_ok=True)
-    (root / "splits" / split_dir).mkdir(parents=True, exist_ok=True)
-    for name, content in tasks.items():
-        text = content if isinstance(content, str) else json.dumps(content)
-        (root / "tasks" / f"{name}.json").write_text(text, encoding="utf-8")
-    (root / "splits" / split_dir / "train_tasks.txt").write_text("".join(f"{n}\n" for n in train))
-    (root / "splits" / split_dir / "test_tasks.txt").write_text("".join(f"{n}\n" for n in test))
-    return root
-
-
-def niv2_task(definition: str = "Answer 'yes' or 'no'.", outputs: tuple[str, ...] = ("yes", "no", "yes"), **extra: Any) -> dict[str, Any]:
-    """A valid NIV2 task dict."""
-    return {
-        "Source": ["unit"],
-        "Categories": ["Answer Verification"],
-        "Definition": [definition],
-        "Input_language": ["English"],
-        "Output_language": ["English"],
-        "Instruction_language": ["English"],
-        "Domains": ["Misc."],
-        "Positive Examples": [{"input": "Is ice cold?", "output": "yes", "explanation": "It is."}],
-        "Negative Examples": [{"input": "Is fire cold?", "output": "yes", "explanation": "It is not."}],
-        "Instances": [{"id": f"i{k}", "input": f"question {k}", "output": [o]} for k, o in enumerate(outputs)],
-        **extra,
-    }
-
-
 # ---------------------------------------------------------------- NIV2 (real subset)
 
 @pytest.fixture(scope="module")
@@ -108,7 +79,7 @@ def test_niv2_default_split_with_skip_invalid_loads_the_rest(niv2_root: Path) ->
     assert len(messages) == 2 and "609 task(s)" in messages[0] and "103 task(s)" in messages[1]
 
 
-def test_niv2_english_only_filter(tmp_path: Path) -> None:
+def test_niv2_english_only_filter(tmp_path: Path, write_niv2: Any, niv2_task: Any) -> None:
     root = write_niv2(tmp_path, {"en": niv2_task(), "de": niv2_task(Input_language=["German"]), "x": niv2_task()}, ["en", "de"], ["x"])
     assert [t.name for t in load_pool("niv2", root).train] == ["en"]
     assert [t.name for t in load_pool("niv2", root, english_only=False).train] == ["en", "de"]

@@ -36,17 +36,22 @@ from activeit.tasks import Instance, Task, TaskPool, looks_like_classification
 INSTRUCTION_FIX = 'each line needs "instruction" and "instances": [{"input": ..., "output": ...}]'
 
 
-def _records(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, parsed record)`` for each non-blank line; invalid JSON raises."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskFormatError(where, "<line>", f"is not valid JSON ({exc.msg})", INSTRUCTION_FIX) from None
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each non-blank line."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, line
+    except UnicodeDecodeError:
+        raise TaskFormatError(path, "<file>", "is not UTF-8 text", "save it as UTF-8 JSON Lines") from None
+
+
+def _parse(line: str, where: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TaskFormatError(where, "<line>", f"is not valid JSON ({exc.msg})", INSTRUCTION_FIX) from None
 
 
 def _string(record: Mapping[str, Any], key: str, where: str) -> str:
@@ -104,9 +109,10 @@ def read_self_instruct_file(path: Path, *, skip_invalid: bool = False) -> list[T
         names.add(name)
         return name
 
-    for where, record in _records(path):
-        line = where.rsplit(":", 1)[1]
+    for number, text in _lines(path):
+        where, line = f"{path}:{number}", str(number)
         try:
+            record = _parse(text, where)
             instruction = _instruction(record, where)
             base = str(record.get("name") or record.get("id") or f"{path.stem}_{line}")
             if "instances" not in record and "output" in record:  # a flat (Alpaca-style) record
