@@ -176,16 +176,16 @@ def tiny_model_folder(name: str) -> Path:
 def hub_unreachable_reason(offline: bool | None = None) -> str | None:
     """Why the Hugging Face hub cannot be reached, or None when it may be.
 
-    In offline mode (``offline``; by default ``HF_HUB_OFFLINE=1`` in the environment or in
-    ``huggingface_hub``) this is None: the libraries then read their local cache and fail
-    fast by themselves. Otherwise a host name that does not resolve means no network,
-    which is reported at once instead of after a minute of retries.
+    In offline mode this is None: the libraries then read their local cache and fail fast
+    by themselves. ``offline`` defaults to ``huggingface_hub``'s own flag, which it reads
+    from ``HF_HUB_OFFLINE`` once, when imported. Otherwise a host name that does not
+    resolve means no network, which is reported at once instead of after a minute of
+    retries.
     """
     from huggingface_hub import constants
 
     if offline is None:
-        flag = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        offline = flag or bool(constants.HF_HUB_OFFLINE)
+        offline = bool(constants.HF_HUB_OFFLINE)
     if offline:
         return None
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
