@@ -6,6 +6,10 @@ tokenizer (lowercases, keeps only ASCII letters and digits) and the Porter stemm
 exact match after lowercasing and removing punctuation and extra whitespace. Both take the
 max over an instance's references and are reported x100, as means over instances:
 overall, for classification vs generation tasks, per category and per task.
+
+The default tokenizer sees nothing in non-Latin text (such a prediction scores 0); NIV2
+switches to a GPT-2 tokenizer for its cross-lingual track, which English-only pools (the
+default) do not need.
 """
 
 from __future__ import annotations

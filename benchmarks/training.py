@@ -1,0 +1,129 @@
+"""Training throughput: the project's loop against a naive loop on the same data.
+
+Both loops fine-tune the same model with the same batch size, optimizer and learning
+rate for one pass over the same examples: NIV2-subset train tasks (a seeded sample of
+``--tasks`` tasks, ``--instances`` instances each, first reference only so both loops see
+identical targets), rendered with the project's prompt format.
+
+* ours: :func:`activeit.training.finetune` (length-grouped batches: padding to the batch
+  maximum of similar-length examples);
+* naive, written below: plain shuffled order, every batch padded to the longest example
+  of the whole dataset, no grouping.
+
+Tokens per second counts real (non-padding) tokens. ``--steps`` cuts both loops to that
+many optimizer steps (then the two see slightly different examples and the speedup is
+the ratio of tokens per second; over a whole pass it is exactly naive time / our time).
+The last line is ``speedup=<naive time / our time>``.
+
+    python benchmarks/training.py --tasks 8 --instances 8 --batch-size 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from activeit.models import DEFAULT_MODEL, load_model
+from activeit.prompts import PromptFormatter
+from activeit.sources import load_pool
+from activeit.tasks import Instance, Task
+from activeit.training import TrainingConfig, TrainingExample, build_examples, finetune
+
+ROOT = Path(__file__).resolve().parents[1]
+NIV2 = ROOT.parent / "shared" / "data" / "niv2"
+
+
+def benchmark_tasks(path: Path, num_tasks: int, instances: int, seed: int) -> list[Task]:
+    """A seeded sample of NIV2-subset train tasks, capped instances, first reference only."""
+    pool = load_pool("niv2", path, split_dir="available", max_instances_per_task=instances, seed=seed)
+    tasks = random.Random(seed).sample(list(pool.train), min(num_tasks, len(pool.train)))
+    return [
+        t.with_instances([Instance(i.id, i.input, i.outputs[:1]) for i in t.instances]) for t in tasks
+    ]
+
+
+def naive_loop(
+    model_name: str, examples: Sequence[TrainingExample], config: TrainingConfig, steps: int
+) -> dict[str, float]:
+    """The baseline: shuffled order, every batch padded to the dataset's longest example."""
+    loaded = load_model(model_name)
+    model, pad_id, seq2seq = loaded.model, loaded.tokenizer.pad_token_id, loaded.is_seq2seq
+    model.train()
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    if seq2seq:
+        pairs = [(list(e.prompt), list(e.targets[0])) for e in examples]
+    else:
+        pairs = [([*e.prompt, *e.targets[0]], [-100] * len(e.prompt) + [*e.targets[0]]) for e in examples]
+    width = max(len(x) for x, _ in pairs)
+    label_width = max(len(y) for _, y in pairs) if seq2seq else width
+    order = list(range(len(pairs)))
+    random.Random(config.seed).shuffle(order)
+
+    real = total = 0
+    started = time.perf_counter()
+    for step in range(steps):
+        batch = [pairs[i] for i in order[step * config.batch_size : (step + 1) * config.batch_size]]
+        input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x, _ in batch])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch])
+        labels = torch.tensor([y + [-100] * (label_width - len(y)) for _, y in batch])
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        real += sum(len(x) for x, _ in batch) + (sum(len(y) for _, y in batch) if seq2seq else 0)
+        total += input_ids.numel() + (labels.numel() if seq2seq else 0)
+    elapsed = time.perf_counter() - started
+    return {"time_s": elapsed, "tokens": real, "padding_share": 1 - real / total, "tokens_per_s": real / elapsed}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", type=Path, default=NIV2, help=f"NIV2 root (default: {NIV2})")
+    parser.add_argument("--tasks", type=int, default=8, help="number of train tasks (seeded sample)")
+    parser.add_argument("--instances", type=int, default=8, help="instances per task")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=None, help="cut both loops to this many steps")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--max-source-length", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    tasks = benchmark_tasks(args.path, args.tasks, args.instances, args.seed)
+    config = TrainingConfig(
+        epochs=1, learning_rate=5e-5, warmup_steps=0, batch_size=args.batch_size,
+        max_instances_per_task=args.instances, max_source_length=args.max_source_length,
+        seed=args.seed, mixed_precision="no",
+    )
+    examples = build_examples(PromptFormatter.for_model(load_model(args.model), config.max_source_length),
+                              tasks, config)
+    full_pass = -(-len(examples) // args.batch_size)
+    steps = min(args.steps or full_pass, full_pass)
+    lengths = [len(e.prompt) + len(e.targets[0]) for e in examples]
+    print(f"data: {len(tasks)} NIV2-subset train tasks, {len(examples)} examples, "
+          f"lengths {min(lengths)}-{max(lengths)} (mean {sum(lengths) / len(lengths):.0f}); "
+          f"model {args.model}, batch size {args.batch_size}, {steps} steps, "
+          f"{torch.get_num_threads()} threads")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = finetune(args.model, tasks, Path(tmp) / "model",
+                        TrainingConfig(**{**config.to_dict(), "max_steps": steps}), progress=False).metrics
+    ours_time = ours["train_time_s"]
+    print(f"ours : {ours_time:8.1f} s  {ours['tokens_seen']:7d} tokens  "
+          f"{ours['tokens_seen'] / ours_time:7.1f} tokens/s  padding {100 * ours['padding_share']:5.1f}%")
+    naive = naive_loop(args.model, examples, config, steps)
+    print(f"naive: {naive['time_s']:8.1f} s  {naive['tokens']:7d} tokens  "
+          f"{naive['tokens_per_s']:7.1f} tokens/s  padding {100 * naive['padding_share']:5.1f}%")
+    speedup = (ours["tokens_seen"] / ours_time) / naive["tokens_per_s"]
+    print(f"speedup={speedup:.2f}")
+
+
+if __name__ == "__main__":
+    main()
