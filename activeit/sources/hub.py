@@ -27,8 +27,8 @@ from typing import Any
 
 from activeit.errors import PoolError
 from activeit.models import hub_unreachable_reason
-from activeit.sources.niv2 import niv2_is_classification
 from activeit.sources._common import demonstrations_from_instances
+from activeit.sources.niv2 import niv2_is_classification
 from activeit.tasks import Instance, Task, TaskPool
 
 COLUMNS: dict[str, tuple[str, ...]] = {
