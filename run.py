@@ -30,8 +30,7 @@ OUTPUTS = REPO_ROOT / "outputs"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python run.py",
-        description=__doc__.split("\n\n")[0].strip() + " Choose tasks to instruction-tune on by "
-        "prompt uncertainty (Kung et al., EMNLP 2023), round after round, and compare with baselines.",
+        description=__doc__,
         epilog="Relative paths inside config files resolve against the repository root. "
         "The MLflow UI command is printed at the end of each run.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,12 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _strategies(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in names if s not in STRATEGIES]
+def _strategies(args: argparse.Namespace) -> list[str | None]:
+    """The strategies to run: --compare's list, --strategy, or the config's (None)."""
+    names = [s.strip() for s in args.compare.split(",") if s.strip()] if args.compare else [args.strategy]
+    unknown = [s for s in names if s is not None and s not in STRATEGIES]
     if unknown:
         raise ConfigError(f"unknown strategy '{unknown[0]}'; choose from {', '.join(STRATEGIES)}")
-    if len(names) < 2 or len(set(names)) != len(names):
+    if args.compare and (len(names) < 2 or len(set(names)) != len(names)):
         raise ConfigError("--compare needs at least two different strategies, e.g. uncertainty,random")
     return names
 
@@ -130,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
-        strategies = _strategies(args.compare) if args.compare else [args.strategy]
-        configs = [load_experiment(args, s) for s in strategies]
+        configs = [load_experiment(args, s) for s in _strategies(args)]
         if args.compare and configs[0].schedule:
             raise ConfigError("--compare runs now; it cannot be combined with a schedule")
         pool_size = check_pool(configs[0])

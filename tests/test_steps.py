@@ -77,3 +77,23 @@ def test_finetuner_and_evaluator(pool: TaskPool, tmp_path: Path) -> None:
 def test_injected_failure_needs_a_running_step(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FAIL_STEP_ENV, "selector_round_0")
     fail_if_requested()  # called outside a pipeline: nothing to match, no error
+
+
+def test_finetuner_launches_several_processes(pool: TaskPool) -> None:
+    training = TrainingSection(epochs=1, max_steps=1, batch_size=1, max_instances_per_task=1,
+                               max_source_length=128, max_target_length=4, warmup_steps=0, num_processes=2)
+    selection, trained = selector.entrypoint(pool, [], "random", 2, 0, None, 0)
+    model, metrics = accelerate_finetuner.entrypoint("tiny-llama", pool, trained, selection, training, 0, None, 0)
+    assert metrics["num_processes"] == 2
+    assert (Path(model.path) / "model.safetensors").exists()
+
+
+def test_finetuner_continue_mode_trains_the_previous_model_on_new_tasks(pool: TaskPool, tiny: ModelFolder) -> None:
+    training = TrainingSection(epochs=1, max_steps=1, batch_size=2, max_instances_per_task=1,
+                               max_source_length=128, max_target_length=4, warmup_steps=0, mode="continue")
+    selection, trained = selector.entrypoint(pool, [t.name for t in pool.train[:3]], "random", 1, 0, None, 1)
+    model, metrics = accelerate_finetuner.entrypoint(
+        "tiny-llama", pool, trained, selection, training, 0, None, 1, previous=tiny
+    )
+    assert metrics["num_tasks"] == 1 and metrics["model_name"] == tiny.path
+    assert model.round == 1
