@@ -116,14 +116,13 @@ def run_pipeline(config: ExperimentConfig, tracker: str) -> Any:
 
 
 def print_rounds(rows: Sequence[dict[str, Any]]) -> None:
-    print(f"{'round':>5} {'tasks':>6} {'ROUGE-L':>8} {'EM':>7} {'loss':>8} {'train s':>8} {'score s':>8}")
+    """One line per round: training tasks, scores, loss and wall times."""
+    columns = (("rougeL", "ROUGE-L", ".2f"), ("exact_match", "EM", ".2f"), ("train_loss", "loss", ".4f"),
+               ("training_time_s", "train s", ".1f"), ("scoring_time_s", "score s", ".1f"))
+    print(f"{'round':>5} {'tasks':>6} " + " ".join(f"{title:>8}" for _, title, _ in columns))
     for row in rows:
-        def cell(key: str, fmt: str) -> str:
-            return format(row[key], fmt) if key in row else "-"
-
-        print(f"{row['round']:>5} {int(row.get('num_training_tasks', 0)):>6} {cell('rougeL', '8.2f')} "
-              f"{cell('exact_match', '7.2f')} {cell('train_loss', '8.4f')} {cell('training_time_s', '8.1f')} "
-              f"{cell('scoring_time_s', '8.1f')}")
+        cells = [format(row[key], fmt) if key in row else "-" for key, _, fmt in columns]
+        print(f"{row['round']:>5} {int(row.get('num_training_tasks', 0)):>6} " + " ".join(f"{c:>8}" for c in cells))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             runs[config.strategy] = find_run_id(info.tracking_uri, config.tracking.experiment, run.name)
             print(f"== {config.strategy}: ZenML run '{run.name}', MLflow run {runs[config.strategy]}")
-            print_rounds([r for r in comparison_rows(info.tracking_uri, {config.strategy: runs[config.strategy]})])
+            print_rounds(comparison_rows(info.tracking_uri, {config.strategy: runs[config.strategy]}))
 
         if args.compare:
             config = configs[0]

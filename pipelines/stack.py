@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from activeit.config import REPO_ROOT, ExperimentConfig
 from activeit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from zenml.stack import Stack
 
 LOCAL_STACK = "activeit-local"
 LOCAL_TRACKER = "activeit-mlflow"
@@ -40,8 +44,8 @@ def use_repo_source_root() -> None:
     set_custom_source_root(str(REPO_ROOT))
 
 
-def _is_local(stack: object) -> bool:
-    return stack.orchestrator.flavor in LOCAL_FLAVORS and stack.artifact_store.flavor == "local"  # type: ignore[attr-defined]
+def _is_local(stack: Stack) -> bool:
+    return stack.orchestrator.flavor in LOCAL_FLAVORS and stack.artifact_store.flavor == "local"
 
 
 def _tracker_name(tracking_uri: str | None) -> str:

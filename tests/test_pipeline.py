@@ -200,3 +200,11 @@ def test_run_py_bad_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str
     bad.write_text(SMOKE.read_text() + "\nlearning_rate: 0.1\n")
     assert run_py.main(["--config", str(bad)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {bad}: unknown key 'learning_rate'"
+
+
+def test_remote_config_settings_are_valid_zenml_settings() -> None:
+    remote = load_config(CONFIG_DIR / "remote.yaml")
+    built = configured(remote)
+    assert {"docker", "resources", "orchestrator.kubernetes"} <= set(built.configuration.settings)
+    assert remote.training.num_processes > 1 and remote.training.mixed_precision == "bf16"
+    assert remote.schedule and remote.tracking.tracking_uri.startswith("https://")
