@@ -310,10 +310,19 @@ def _accepts_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def _mean_nll(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, count: int) -> list[float]:
-    """Mean NLL per row: ``logits`` (positions, vocab), ``targets``/``rows`` (positions,)."""
-    logits = logits.float()
-    token_nll = torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+def _mean_nll(
+    logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, count: int, chunk: int = 256
+) -> list[float]:
+    """Mean NLL per row: ``logits`` (positions, vocab), ``targets``/``rows`` (positions,).
+
+    The log-normaliser is computed in fp32, ``chunk`` positions at a time, so no second
+    vocabulary-sized tensor as large as ``logits`` is allocated.
+    """
+    token_nll = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
+    for start in range(0, len(targets), chunk):
+        part = logits[start : start + chunk].float()
+        picked = part.gather(-1, targets[start : start + chunk, None]).squeeze(-1)
+        token_nll[start : start + chunk] = torch.logsumexp(part, dim=-1) - picked
     total = torch.zeros(count, dtype=torch.float64, device=logits.device)
     total.index_add_(0, rows, token_nll.double())
     tokens = torch.bincount(rows, minlength=count).double()

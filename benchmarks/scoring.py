@@ -1,0 +1,237 @@
+"""Scoring speed: the project's scorer against a naive reference-style loop, same tasks and model.
+
+The naive loop is what the reference implementation does per task: one instance at a
+time, generate its prediction, then one separate forward pass per prompt (original and
+k perturbed), no batching and no prefix reuse. Both must give the same PU per task
+(within 1e-3). Printed: tasks/minute of both, the phases of ours, the peak memory of ours
+on two pool sizes (each in a fresh subprocess; it must stay flat as the pool grows), the
+share of the device's peak FLOP rate our scorer reaches, and last ``speedup=<naive/ours>``.
+
+    python benchmarks/scoring.py                                   # full: 20 tasks, n=k=10, 128 tokens
+    python benchmarks/scoring.py --tasks 4 --max-new-tokens 32 --memory-sizes 2,8   # small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from activeit.generation import cut_at_eos, eos_ids  # noqa: E402
+from activeit.models import DEFAULT_MODEL, LoadedModel, load_model  # noqa: E402
+from activeit.perturb import perturb_tasks  # noqa: E402
+from activeit.prompts import PromptFormatter  # noqa: E402
+from activeit.scoring import ScoreTable, ScoringConfig, score_tasks, task_metrics  # noqa: E402
+from activeit.sources import load_pool  # noqa: E402
+from activeit.tasks import Task  # noqa: E402
+
+NIV2 = ROOT.parent / "shared" / "data" / "niv2"
+PU_TOLERANCE = 1e-3
+# Dense peak TFLOPS by GPU name fragment: (bf16 tensor cores, fp32 without TF32).
+GPU_PEAKS = {"H200": (989.0, 67.0), "H100": (989.0, 67.0), "A100": (312.0, 19.5), "L4": (121.0, 30.3),
+             "A10": (125.0, 31.2), "T4": (65.0, 8.1), "V100": (125.0, 15.7)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--niv2", type=Path, default=NIV2, help="NIV2 root (default: ../shared/data/niv2)")
+    parser.add_argument("--tasks", type=int, default=20, help="tasks timed with both scorers")
+    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--token-budget", type=int, default=ScoringConfig.token_budget)
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--bf16", action="store_true",
+                        help="on CUDA, load the model in bf16 for both scorers (default fp32: exact comparison)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--memory-sizes", default="20,80", help="pool sizes for the peak-memory probes ('' = skip)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak (default: estimated)")
+    parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def setup(args: argparse.Namespace) -> tuple[LoadedModel, list[Task], torch.device]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    dtype = torch.bfloat16 if args.bf16 and device.type == "cuda" else torch.float32
+    loaded = load_model(args.model, dtype=dtype)
+    loaded.model.to(device)
+    count = args.memory_probe or args.tasks
+    tasks = list(load_pool("niv2", args.niv2, split_dir="available").train)
+    if len(tasks) < count:
+        raise SystemExit(f"the NIV2 pool at {args.niv2} has {len(tasks)} train tasks, fewer than {count}")
+    return loaded, tasks[:count], device
+
+
+def config_of(args: argparse.Namespace) -> ScoringConfig:
+    return ScoringConfig(n=args.n, k=args.k, max_new_tokens=args.max_new_tokens, token_budget=args.token_budget)
+
+
+@torch.inference_mode()
+def naive_scores(loaded: LoadedModel, tasks: list[Task], config: ScoringConfig) -> dict[str, float]:
+    """PU per task, the reference way: per instance one generate, then one forward per prompt."""
+    model, device = loaded.model, next(loaded.model.parameters()).device
+    formatter = PromptFormatter.for_model(loaded, config.max_source_length)
+    stop, eos = eos_ids(loaded), loaded.tokenizer.eos_token_id
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos
+    prompts = perturb_tasks(tasks, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)
+    result = {}
+    for task in tasks:
+        nll = []
+        for instance in task.sample_instances(config.n, config.seed):
+            encoded = [formatter.encode(v.definition, v.examples, instance.input).ids
+                       for v in prompts[task.name].variants]
+            ids = torch.tensor([encoded[0]], device=device)
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                                 max_new_tokens=config.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(stop))
+            target = cut_at_eos(out[0, ids.shape[1]:].tolist(), stop) + [eos]
+            row = []
+            for prompt in encoded:
+                logits = model(input_ids=torch.tensor([prompt + target[:-1]], device=device)).logits[0]
+                logp = torch.log_softmax(logits[len(prompt) - 1 :].float(), dim=-1)
+                row.append(float(-logp[torch.arange(len(target)), torch.tensor(target, device=device)].mean()))
+            nll.append(row)
+        result[task.name] = task_metrics(nll)[0]
+    return result
+
+
+def timed(fn: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return value, time.perf_counter() - started
+
+
+def peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """An estimate of the device's dense peak: GPU by name, CPU from cores x clock x SIMD FMA width."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for fragment, (bf16, fp32) in GPU_PEAKS.items():
+            if fragment in name:
+                return (bf16 if dtype == torch.bfloat16 else fp32), f"{name}, {dtype}, table value"
+        return float("nan"), f"{name} (unknown: pass --peak-tflops)"
+    mhz = 2500.0
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if match := re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo):
+        mhz = float(match.group(1))
+    simd = torch.backends.cpu.get_cpu_capability()
+    flops_per_cycle = 64 if "512" in simd else 32  # fp32: 2 FMA units x (16 | 8) lanes x 2
+    cores = torch.get_num_threads()
+    return cores * mhz * 1e6 * flops_per_cycle / 1e12, f"{cores} cores x {mhz:.0f} MHz x {flops_per_cycle} FLOP/cycle ({simd})"
+
+
+def useful_flops(loaded: LoadedModel, table: ScoreTable) -> float:
+    """2 x body params x tokens processed (unpadded), plus 2 x head params x logit positions.
+
+    Attention's own FLOPs are left out (small at these lengths); prompt positions whose
+    logits are never needed do not count the output head.
+    """
+    stats = table.meta["stats"]
+    head = loaded.model.get_output_embeddings().weight.numel()
+    body = sum(p.numel() for p in loaded.model.parameters()) - head
+    tokens = stats["prompt_tokens"] + stats["generated_tokens"] + stats["prefix_tokens"] + stats["suffix_tokens"]
+    forced = sum(s.prediction_tokens * (1 + len(s.p)) for s in table.instances)
+    logit_positions = stats["generated_tokens"] + forced
+    return 2.0 * body * tokens + 2.0 * head * logit_positions
+
+
+def memory_probe(args: argparse.Namespace) -> None:
+    """Run in a fresh process: score ``--memory-probe`` tasks, print the peak memory as JSON."""
+    loaded, tasks, device = setup(args)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _, seconds = timed(lambda: score_tasks(loaded, tasks, config_of(args), progress=False))
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps({"tasks": len(tasks), "base": base, "peak": peak, "seconds": seconds, "device": device.type}))
+
+
+def run_probe(args: argparse.Namespace, size: int) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--memory-probe", str(size), "--model", args.model, "--niv2", str(args.niv2),
+            "--n", str(args.n), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens),
+            "--token-budget", str(args.token_budget), "--device", args.device, "--memory-sizes", ""]
+    argv += ["--bf16"] * args.bf16 + (["--threads", str(args.threads)] if args.threads else [])
+    done = subprocess.run(argv, capture_output=True, text=True, env=os.environ | {"TQDM_DISABLE": "1"})
+    if done.returncode != 0:
+        raise SystemExit(f"memory probe on {size} tasks failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.memory_probe:
+        memory_probe(args)
+        return
+    loaded, tasks, device = setup(args)
+    config = config_of(args)
+    dtype = next(loaded.model.parameters()).dtype
+    print(f"model {args.model} on {device} ({dtype}, {torch.get_num_threads()} threads); {len(tasks)} NIV2 tasks, "
+          f"n={args.n}, k={args.k}, max_new_tokens={args.max_new_tokens}, token_budget={args.token_budget}")
+
+    warm = [tasks[0].with_instances(tasks[0].instances[:2])]
+    score_tasks(loaded, warm, ScoringConfig(n=2, k=1, max_new_tokens=4), progress=False)
+    naive_scores(loaded, warm, ScoringConfig(n=2, k=1, max_new_tokens=4))
+
+    table, ours = timed(lambda: score_tasks(loaded, tasks, config, progress=False))
+    naive, reference = timed(lambda: naive_scores(loaded, tasks, config))
+    diffs = {name: abs(table[name].pu - pu) for name, pu in naive.items()}
+    worst = max(diffs, key=diffs.get)
+    same = diffs[worst] <= PU_TOLERANCE
+    print(f"PU agreement: max |PU_ours - PU_naive| = {diffs[worst]:.2e} ({worst}); "
+          f"{'OK' if same else 'MISMATCH'} (tolerance {PU_TOLERANCE:g})")
+    if not same:
+        for name in sorted(diffs, key=diffs.get, reverse=True)[:5]:
+            print(f"  {name}: ours {table[name].pu:.6f} naive {naive[name]:.6f}")
+
+    stats = table.meta["stats"]
+    padded = stats["padded_tokens"]
+    real = stats["prefix_tokens"] + stats["suffix_tokens"]
+    print(f"naive: {reference:8.1f} s  {60 * len(tasks) / reference:8.2f} tasks/min")
+    print(f"ours:  {ours:8.1f} s  {60 * len(tasks) / ours:8.2f} tasks/min  (generation {stats['generation_s']:.1f} s, "
+          f"teacher forcing {stats['teacher_forcing_s']:.1f} s in {stats['forward_passes']} passes, "
+          f"padding {1 - real / max(padded, 1):.1%})")
+
+    peak, how = (args.peak_tflops, "given") if args.peak_tflops else peak_tflops(device, dtype)
+    achieved = useful_flops(loaded, table) / ours / 1e12
+    if math.isnan(peak):
+        print(f"share of ideal: {achieved:.3f} TFLOP/s useful; peak unknown ({how})")
+    else:
+        print(f"share of ideal: {achieved:.3f} TFLOP/s useful / {peak:.3f} TFLOP/s peak ({how}) = {achieved / peak:.1%}")
+
+    sizes = [int(s) for s in args.memory_sizes.split(",") if s.strip()]
+    if sizes:
+        probes = [run_probe(args, size) for size in sizes]
+        unit = "GPU max_memory_allocated" if probes[0]["device"] == "cuda" else "max RSS"
+        parts = [f"{p['tasks']} tasks: {p['peak'] / 2**20:.0f} MiB (+{(p['peak'] - p['base']) / 2**20:.0f} MiB "
+                 f"over the loaded model; {60 * p['tasks'] / p['seconds']:.2f} tasks/min)" for p in probes]
+        growth = probes[-1]["peak"] / probes[0]["peak"] - 1
+        print(f"peak memory of ours ({unit}, fresh process each): " + "; ".join(parts) +
+              f"; growth {growth:+.1%} for {sizes[-1] / sizes[0]:.0f}x the tasks")
+    print(f"speedup={reference / ours:.2f}")
+
+
+if __name__ == "__main__":
+    main()
