@@ -452,6 +452,21 @@ def _seq2seq_nll(
     return result
 
 
+def supports_prefix_reuse(loaded: LoadedModel) -> bool:
+    """Whether prefix KV reuse is exact for this model: causal, and only full-attention layers.
+
+    Sliding-window layers measure distances in cache slots, which the padded prefix cache
+    shifts; such models take the plain path.
+    """
+    config = loaded.model.config
+    layer_types = getattr(config, "layer_types", None) or ()
+    return (
+        not loaded.is_seq2seq
+        and not getattr(config, "sliding_window", None)
+        and all(kind == "full_attention" for kind in layer_types)
+    )
+
+
 class _Scorer:
     """Scores chunks of tasks with one model and config."""
 
@@ -461,6 +476,7 @@ class _Scorer:
         self.eos = loaded.tokenizer.eos_token_id
         if self.eos is None:
             raise ActiveITError(f"model '{loaded.name}': its tokenizer has no EOS token to score")
+        self.reuse_prefix = config.reuse_prefix and supports_prefix_reuse(loaded)
         self.forcing = ForcingStats()
         self.timing = {"generation_s": 0.0, "teacher_forcing_s": 0.0}
         self.generation = {"prompt_tokens": 0, "generated_tokens": 0}
@@ -498,7 +514,7 @@ class _Scorer:
             for variant in per_task:
                 for i, prompt in enumerate(variant):
                     prefix, suffix = (
-                        (prompt.prefix_ids, prompt.suffix_ids) if cfg.reuse_prefix else ((), tuple(prompt.ids))
+                        (prompt.prefix_ids, prompt.suffix_ids) if self.reuse_prefix else ((), tuple(prompt.ids))
                     )
                     pairs.append(ForcedPair(prefix, suffix, targets[first + i]))
             first += len(per_task[0])
@@ -576,7 +592,7 @@ def score_tasks(
     """Score ``tasks`` (PU, PP, perplexity) with ``loaded``; rows in the order of ``tasks``.
 
     ``prompts`` (from :func:`activeit.perturb.perturb_tasks`) are built from ``config`` when
-    not given. Under several accelerate processes each scores its share of the tasks and
+    not given (when given, ``k`` is theirs). Under several accelerate processes each scores its share of the tasks and
     every process returns the full table. The model is used where it is (see
     :func:`place_model`); on CUDA an fp32 model runs under bf16 autocast.
     """
