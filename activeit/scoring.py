@@ -363,6 +363,10 @@ def _causal_nll(
 ) -> list[float]:
     model, device, pad_id = loaded.model, model_device(loaded.model), _pad_id(loaded)
     keep_logits = _accepts_logits_to_keep(model)
+    if any(not p.prefix and not p.suffix for p in pairs):
+        raise ActiveITError("teacher forcing needs a non-empty prompt")
+    # The first target token is predicted from the suffix's last position: never leave it empty.
+    pairs = [p if p.suffix else ForcedPair(p.prefix[:-1], p.prefix[-1:], p.target) for p in pairs]
     order = sorted(
         range(len(pairs)),
         key=lambda r: (-len(pairs[r].prefix), pairs[r].prefix, -len(pairs[r].suffix) - len(pairs[r].target)),
@@ -386,7 +390,8 @@ def _causal_nll(
         offset = torch.zeros(len(batch), dtype=torch.long, device=device)
         if pairs[batch[0]].prefix:
             prefix_ids, prefix_mask = pad(list(prefixes), pad_id, left=False, device=device)
-            cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
+            head = {"logits_to_keep": 1} if keep_logits else {}  # the prefix needs no logits
+            cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True, **head).past_key_values
             index = torch.tensor(group, device=device)
             cache.batch_select_indices(index)
             past_mask, offset = prefix_mask[index], prefix_mask.sum(1)[index]

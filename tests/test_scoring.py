@@ -253,3 +253,17 @@ def test_two_processes_gather_the_single_process_table(tmp_path: Path, llama, ta
         assert theirs.pp == pytest.approx(mine.pp, rel=1e-5)
         assert theirs.perplexity == pytest.approx(mine.perplexity, rel=1e-5)
     assert [s.prediction for s in gathered.instances] == [s.prediction for s in single.instances]
+
+
+def test_forcing_edge_cases(llama) -> None:
+    eos = llama.tokenizer.eos_token_id
+    prompt = (5, 6, 7, 8)
+    value = reference_nll(llama, list(prompt), [9, eos])
+    # all of the prompt in the prefix (empty suffix), and all in the suffix: same value
+    splits = [(prompt, ()), ((), prompt), (prompt[:2], prompt[2:])]
+    for pair in (ForcedPair(prefix, suffix, (9, eos)) for prefix, suffix in splits):
+        assert teacher_forced_nll(llama, [pair])[0] == pytest.approx(value, abs=1e-5)
+    with pytest.raises(ActiveITError, match="non-empty targets"):
+        teacher_forced_nll(llama, [ForcedPair(prompt, (), ())])
+    with pytest.raises(ActiveITError, match="non-empty prompt"):
+        teacher_forced_nll(llama, [ForcedPair((), (), (eos,))])
