@@ -4,7 +4,10 @@ Writes to ``--out``: ``scores.csv`` (or ``.parquet``) with one row per task,
 ``scores.instances.csv`` with the per-instance detail, ``task_map.png``,
 ``task_map.json`` (task -> category) and ``selection.json`` (the tasks that ``--strategy``
 would pick with ``--budget``; they are highlighted in the map). Runs under
-``accelerate launch`` too: the tasks are split across processes, the first one writes.
+``accelerate launch`` too: the tasks are split across processes, the first one writes::
+
+    accelerate launch --num_processes 4 -m activeit score ...                  # 4 GPUs
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m activeit score ...  # 2 CPU procs
 """
 
 from __future__ import annotations
