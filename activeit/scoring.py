@@ -39,7 +39,7 @@ from activeit.errors import ActiveITError
 from activeit.generation import greedy_generate, model_device, pad
 from activeit.models import LoadedModel
 from activeit.perturb import PerturbedPrompts, perturb_tasks
-from activeit.prompts import PromptFormatter
+from activeit.prompts import INSTANCE_HEADER, EncodedPrompt, PromptFormatter
 from activeit.tasks import Task
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -482,6 +482,8 @@ class _Scorer:
         if self.eos is None:
             raise ActiveITError(f"model '{loaded.name}': its tokenizer has no EOS token to score")
         self.reuse_prefix = config.reuse_prefix and supports_prefix_reuse(loaded)
+        # The instance header opens every suffix with the same ids: it joins the shared prefix.
+        self.header = tuple(loaded.tokenizer(INSTANCE_HEADER, add_special_tokens=False)["input_ids"])
         self.forcing = ForcingStats()
         self.timing = {"generation_s": 0.0, "teacher_forcing_s": 0.0}
         self.generation = {"prompt_tokens": 0, "generated_tokens": 0}
@@ -518,10 +520,7 @@ class _Scorer:
         for per_task in encoded:
             for variant in per_task:
                 for i, prompt in enumerate(variant):
-                    prefix, suffix = (
-                        (prompt.prefix_ids, prompt.suffix_ids) if self.reuse_prefix else ((), tuple(prompt.ids))
-                    )
-                    pairs.append(ForcedPair(prefix, suffix, targets[first + i]))
+                    pairs.append(ForcedPair(*self.split(prompt), targets[first + i]))
             first += len(per_task[0])
         started = time.perf_counter()
         with self.autocast():
@@ -549,6 +548,16 @@ class _Scorer:
             pair += variants * n
             first += n
         return scores
+
+    def split(self, prompt: EncodedPrompt) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(shared prefix, own suffix) of a prompt's ids; all suffix without prefix reuse."""
+        if not self.reuse_prefix:
+            return (), tuple(prompt.ids)
+        prefix, suffix = prompt.prefix_ids, prompt.suffix_ids
+        cut = len(self.header)
+        if suffix[:cut] == self.header and len(suffix) > cut:
+            return prefix + suffix[:cut], suffix[cut:]
+        return prefix, suffix
 
     def stats(self) -> dict[str, Any]:
         return {**asdict(self.forcing), **self.generation, **self.timing}
