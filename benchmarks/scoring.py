@@ -137,7 +137,8 @@ def peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     simd = torch.backends.cpu.get_cpu_capability()
     flops_per_cycle = 64 if "512" in simd else 32  # fp32: 2 FMA units x (16 | 8) lanes x 2
     cores = torch.get_num_threads()
-    return cores * mhz * 1e6 * flops_per_cycle / 1e12, f"{cores} cores x {mhz:.0f} MHz x {flops_per_cycle} FLOP/cycle ({simd})"
+    how = f"{cores} cores x {mhz:.0f} MHz x {flops_per_cycle} FLOP/cycle ({simd})"
+    return cores * mhz * 1e6 * flops_per_cycle / 1e12, how
 
 
 def useful_flops(loaded: LoadedModel, table: ScoreTable) -> float:
@@ -219,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     if math.isnan(peak):
         print(f"share of ideal: {achieved:.3f} TFLOP/s useful; peak unknown ({how})")
     else:
-        print(f"share of ideal: {achieved:.3f} TFLOP/s useful / {peak:.3f} TFLOP/s peak ({how}) = {achieved / peak:.1%}")
+        print(f"share of ideal: {achieved:.3f} TFLOP/s useful / {peak:.3f} TFLOP/s peak ({how}) "
+              f"= {achieved / peak:.1%}")
 
     sizes = [int(s) for s in args.memory_sizes.split(",") if s.strip()]
     if sizes:
