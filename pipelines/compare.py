@@ -30,11 +30,14 @@ def find_run_id(tracking_uri: str, experiment: str, run_name: str) -> str:
 
 def comparison_rows(tracking_uri: str, runs: Mapping[str, str]) -> list[dict[str, object]]:
     """One row per (strategy, round) from the runs' metric histories (strategy -> run id)."""
-    return [
+    rows = [
         {"strategy": strategy, **row}
         for strategy, run_id in runs.items()
         for row in metric_rows(tracking_uri, run_id)
     ]
+    for row in rows:
+        row["num_training_tasks"] = int(row.get("num_training_tasks", 0))
+    return rows
 
 
 def _markdown(rows: Sequence[Mapping[str, object]]) -> str:
