@@ -402,12 +402,11 @@ def finetune(
         "model_name": model_name,
         "config": config.to_dict(),
     }
+    metrics["wall_time_s"] = time.perf_counter() - started  # loading + training, not saving
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        metrics["wall_time_s"] = time.perf_counter() - started
         _save_atomically(loaded, accelerator.unwrap_model(model), out_dir, metrics)
     accelerator.wait_for_everyone()
-    metrics["wall_time_s"] = time.perf_counter() - started
     accelerator.end_training()
     return TrainingResult(out_dir, metrics)
 
@@ -434,7 +433,8 @@ def launch_finetune(
 
     The tasks and the config travel as a JSON file; the result (model and metrics) is
     read back from ``out_dir``. ``cpu=True`` (implied without CUDA) runs CPU processes
-    that talk over gloo; otherwise one process per GPU. Raises :class:`TrainingError` when the launched run fails.
+    that talk over gloo; otherwise one process per GPU. Raises :class:`TrainingError`
+    when the launched run fails.
     """
     out_dir = Path(out_dir)
     cpu = cpu or not torch.cuda.is_available()
