@@ -8,7 +8,6 @@ from __future__ import annotations
 import zenml_isolation  # noqa: F401  (must precede zenml)
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +44,31 @@ def _run(config: ExperimentConfig, stack: StackInfo, **options: Any) -> Any:
     return configured(config).with_options(**options)(config=config, experiment_tracker=stack.tracker)
 
 
-@pytest.fixture(scope="module")
-def interrupted_then_resumed(config: ExperimentConfig, stack: StackInfo) -> Iterator[tuple[Any, Any]]:
+def _interrupt_then_resume(config: ExperimentConfig, stack: StackInfo, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     """Run with round 2's fine-tuning failing on purpose, then the same config again."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv(FAIL_STEP_ENV, FAIL_AT)
-    with pytest.raises(RuntimeError, match=FAIL_AT):
-        _run(config, stack)
-    patch.undo()
+    with monkeypatch.context() as patch:
+        patch.setenv(FAIL_STEP_ENV, FAIL_AT)
+        with pytest.raises(RuntimeError, match=FAIL_AT):
+            _run(config, stack)
     failed = Client().get_pipeline(PIPELINE_NAME).last_run
     resumed = _run(config, stack)
-    yield Client().get_pipeline_run(failed.id), Client().get_pipeline_run(resumed.id)
+    return Client().get_pipeline_run(failed.id), Client().get_pipeline_run(resumed.id)
+
+
+def test_smoke_pipeline_end_to_end(
+    config: ExperimentConfig, stack: StackInfo, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One scenario in one store (one xdist worker): interrupt and resume, check what the
+    run produced, reproduce it without the cache, then compare strategies with run.py."""
+    failed, resumed = _interrupt_then_resume(config, stack, monkeypatch)
+    check_resume_reuses_finished_rounds(failed, resumed, config)
+    check_rounds_select_disjoint_task_sets(resumed, config)
+    check_mlflow_has_one_point_per_round(resumed, config, stack)
+    check_registered_model_has_one_version_per_round(config, stack)
+    check_no_project_artifact_is_pickled(resumed)
+    check_same_seed_reproduces_the_run(resumed, config, stack)
+    check_run_py_compares_strategies(stack, tmp_path, monkeypatch, capsys)
 
 
 def _round(step_name: str) -> int | None:
@@ -68,8 +81,7 @@ def test_stack_gets_an_mlflow_tracker(stack: StackInfo) -> None:
     assert prepare_stack(load_config(SMOKE)).stack == stack.stack  # idempotent
 
 
-def test_resume_reuses_finished_rounds(interrupted_then_resumed: tuple[Any, Any], config: ExperimentConfig) -> None:
-    failed, resumed = interrupted_then_resumed
+def check_resume_reuses_finished_rounds(failed: Any, resumed: Any, config: ExperimentConfig) -> None:
     assert failed.status == ExecutionStatus.FAILED
     assert failed.steps[FAIL_AT].status == ExecutionStatus.FAILED
     assert resumed.status == ExecutionStatus.COMPLETED
@@ -92,8 +104,7 @@ def _selections(run: Any, rounds: int) -> list[tuple[str, ...]]:
     return [run.steps[f"selector_round_{r}"].outputs[f"selection_round_{r}"][0].load().tasks for r in range(rounds + 1)]
 
 
-def test_rounds_select_disjoint_task_sets(interrupted_then_resumed: tuple[Any, Any], config: ExperimentConfig) -> None:
-    _, resumed = interrupted_then_resumed
+def check_rounds_select_disjoint_task_sets(resumed: Any, config: ExperimentConfig) -> None:
     selections = _selections(resumed, config.rounds)
     assert [len(s) for s in selections] == [config.initial_tasks] + [config.tasks_per_round] * config.rounds
     names = [n for s in selections for n in s]
@@ -102,10 +113,7 @@ def test_rounds_select_disjoint_task_sets(interrupted_then_resumed: tuple[Any, A
     assert trained == names
 
 
-def test_mlflow_has_one_point_per_round(
-    interrupted_then_resumed: tuple[Any, Any], config: ExperimentConfig, stack: StackInfo
-) -> None:
-    _, resumed = interrupted_then_resumed
+def check_mlflow_has_one_point_per_round(resumed: Any, config: ExperimentConfig, stack: StackInfo) -> None:
     run_id = find_run_id(stack.tracking_uri, config.tracking.experiment, resumed.name)
     rounds = list(range(config.rounds + 1))
     client = MlflowClient(stack.tracking_uri)
@@ -125,25 +133,19 @@ def test_mlflow_has_one_point_per_round(
     assert all(f"model_round_{r}" in mlflow_run.data.tags for r in rounds)
 
 
-def test_registered_model_has_one_version_per_round(
-    interrupted_then_resumed: tuple[Any, Any], config: ExperimentConfig, stack: StackInfo
-) -> None:
+def check_registered_model_has_one_version_per_round(config: ExperimentConfig, stack: StackInfo) -> None:
     versions = MlflowClient(stack.tracking_uri).search_model_versions(f"name='{config.registered_model_name}'")
     assert sorted(int(v.tags["round"]) for v in versions) == list(range(config.rounds + 1))
 
 
-def test_no_project_artifact_is_pickled(interrupted_then_resumed: tuple[Any, Any]) -> None:
-    _, resumed = interrupted_then_resumed
+def check_no_project_artifact_is_pickled(resumed: Any) -> None:
     for step in resumed.steps.values():
         for artifacts in step.outputs.values():
             source = str(artifacts[0].materializer.import_path)
             assert "cloudpickle" not in source, (step.name, source)
 
 
-def test_same_seed_reproduces_the_run(
-    interrupted_then_resumed: tuple[Any, Any], config: ExperimentConfig, stack: StackInfo
-) -> None:
-    _, resumed = interrupted_then_resumed
+def check_same_seed_reproduces_the_run(resumed: Any, config: ExperimentConfig, stack: StackInfo) -> None:
     short = config.model_copy(update={"rounds": 1})
     again = Client().get_pipeline_run(_run(short, stack, enable_cache=False).id)
     assert all(s.status == ExecutionStatus.COMPLETED for s in again.steps.values())
@@ -155,9 +157,8 @@ def test_same_seed_reproduces_the_run(
         assert rouge(again) == pytest.approx(rouge(resumed), abs=1e-6)
 
 
-def test_run_py_compares_strategies(
-    interrupted_then_resumed: tuple[Any, Any], stack: StackInfo, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+def check_run_py_compares_strategies(
+    stack: StackInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(run_py, "OUTPUTS", tmp_path)
     assert run_py.main(["--compare", "uncertainty,random", "--config", str(SMOKE), "--rounds", "1"]) == 0

@@ -25,3 +25,9 @@ if not os.environ.get("ACTIVEIT_ZENML_ISOLATED"):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("ZENML_ACTIVE_STACK_ID", None)
 ROOT = Path(os.environ["ACTIVEIT_ZENML_ISOLATED"])
+
+# Steps and materializers resolve against the repository root, whatever started Python
+# (pytest, an xdist worker): see pipelines.stack.use_repo_source_root.
+from pipelines.stack import use_repo_source_root  # noqa: E402
+
+use_repo_source_root()
