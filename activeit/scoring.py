@@ -339,7 +339,7 @@ def teacher_forced_nll(
 ) -> list[float]:
     """Mean per-token NLL of each pair's target under its prompt (all target tokens count).
 
-    Causal models: pairs are sorted by prefix (longest first) and batched; in each batch
+    Causal models: pairs are grouped by prefix, sorted by length and batched; in each batch
     the distinct prefixes run once, their KV cache is expanded over the rows that share
     them, and the right-padded ``suffix + target[:-1]`` rows run on top with their true
     positions. A pair with an empty prefix is a plain full-prompt pass. Seq2seq models: the
@@ -367,14 +367,19 @@ def _causal_nll(
         raise ActiveITError("teacher forcing needs a non-empty prompt")
     # The first target token is predicted from the suffix's last position: never leave it empty.
     pairs = [p if p.suffix else ForcedPair(p.prefix[:-1], p.prefix[-1:], p.target) for p in pairs]
-    order = sorted(
-        range(len(pairs)),
-        key=lambda r: (-len(pairs[r].prefix), pairs[r].prefix, -len(pairs[r].suffix) - len(pairs[r].target)),
-    )
     sizes = (
         [len(p.prefix) for p in pairs],
         [len(p.suffix) + len(p.target) - 1 for p in pairs],
         [len(p.target) for p in pairs],
+    )
+    # Groups (rows sharing a prefix) stay together, longest rows first: the k + 1 groups of
+    # one task hold the same suffix rows, so they meet in a batch with little padding.
+    longest: dict[tuple[int, ...], int] = {}
+    for pair, length in zip(pairs, sizes[1]):
+        longest[pair.prefix] = max(longest.get(pair.prefix, 0), length)
+    order = sorted(
+        range(len(pairs)),
+        key=lambda r: (-longest[pairs[r].prefix], -sizes[0][r], pairs[r].prefix, -sizes[1][r]),
     )
     # Pairs without a prefix never share a batch with pairs that have one (no empty cache rows).
     plan = [
