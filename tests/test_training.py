@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -199,11 +198,9 @@ def test_one_reference_is_drawn_among_several(tmp_path: Path) -> None:
 
 
 def test_two_cpu_processes_with_accelerate_launch(tmp_path: Path) -> None:
-    started = time.perf_counter()
     config = TrainingConfig(epochs=4, learning_rate=1e-2, warmup_steps=0, batch_size=4, chat=False)
     result = launch_finetune("tiny-llama", [constant_task()], tmp_path / "model", config,
                              num_processes=2, cpu=True, progress=False)
-    assert time.perf_counter() - started < 60
     assert result.metrics["num_processes"] == 2
     assert result.metrics["steps"] == 4 * 8 // 2  # 8 batches per epoch, shared by 2 processes
     assert result.metrics["final_loss"] < 1.0
