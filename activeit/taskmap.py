@@ -49,22 +49,29 @@ def _labelled(table: ScoreTable, selected: set[str]) -> list[str]:
 
 
 def _annotate(ax: object, table: ScoreTable, names: list[str]) -> None:
-    """Label ``names`` without overlaps: text left of points on the right half, nudged
-    vertically away from labels already placed (positions in axes fractions)."""
+    """Label ``names`` without overlaps: each label takes the first free slot beside its
+    point, right or left, then nudged up or down (positions in axes fractions)."""
     to_axes = ax.transScale + ax.transLimits  # type: ignore[attr-defined]
-    placed: list[tuple[float, float]] = []
-    for name in sorted(names, key=lambda n: -table[n].pp):
+    width, height, gap = 0.3, 0.03, 0.012
+    placed: list[tuple[float, float, float]] = []  # (x0, x1, y) of each label
+    for name in sorted(names, key=lambda n: -table[n].pu):
         row = table[name]
         x, y = to_axes.transform((row.pu, row.pp))
-        right = x > 0.6
-        dy = 0.0
-        while any(abs(y + dy - py) < 0.028 and abs(x - px) < 0.35 for px, py in placed):
-            dy -= 0.03
-        placed.append((x, y + dy))
+        sides = ("right", "left") if x < 1 - width - gap else ("left", "right")
+        slots = [(side, y + dy) for step in range(12) for dy in {step * height, -step * height}
+                 for side in sides]
+        for side, ty in slots:
+            x0, x1 = (x + gap, x + gap + width) if side == "right" else (x - gap - width, x - gap)
+            if x0 >= 0 and x1 <= 1 and 0 <= ty <= 1 and not any(
+                abs(ty - py) < height and x0 < px1 and px0 < x1 for px0, px1, py in placed
+            ):
+                break
+        placed.append((x0, x1, ty))
         ax.annotate(  # type: ignore[attr-defined]
-            _short(name), (row.pu, row.pp), xytext=(x + (-0.012 if right else 0.012), y + dy),
-            textcoords="axes fraction", ha="right" if right else "left", va="center", fontsize=7, alpha=0.9,
-            arrowprops={"arrowstyle": "-", "lw": 0.5, "alpha": 0.5} if dy else None,
+            _short(name), (row.pu, row.pp), xytext=(x0 if side == "right" else x1, ty),
+            textcoords="axes fraction", ha="left" if side == "right" else "right", va="center",
+            fontsize=7, alpha=0.9,
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "alpha": 0.5} if abs(ty - y) > 1e-9 else None,
         )
 
 
