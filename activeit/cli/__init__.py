@@ -25,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"activeit.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command not built yet
-            if exc.name != f"activeit.cli.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"activeit.cli.{name}").register(subparsers)
     return parser
 
 
