@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from activeit.errors import ConfigError, TrainingError
+from activeit.generation import pad
 from activeit.models import LoadedModel, load_model
 from activeit.prompts import PromptFormatter
 from activeit.tasks import Task
@@ -236,10 +237,6 @@ class Collator:
         self.pad_id = pad_id
         self.seq2seq = seq2seq
 
-    def _pad(self, rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-        width = max(len(r) for r in rows)
-        return torch.tensor([[*r, *[value] * (width - len(r))] for r in rows], dtype=torch.long)
-
     def __call__(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
         if self.seq2seq:
             inputs = [p for p, _ in pairs]
@@ -247,11 +244,11 @@ class Collator:
         else:
             inputs = [(*p, *t) for p, t in pairs]
             labels = [(*[IGNORE_INDEX] * len(p), *t) for p, t in pairs]
-        input_ids = self._pad(inputs, self.pad_id)
+        input_ids, attention_mask = pad(inputs, self.pad_id, left=False)
         batch = {
             "input_ids": input_ids,
-            "attention_mask": self._pad([[1] * len(r) for r in inputs], 0),
-            "labels": self._pad(labels, IGNORE_INDEX),
+            "attention_mask": attention_mask,
+            "labels": pad(labels, IGNORE_INDEX, left=False)[0],
         }
         real = sum(len(r) for r in inputs) + (sum(len(r) for r in labels) if self.seq2seq else 0)
         total = input_ids.numel() + (batch["labels"].numel() if self.seq2seq else 0)

@@ -91,3 +91,14 @@ def write_niv2() -> Any:
 def niv2_task() -> Any:
     """``niv2_task(definition=..., outputs=..., **fields)``: a valid NIV2 task dict."""
     return _niv2_task
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module: tiny models gain nothing from more, and the CPU is shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

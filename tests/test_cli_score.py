@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from activeit.cli import main
 from activeit.scoring import ScoreTable
@@ -15,12 +14,7 @@ FAST = ["--source", "builtin", "--model", "tiny-llama", "--n", "2", "--k", "2", 
         "--max-tasks", "4", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_score_writes_table_detail_and_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

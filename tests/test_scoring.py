@@ -36,13 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ScoringConfig(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the tiny models gain nothing from more, and the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
