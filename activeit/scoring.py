@@ -9,14 +9,16 @@ per-token NLL ``L_ij`` of ``y_i`` under the original (``j = 0``) and each pertur
 * ``PP = mean_i p_i0`` (prediction probability),
 * ``perplexity = mean_i exp(L_i0)``.
 
-The hot path: all original prompts of a chunk of tasks are decoded in length-sorted,
-token-budget batches (:func:`activeit.generation.greedy_generate`); then every
-(prompt, prediction) pair is teacher-forced, one forward pass per batch and no
-``generate``. For causal models a batch first encodes the distinct prompt *prefixes*
-(definition + demonstrations, shared by a task's instances under one prompt) once, expands
-their KV cache over the rows that share them, and runs only the instance suffix and the
-prediction on top; logits are computed only at the prediction positions. All ``j`` use
-the same computation, so ``|p_ij - p_i0|`` compares like with like. Under several
+The hot path, for causal models with full attention: the original prompts of a chunk of
+tasks are decoded greedily in length-sorted, token-budget batches in which each task's
+prompt *prefix* (definition + demonstrations, shared by its instances) runs once and its KV
+cache is expanded over the instances (:mod:`activeit.prefix_decoding`); finished rows leave
+the batch, and the log-probabilities of the chosen tokens give ``L_i0`` directly. Then every
+(perturbed prompt, prediction) pair is teacher-forced (:mod:`activeit.forcing`), one
+forward pass per batch, no ``generate``, the same prefix sharing, and logits only at the
+prediction positions. In reduced precision (bf16 on CUDA) ``j = 0`` is teacher-forced too,
+so that ``|p_ij - p_i0|`` compares like with like. Seq2seq and sliding-window models use
+batched ``generate`` and plain teacher forcing of all ``k + 1`` prompts. Under several
 processes (``accelerate launch``) the tasks are split across processes and the results
 gathered on every process.
 """
@@ -24,7 +26,6 @@ gathered on every process.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import time
@@ -36,8 +37,11 @@ from typing import Any
 import torch
 
 from activeit.errors import ActiveITError
-from activeit.generation import greedy_generate, model_device, pad
+from activeit.forcing import ForcedPair, ForcingStats, teacher_forced_nll
+from activeit.generation import greedy_generate, model_device
 from activeit.models import LoadedModel
+from activeit.prefix_cache import supports_prefix_reuse
+from activeit.prefix_decoding import DecodingStats, greedy_decode_scored
 from activeit.perturb import PerturbedPrompts, perturb_tasks
 from activeit.prompts import INSTANCE_HEADER, EncodedPrompt, PromptFormatter
 from activeit.tasks import Task
@@ -259,224 +263,6 @@ def _table_suffix(path: Path) -> str:
     return path.suffix
 
 
-@dataclass(frozen=True)
-class ForcedPair:
-    """One teacher-forced pair: prompt ids (shared prefix + own suffix) and target ids."""
-
-    prefix: tuple[int, ...]
-    suffix: tuple[int, ...]
-    target: tuple[int, ...]
-
-
-def plan_batches(
-    widths: Sequence[int], lengths: Sequence[int], logits: Sequence[int],
-    order: Sequence[int], token_budget: int, logit_budget: int,
-) -> list[list[int]]:
-    """Cut ``order`` into consecutive batches.
-
-    A batch costs ``rows * (max width + max length)`` padded tokens (at most
-    ``token_budget``) and ``sum(logits)`` logit positions (at most ``logit_budget``); a
-    single item over either budget still gets its own batch.
-    """
-    batches: list[list[int]] = []
-    current: list[int] = []
-    width = length = positions = 0
-    for index in order:
-        new_width, new_length = max(width, widths[index]), max(length, lengths[index])
-        if current and (
-            (len(current) + 1) * (new_width + new_length) > token_budget
-            or positions + logits[index] > logit_budget
-        ):
-            batches.append(current)
-            current, new_width, new_length, positions = [], widths[index], lengths[index], 0
-        current.append(index)
-        width, length, positions = new_width, new_length, positions + logits[index]
-    if current:
-        batches.append(current)
-    return batches
-
-
-@dataclass
-class ForcingStats:
-    """Token counts of the teacher-forcing phase (for benchmarks and padding checks)."""
-
-    prefix_tokens: int = 0
-    suffix_tokens: int = 0
-    padded_tokens: int = 0
-    forward_passes: int = 0
-
-
-def _accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def _mean_nll(
-    logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, count: int, chunk: int = 256
-) -> list[float]:
-    """Mean NLL per row: ``logits`` (positions, vocab), ``targets``/``rows`` (positions,).
-
-    The log-normaliser is computed in fp32, ``chunk`` positions at a time, so no second
-    vocabulary-sized tensor as large as ``logits`` is allocated.
-    """
-    token_nll = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
-    for start in range(0, len(targets), chunk):
-        part = logits[start : start + chunk].float()
-        picked = part.gather(-1, targets[start : start + chunk, None]).squeeze(-1)
-        token_nll[start : start + chunk] = torch.logsumexp(part, dim=-1) - picked
-    total = torch.zeros(count, dtype=torch.float64, device=logits.device)
-    total.index_add_(0, rows, token_nll.double())
-    tokens = torch.bincount(rows, minlength=count).double()
-    return (total / tokens).tolist()
-
-
-@torch.inference_mode()
-def teacher_forced_nll(
-    loaded: LoadedModel,
-    pairs: Sequence[ForcedPair],
-    token_budget: int = 16384,
-    logit_budget: int = 2048,
-    stats: ForcingStats | None = None,
-) -> list[float]:
-    """Mean per-token NLL of each pair's target under its prompt (all target tokens count).
-
-    Causal models: pairs are grouped by prefix, sorted by length and batched; in each batch
-    the distinct prefixes run once, their KV cache is expanded over the rows that share
-    them, and the right-padded ``suffix + target[:-1]`` rows run on top with their true
-    positions. A pair with an empty prefix is a plain full-prompt pass. Seq2seq models: the
-    whole prompt is the encoder input and the target the decoder's.
-    """
-    if any(not p.target for p in pairs):
-        raise ActiveITError("teacher forcing needs non-empty targets (the EOS token at least)")
-    stats = stats if stats is not None else ForcingStats()
-    if loaded.is_seq2seq:
-        return _seq2seq_nll(loaded, pairs, token_budget, logit_budget, stats)
-    return _causal_nll(loaded, pairs, token_budget, logit_budget, stats)
-
-
-def _pad_id(loaded: LoadedModel) -> int:
-    tokenizer = loaded.tokenizer
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def _causal_nll(
-    loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats
-) -> list[float]:
-    model, device, pad_id = loaded.model, model_device(loaded.model), _pad_id(loaded)
-    keep_logits = _accepts_logits_to_keep(model)
-    if any(not p.prefix and not p.suffix for p in pairs):
-        raise ActiveITError("teacher forcing needs a non-empty prompt")
-    # The first target token is predicted from the suffix's last position: never leave it empty.
-    pairs = [p if p.suffix else ForcedPair(p.prefix[:-1], p.prefix[-1:], p.target) for p in pairs]
-    sizes = (
-        [len(p.prefix) for p in pairs],
-        [len(p.suffix) + len(p.target) - 1 for p in pairs],
-        [len(p.target) for p in pairs],
-    )
-    # Groups (rows sharing a prefix) stay together, longest rows first: the k + 1 groups of
-    # one task hold the same suffix rows, so they meet in a batch with little padding.
-    longest: dict[tuple[int, ...], int] = {}
-    for pair, length in zip(pairs, sizes[1]):
-        longest[pair.prefix] = max(longest.get(pair.prefix, 0), length)
-    order = sorted(
-        range(len(pairs)),
-        key=lambda r: (-longest[pairs[r].prefix], -sizes[0][r], pairs[r].prefix, -sizes[1][r]),
-    )
-    # Pairs without a prefix never share a batch with pairs that have one (no empty cache rows).
-    plan = [
-        batch
-        for part in ([r for r in order if pairs[r].prefix], [r for r in order if not pairs[r].prefix])
-        for batch in plan_batches(*sizes, part, token_budget, logit_budget)
-    ]
-    result = [0.0] * len(pairs)
-    for batch in plan:
-        prefixes: dict[tuple[int, ...], int] = {}
-        group = [prefixes.setdefault(pairs[r].prefix, len(prefixes)) for r in batch]
-        cache, past_mask = None, torch.zeros((len(batch), 0), dtype=torch.long, device=device)
-        offset = torch.zeros(len(batch), dtype=torch.long, device=device)
-        if pairs[batch[0]].prefix:
-            prefix_ids, prefix_mask = pad(list(prefixes), pad_id, left=False, device=device)
-            head = {"logits_to_keep": 1} if keep_logits else {}  # the prefix needs no logits
-            cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True, **head).past_key_values
-            index = torch.tensor(group, device=device)
-            cache.batch_select_indices(index)
-            past_mask, offset = prefix_mask[index], prefix_mask.sum(1)[index]
-            stats.prefix_tokens += int(prefix_mask.sum())
-            stats.padded_tokens += prefix_ids.numel()
-            stats.forward_passes += 1
-        rows = [(*pairs[r].suffix, *pairs[r].target[:-1]) for r in batch]
-        ids, mask = pad(rows, pad_id, left=False, device=device)
-        keep = torch.zeros_like(mask, dtype=torch.bool)
-        for row, r in enumerate(batch):
-            start = len(pairs[r].suffix) - 1
-            keep[row, start : start + len(pairs[r].target)] = True
-        positions = offset[:, None] + (mask.cumsum(1) - 1).clamp(min=0)  # pads repeat the last position
-        kwargs: dict[str, Any] = {"logits_to_keep": keep} if keep_logits else {}
-        logits = model(
-            input_ids=ids,
-            attention_mask=torch.cat([past_mask, mask], dim=1),
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=cache is not None,
-            **kwargs,
-        ).logits
-        if not keep_logits:
-            logits = logits[keep]
-        targets = torch.tensor([t for r in batch for t in pairs[r].target], device=device)
-        for row, value in enumerate(_mean_nll(logits, targets, keep.nonzero()[:, 0], len(batch))):
-            result[batch[row]] = value
-        stats.suffix_tokens += int(mask.sum())
-        stats.padded_tokens += ids.numel()
-        stats.forward_passes += 1
-        del cache, logits
-    return result
-
-
-def _seq2seq_nll(
-    loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats
-) -> list[float]:
-    model, device, pad_id = loaded.model, model_device(loaded.model), _pad_id(loaded)
-    start_id = model.config.decoder_start_token_id
-    prompts = [(*p.prefix, *p.suffix) for p in pairs]
-    order = sorted(range(len(pairs)), key=lambda r: (-len(prompts[r]), -len(pairs[r].target)))
-    plan = plan_batches(
-        [len(p) for p in prompts], [len(p.target) for p in pairs], [len(p.target) for p in pairs],
-        order, token_budget, logit_budget,
-    )
-    result = [0.0] * len(pairs)
-    for batch in plan:
-        ids, mask = pad([prompts[r] for r in batch], pad_id, left=False, device=device)
-        dec_ids, dec_mask = pad(
-            [(start_id, *pairs[r].target[:-1]) for r in batch], pad_id, left=False, device=device
-        )
-        logits = model(
-            input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask,
-            use_cache=False,
-        ).logits
-        keep = dec_mask.bool()
-        targets = torch.tensor([t for r in batch for t in pairs[r].target], device=device)
-        for row, value in enumerate(_mean_nll(logits[keep], targets, keep.nonzero()[:, 0], len(batch))):
-            result[batch[row]] = value
-        stats.suffix_tokens += int(mask.sum()) + int(dec_mask.sum())
-        stats.padded_tokens += ids.numel() + dec_ids.numel()
-        stats.forward_passes += 1
-    return result
-
-
-def supports_prefix_reuse(loaded: LoadedModel) -> bool:
-    """Whether prefix KV reuse is exact for this model: causal, and only full-attention layers.
-
-    Sliding-window layers measure distances in cache slots, which the padded prefix cache
-    shifts; such models take the plain path.
-    """
-    config = loaded.model.config
-    layer_types = getattr(config, "layer_types", None) or ()
-    return (
-        not loaded.is_seq2seq
-        and not getattr(config, "sliding_window", None)
-        and all(kind == "full_attention" for kind in layer_types)
-    )
-
-
 class _Scorer:
     """Scores chunks of tasks with one model and config."""
 
@@ -489,9 +275,8 @@ class _Scorer:
         self.reuse_prefix = config.reuse_prefix and supports_prefix_reuse(loaded)
         # The instance header opens every suffix with the same ids: it joins the shared prefix.
         self.header = tuple(loaded.tokenizer(INSTANCE_HEADER, add_special_tokens=False)["input_ids"])
-        self.forcing = ForcingStats()
+        self.forcing, self.decoding = ForcingStats(), DecodingStats()
         self.timing = {"generation_s": 0.0, "teacher_forcing_s": 0.0}
-        self.generation = {"prompt_tokens": 0, "generated_tokens": 0}
         device = model_device(loaded.model)
         use_bf16 = (
             config.bf16_on_cuda and device.type == "cuda"
@@ -500,32 +285,29 @@ class _Scorer:
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
         )
+        # L_i0 is read off the greedy decoding only where that computation matches teacher
+        # forcing to fp32 rounding; in reduced precision j = 0 is teacher-forced like j >= 1.
+        exact = not use_bf16 and next(loaded.model.parameters()).dtype == torch.float32
+        self.original_from_decoding = self.reuse_prefix and exact
 
     def score(self, tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts]) -> list[InstanceScore]:
         cfg = self.config
         sampled = [task.sample_instances(cfg.n, cfg.seed) for task in tasks]
         encoded = [
             [
-                [self.formatter.encode(v.definition, v.examples, inst.input) for inst in instances]
+                [self.split(self.formatter.encode(v.definition, v.examples, inst.input)) for inst in instances]
                 for v in prompts[task.name].variants
             ]
             for task, instances in zip(tasks, sampled)
         ]
-        originals = [prompt.ids for per_task in encoded for prompt in per_task[0]]
+        targets, decoded_nll = self.predict([prompt for per_task in encoded for prompt in per_task[0]])
 
-        started = time.perf_counter()
-        with self.autocast():
-            generated = greedy_generate(self.loaded, originals, cfg.max_new_tokens, cfg.token_budget)
-        self.timing["generation_s"] += time.perf_counter() - started
-        self.generation["prompt_tokens"] += sum(len(p) for p in originals)
-        self.generation["generated_tokens"] += sum(len(g) for g in generated)
-        targets = [(*ids, self.eos) for ids in generated]
-
+        first_forced = 1 if decoded_nll is not None else 0
         pairs, first = [], 0
         for per_task in encoded:
-            for variant in per_task:
-                for i, prompt in enumerate(variant):
-                    pairs.append(ForcedPair(*self.split(prompt), targets[first + i]))
+            for variant in per_task[first_forced:]:
+                for i, (prefix, suffix) in enumerate(variant):
+                    pairs.append(ForcedPair(prefix, suffix, targets[first + i]))
             first += len(per_task[0])
         started = time.perf_counter()
         with self.autocast():
@@ -535,8 +317,10 @@ class _Scorer:
         scores, pair, first = [], 0, 0
         decode = self.loaded.tokenizer.decode
         for task, instances, per_task in zip(tasks, sampled, encoded):
-            n, variants = len(instances), len(per_task)
-            table = [nll[pair + j * n : pair + (j + 1) * n] for j in range(variants)]  # [j][i]
+            n, forced = len(instances), len(per_task) - first_forced
+            table = [nll[pair + j * n : pair + (j + 1) * n] for j in range(forced)]  # [j][i]
+            if decoded_nll is not None:
+                table.insert(0, decoded_nll[first : first + n])
             for i, instance in enumerate(instances):
                 target = targets[first + i]
                 scores.append(
@@ -547,12 +331,34 @@ class _Scorer:
                         prediction_tokens=len(target),
                         nll0=table[0][i],
                         p0=math.exp(-table[0][i]),
-                        p=tuple(math.exp(-table[j][i]) for j in range(1, variants)),
+                        p=tuple(math.exp(-table[j][i]) for j in range(1, len(table))),
                     )
                 )
-            pair += variants * n
+            pair += forced * n
             first += n
         return scores
+
+    def predict(
+        self, originals: list[tuple[tuple[int, ...], tuple[int, ...]]]
+    ) -> tuple[list[tuple[int, ...]], list[float] | None]:
+        """Greedy predictions (ending in EOS) of the original prompts, and their L_i0 when decoding gives it."""
+        cfg = self.config
+        started = time.perf_counter()
+        with self.autocast():
+            if self.reuse_prefix:
+                decoded = greedy_decode_scored(
+                    self.loaded, originals, self.eos, cfg.max_new_tokens, cfg.token_budget, self.decoding
+                )
+                generated = [d.tokens for d in decoded]
+                nll = [d.nll for d in decoded] if self.original_from_decoding else None
+            else:
+                prompts = [prefix + suffix for prefix, suffix in originals]
+                generated = greedy_generate(self.loaded, prompts, cfg.max_new_tokens, cfg.token_budget)
+                self.decoding.suffix_tokens += sum(len(p) for p in prompts)
+                self.decoding.decoded_tokens += sum(len(g) for g in generated)
+                nll = None
+        self.timing["generation_s"] += time.perf_counter() - started
+        return [(*ids, self.eos) for ids in generated], nll
 
     def split(self, prompt: EncodedPrompt) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(shared prefix, own suffix) of a prompt's ids; all suffix without prefix reuse."""
@@ -565,7 +371,9 @@ class _Scorer:
         return prefix, suffix
 
     def stats(self) -> dict[str, Any]:
-        return {**asdict(self.forcing), **self.generation, **self.timing}
+        forcing = {f"forcing_{key}": value for key, value in asdict(self.forcing).items()}
+        decoding = {f"decoding_{key}": value for key, value in asdict(self.decoding).items()}
+        return forcing | decoding | self.timing
 
 
 def _check_tasks(tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts] | None) -> None:

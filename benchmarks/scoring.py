@@ -22,6 +22,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from activeit.generation import cut_at_eos, eos_ids  # noqa: E402
 from activeit.models import DEFAULT_MODEL, LoadedModel, load_model  # noqa: E402
 from activeit.perturb import perturb_tasks  # noqa: E402
 from activeit.prompts import PromptFormatter  # noqa: E402
-from activeit.scoring import ScoreTable, ScoringConfig, score_tasks, task_metrics  # noqa: E402
+from activeit.scoring import ScoringConfig, score_tasks, task_metrics  # noqa: E402
 from activeit.sources import load_pool  # noqa: E402
 from activeit.tasks import Task  # noqa: E402
 
@@ -86,17 +87,25 @@ def config_of(args: argparse.Namespace) -> ScoringConfig:
     return ScoringConfig(n=args.n, k=args.k, max_new_tokens=args.max_new_tokens, token_budget=args.token_budget)
 
 
-@torch.inference_mode()
-def naive_scores(loaded: LoadedModel, tasks: list[Task], config: ScoringConfig) -> tuple[dict[str, float], int]:
-    """PU per task, the reference way: per instance one generate, then one forward per prompt.
+@dataclass
+class NaiveWork:
+    """What the naive loop computes: prompt tokens it generates from, tokens it decodes one
+    at a time, and teacher-forced tokens (each with vocabulary logits)."""
 
-    Also returns the number of teacher-forced tokens."""
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    forced_tokens: int = 0
+
+
+@torch.inference_mode()
+def naive_scores(loaded: LoadedModel, tasks: list[Task], config: ScoringConfig) -> tuple[dict[str, float], NaiveWork]:
+    """PU per task, the reference way: per instance one generate, then one forward per prompt."""
     model, device = loaded.model, next(loaded.model.parameters()).device
     formatter = PromptFormatter.for_model(loaded, config.max_source_length)
     stop, eos = eos_ids(loaded), loaded.tokenizer.eos_token_id
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos
     prompts = perturb_tasks(tasks, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)
-    result, forced = {}, 0
+    result, work = {}, NaiveWork()
     for task in tasks:
         nll = []
         for instance in task.sample_instances(config.n, config.seed):
@@ -106,15 +115,17 @@ def naive_scores(loaded: LoadedModel, tasks: list[Task], config: ScoringConfig) 
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
                                  max_new_tokens=config.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(stop))
             target = cut_at_eos(out[0, ids.shape[1]:].tolist(), stop) + [eos]
+            work.prompt_tokens += ids.shape[1]
+            work.generated_tokens += out.shape[1] - ids.shape[1]
             row = []
             for prompt in encoded:
-                forced += len(prompt) + len(target) - 1
+                work.forced_tokens += len(prompt) + len(target) - 1
                 logits = model(input_ids=torch.tensor([prompt + target[:-1]], device=device)).logits[0]
                 logp = torch.log_softmax(logits[len(prompt) - 1 :].float(), dim=-1)
                 row.append(float(-logp[torch.arange(len(target)), torch.tensor(target, device=device)].mean()))
             nll.append(row)
         result[task.name] = task_metrics(nll)[0]
-    return result, forced
+    return result, work
 
 
 def timed(fn: Any) -> tuple[Any, float]:
@@ -144,19 +155,30 @@ def peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     return cores * mhz * 1e6 * flops_per_cycle / 1e12, how
 
 
-def useful_flops(loaded: LoadedModel, table: ScoreTable) -> float:
+def param_split(loaded: LoadedModel) -> tuple[int, int]:
+    """(body, output head) parameter counts; the head is counted apart even when tied."""
+    head = loaded.model.get_output_embeddings().weight.numel()
+    return sum(p.numel() for p in loaded.model.parameters()) - head, head
+
+
+def useful_flops(loaded: LoadedModel, stats: dict[str, Any]) -> float:
     """2 x body params x tokens processed (unpadded), plus 2 x head params x logit positions.
 
-    Attention's own FLOPs are left out (small at these lengths); prompt positions whose
-    logits are never needed do not count the output head.
+    Attention's own FLOPs are left out (small at these lengths); positions whose logits
+    are never needed do not count the output head.
     """
-    stats = table.meta["stats"]
-    head = loaded.model.get_output_embeddings().weight.numel()
-    body = sum(p.numel() for p in loaded.model.parameters()) - head
-    tokens = stats["prompt_tokens"] + stats["generated_tokens"] + stats["prefix_tokens"] + stats["suffix_tokens"]
-    forced = sum(s.prediction_tokens * (1 + len(s.p)) for s in table.instances)
-    logit_positions = stats["generated_tokens"] + forced
+    body, head = param_split(loaded)
+    tokens = sum(stats[f"{phase}_{kind}"] for phase in ("decoding", "forcing") for kind in ("prefix_tokens", "suffix_tokens"))
+    tokens += stats["decoding_decoded_tokens"]
+    logit_positions = stats["forcing_logit_positions"] + (stats["decoding_logit_positions"] or stats["decoding_decoded_tokens"])
     return 2.0 * body * tokens + 2.0 * head * logit_positions
+
+
+def naive_flops(loaded: LoadedModel, work: NaiveWork) -> float:
+    """The same count for the naive loop: it computes logits at every teacher-forced position."""
+    body, head = param_split(loaded)
+    tokens = work.prompt_tokens + work.generated_tokens + work.forced_tokens
+    return 2.0 * body * tokens + 2.0 * head * (work.generated_tokens + work.forced_tokens)
 
 
 def memory_probe(args: argparse.Namespace) -> None:
@@ -202,14 +224,18 @@ def main(argv: list[str] | None = None) -> None:
 
     table, ours = timed(lambda: score_tasks(loaded, tasks, config, progress=False))
     stats = table.meta["stats"]
-    real = stats["prefix_tokens"] + stats["suffix_tokens"]
-    print(f"ours:  {ours:8.1f} s  {60 * len(tasks) / ours:8.2f} tasks/min  (generation {stats['generation_s']:.1f} s, "
-          f"teacher forcing {stats['teacher_forcing_s']:.1f} s in {stats['forward_passes']} passes, "
-          f"padding {1 - real / max(stats['padded_tokens'], 1):.1%})", flush=True)
-    (naive, forced), reference = timed(lambda: naive_scores(loaded, tasks, config))
+    real = sum(stats[f"{phase}_{kind}"] for phase in ("decoding", "forcing") for kind in ("prefix_tokens", "suffix_tokens"))
+    real += stats["decoding_decoded_tokens"]
+    padded = stats["decoding_padded_tokens"] + stats["forcing_padded_tokens"]
+    print(f"ours:  {ours:8.1f} s  {60 * len(tasks) / ours:8.2f} tasks/min  (decoding {stats['generation_s']:.1f} s "
+          f"in {stats['decoding_forward_passes']} passes, teacher forcing {stats['teacher_forcing_s']:.1f} s "
+          f"in {stats['forcing_forward_passes']} passes, padding {1 - real / max(padded, 1):.1%})", flush=True)
+    (naive, work), reference = timed(lambda: naive_scores(loaded, tasks, config))
     print(f"naive: {reference:8.1f} s  {60 * len(tasks) / reference:8.2f} tasks/min", flush=True)
-    print(f"teacher-forced tokens: naive {forced}, ours {real} ({forced / real:.2f}x fewer; "
-          f"naive also computes vocabulary logits at every prompt position)")
+    ours_flops, their_flops = useful_flops(loaded, stats), naive_flops(loaded, work)
+    print(f"tokens through the model: naive {work.prompt_tokens + work.generated_tokens + work.forced_tokens}, "
+          f"ours {real}; useful GFLOP: naive {their_flops / 1e9:.0f}, ours {ours_flops / 1e9:.0f} "
+          f"(work ratio {their_flops / ours_flops:.2f}: the speedup at equal FLOP rates)")
     diffs = {name: abs(table[name].pu - pu) for name, pu in naive.items()}
     worst = max(diffs, key=diffs.get)
     same = diffs[worst] <= PU_TOLERANCE
@@ -220,13 +246,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {name}: ours {table[name].pu:.6f} naive {naive[name]:.6f}")
 
     peak, how = (args.peak_tflops, "given") if args.peak_tflops else peak_tflops(device, dtype)
-    achieved = useful_flops(loaded, table) / ours / 1e12
+    achieved = ours_flops / ours / 1e12
     if math.isnan(peak):
         print(f"share of ideal: {achieved:.3f} TFLOP/s useful; peak unknown ({how})")
     else:
-        print(f"share of ideal: {achieved:.3f} TFLOP/s useful / {peak:.3f} TFLOP/s peak ({how}) "
-              f"= {achieved / peak:.1%}")
-
+        print(f"share of ideal: ours {achieved:.3f} TFLOP/s useful / {peak:.3f} TFLOP/s peak ({how}) "
+              f"= {achieved / peak:.1%}; naive {their_flops / reference / 1e12 / peak:.1%}")
     sizes = [int(s) for s in args.memory_sizes.split(",") if s.strip()]
     if sizes:
         probes = [run_probe(args, size) for size in sizes]

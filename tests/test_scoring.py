@@ -15,11 +15,12 @@ import torch
 
 from activeit.errors import ActiveITError
 from activeit.generation import greedy_generate
+from activeit.prefix_decoding import greedy_decode_scored
 from activeit.models import load_model
 from activeit.perturb import perturb_tasks
 from activeit.prompts import PromptFormatter
+from activeit.forcing import ForcedPair, teacher_forced_nll
 from activeit.scoring import (
-    ForcedPair,
     InstanceScore,
     ScoreTable,
     ScoringConfig,
@@ -27,7 +28,6 @@ from activeit.scoring import (
     score_tasks,
     summarize_task,
     task_metrics,
-    teacher_forced_nll,
 )
 from activeit.tasks import Task
 from score_worker import WORKER_CONFIG, handmade_tasks
@@ -142,6 +142,34 @@ def test_prefix_reuse_equals_plain_computation(name: str, tasks: list[Task]) -> 
     reference = [reference_nll(loaded, list(p.prefix + p.suffix), list(p.target)) for p in pairs]
     assert max(abs(a - b) for a, b in zip(fast, reference)) < 1e-4
     assert max(abs(a - b) for a, b in zip(plain, reference)) < 1e-4
+
+
+@pytest.mark.parametrize(("name", "early_stops"), [("tiny-llama", False), ("tiny-gpt2", True)])
+def test_scored_decoding_equals_generate_then_forcing(name: str, early_stops: bool, tasks: list[Task]) -> None:
+    """Shared-prefix greedy decoding: the same tokens as ``generate``, and L_i0 equal to a plain pass.
+
+    Tokens that some rows choose after their first step are made stop tokens, so rows end
+    at different steps (and leave their batch) while others run to ``max_new_tokens``
+    (tiny-llama repeats one token, so all its rows run out).
+    """
+    loaded = copy.copy(load_model(name))
+    pairs = forced_pairs(loaded, tasks, max_source_length=100)
+    prompts = [(p.prefix, p.suffix) for p in pairs]
+    eos, steps = loaded.tokenizer.eos_token_id, 7
+    free_run = greedy_generate(loaded, [list(p + s) for p, s in prompts], steps)
+    first = {tokens[0] for tokens in free_run}
+    stops = sorted({token for tokens in free_run for token in tokens[1:4]} - first)[:2]
+    loaded.model = copy.deepcopy(loaded.model)
+    loaded.model.generation_config.eos_token_id = [eos, *stops]
+
+    decoded = greedy_decode_scored(loaded, prompts, eos, steps, token_budget=300)
+    expected = greedy_generate(loaded, [list(p + s) for p, s in prompts], steps)
+    assert [list(d.tokens) for d in decoded] == expected
+    lengths = {len(d.tokens) for d in decoded}
+    assert steps in lengths and (len(lengths) > 2) == early_stops
+    for (prefix, suffix), result in zip(prompts, decoded):
+        target = [*result.tokens, eos]
+        assert result.nll == pytest.approx(reference_nll(loaded, list(prefix + suffix), target), abs=1e-4)
 
 
 def test_seq2seq_forcing_equals_reference(tasks: list[Task]) -> None:

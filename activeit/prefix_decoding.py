@@ -1,0 +1,159 @@
+"""Greedy decoding over shared prompt prefixes, scoring the continuation as it is decoded.
+
+For causal models. Each prompt is ``prefix + suffix``; a batch runs every distinct prefix
+once and expands its KV cache over the rows that share it (:mod:`activeit.prefix_cache`),
+runs the right-padded suffixes in one pass, then decodes greedily with the KV cache.
+A row leaves the batch as soon as it ends, so finished rows cost nothing.
+
+While decoding, the log-probability of each chosen token is kept, and at the end that of a
+given ``final_token`` (the EOS the score counts, METHOD.md) at the position after the
+continuation. This is the teacher-forced NLL of ``continuation + [final_token]`` under the
+prompt, without a second pass: greedy decoding computes those logits anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from activeit.forcing import token_nll
+from activeit.generation import eos_ids, model_device, pad
+from activeit.models import LoadedModel
+from activeit.prefix_cache import Ids, accepts_logits_to_keep, encode_prefixes, non_empty_suffix, pad_id_of
+from activeit.prefix_cache import plan_prefixed_batches
+
+
+@dataclass(frozen=True)
+class ScoredContinuation:
+    """A greedy continuation (cut before its stop token) and the mean NLL of it plus the final token."""
+
+    tokens: tuple[int, ...]
+    nll: float
+
+
+@dataclass
+class DecodingStats:
+    """Token counts of the decoding phase (for benchmarks)."""
+
+    prefix_tokens: int = 0
+    suffix_tokens: int = 0
+    decoded_tokens: int = 0  # tokens fed back one at a time (the continuations)
+    padded_tokens: int = 0
+    forward_passes: int = 0
+    logit_positions: int = 0
+
+
+@torch.inference_mode()
+def greedy_decode_scored(
+    loaded: LoadedModel,
+    prompts: Sequence[tuple[Ids, Ids]],
+    final_token: int,
+    max_new_tokens: int = 128,
+    token_budget: int = 16384,
+    stats: DecodingStats | None = None,
+    wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
+) -> list[ScoredContinuation]:
+    """Greedy continuations of ``(prefix, suffix)`` prompts, in order, each with its NLL.
+
+    A continuation stops at any of the model's stop tokens or after ``max_new_tokens``;
+    its NLL is the mean over its tokens and ``final_token`` of ``-log p`` under the prompt
+    (for a stopped row, ``final_token`` is scored where the stop token was chosen).
+    A batch holds at most ``token_budget`` tokens of prefix width plus suffix and new tokens
+    per row.
+    """
+    model, device, pad_id = loaded.model, model_device(loaded.model), pad_id_of(loaded)
+    stop = torch.tensor(sorted(eos_ids(loaded)), device=device)
+    stats = stats if stats is not None else DecodingStats()
+    prompts = [non_empty_suffix(prefix, suffix) for prefix, suffix in prompts]
+    plan = plan_prefixed_batches(
+        [prefix for prefix, _ in prompts],
+        [len(suffix) + max_new_tokens + 1 for _, suffix in prompts],
+        [1] * len(prompts),
+        token_budget,
+        logit_budget=len(prompts),
+    )
+    results: list[ScoredContinuation | None] = [None] * len(prompts)
+    keep_last = accepts_logits_to_keep(model)
+    for batch in wrap(plan) if wrap else plan:
+        prefix = encode_prefixes(loaded, [prompts[r][0] for r in batch], device)
+        ids, mask = pad([prompts[r][1] for r in batch], pad_id, left=False, device=device)
+        last = mask.sum(1) - 1
+        keep = torch.zeros_like(mask, dtype=torch.bool)
+        keep[torch.arange(len(batch), device=device), last] = True
+        out = model(
+            input_ids=ids,
+            attention_mask=torch.cat([prefix.mask, mask], dim=1),
+            position_ids=prefix.positions(mask),
+            past_key_values=prefix.cache,
+            use_cache=True,
+            **({"logits_to_keep": keep} if keep_last else {}),
+        )
+        logits = out.logits if keep_last else out.logits[keep]
+        stats.prefix_tokens += prefix.real_tokens
+        stats.suffix_tokens += int(mask.sum())
+        stats.padded_tokens += prefix.padded_tokens + ids.numel()
+        stats.forward_passes += 1 + (prefix.cache is not None)
+        decoded = _decode(
+            model, logits, out.past_key_values, torch.cat([prefix.mask, mask], dim=1),
+            prefix.offset + mask.sum(1), stop, final_token, max_new_tokens, stats,
+        )
+        for row, continuation in zip(batch, decoded):
+            results[row] = continuation
+        del prefix, out, logits
+    return results  # type: ignore[return-value]
+
+
+def _decode(
+    model: torch.nn.Module,
+    logits: torch.Tensor,
+    cache: object,
+    mask: torch.Tensor,
+    position: torch.Tensor,
+    stop: torch.Tensor,
+    final_token: int,
+    max_new_tokens: int,
+    stats: DecodingStats,
+) -> list[ScoredContinuation]:
+    """The greedy loop of one batch, from the logits after each row's prompt.
+
+    ``mask`` covers the cache slots, ``position`` is each row's next position. Finished
+    rows are dropped from the cache, the mask and the batch.
+    """
+    rows = logits.shape[0]
+    device = logits.device
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    nll_sum = torch.zeros(rows, dtype=torch.float64, device=device)
+    active = torch.arange(rows, device=device)
+    final = torch.full((rows,), final_token, dtype=torch.long, device=device)
+    for step in range(max_new_tokens + 1):
+        chosen = logits.argmax(-1)
+        done = torch.isin(chosen, stop) if step < max_new_tokens else torch.ones_like(chosen, dtype=torch.bool)
+        scored = torch.where(done, final[: len(chosen)], chosen)
+        nll_sum[active] += token_nll(logits, scored).double()
+        stats.logit_positions += len(chosen)
+        going = (~done).nonzero()[:, 0]
+        if len(going) == 0:
+            break
+        if len(going) < len(chosen):
+            cache.batch_select_indices(going)  # type: ignore[attr-defined]
+            mask, position, chosen, active = mask[going], position[going], chosen[going], active[going]
+        for row, token in zip(active.tolist(), chosen.tolist()):
+            tokens[row].append(token)
+        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
+        logits = model(
+            input_ids=chosen[:, None],
+            attention_mask=mask,
+            position_ids=position[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1]
+        position = position + 1
+        stats.decoded_tokens += len(active)
+        stats.padded_tokens += len(active)
+        stats.forward_passes += 1
+    return [
+        ScoredContinuation(tuple(row), float(total) / (len(row) + 1))
+        for row, total in zip(tokens, nll_sum.tolist())
+    ]
