@@ -17,12 +17,14 @@ from activeit.errors import ActiveITError
 from activeit.generation import model_device, pad
 from activeit.models import LoadedModel
 from activeit.prefix_cache import (
+    PrefixPool,
+    PrefixState,
     accepts_logits_to_keep,
     encode_prefixes,
     non_empty_suffix,
     pad_id_of,
     plan_batches,
-    plan_prefixed_batches,
+    pool_groups,
 )
 
 
@@ -77,10 +79,11 @@ def teacher_forced_nll(
 ) -> list[float]:
     """Mean per-token NLL of each pair's target under its prompt (all target tokens count).
 
-    Causal models: pairs are grouped by prefix, sorted by length and batched; in each batch
-    the distinct prefixes run once, their KV cache is expanded over the rows that share
-    them, and the right-padded ``suffix + target[:-1]`` rows run on top with their true
-    positions. A pair with an empty prefix is a plain full-prompt pass. Seq2seq models: the
+    Causal models: the distinct prefixes run once each, in pools of at most ``token_budget``
+    tokens (:class:`activeit.prefix_cache.PrefixPool`); the pool's rows are batched by the
+    length of ``suffix + target[:-1]``, each batch gathering its rows' prefix caches, and run
+    right-padded on top with their true positions. A pair with an empty prefix is a plain
+    full-prompt pass. Seq2seq models: the
     whole prompt is the encoder input and the target the decoder's.
     """
     if any(not p.target for p in pairs):
@@ -94,52 +97,74 @@ def teacher_forced_nll(
 def _causal_nll(
     loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats
 ) -> list[float]:
-    model, device, pad_id = loaded.model, model_device(loaded.model), pad_id_of(loaded)
-    keep_logits = accepts_logits_to_keep(model)
+    """Pools of distinct prefixes are computed once; their rows run in length-sorted batches."""
     if any(not p.prefix and not p.suffix for p in pairs):
         raise ActiveITError("teacher forcing needs a non-empty prompt")
     pairs = [ForcedPair(*non_empty_suffix(p.prefix, p.suffix), p.target) for p in pairs]
-    plan = plan_prefixed_batches(
-        [p.prefix for p in pairs],
-        [len(p.suffix) + len(p.target) - 1 for p in pairs],
-        [len(p.target) for p in pairs],
-        token_budget,
-        logit_budget,
-    )
+    device = model_device(loaded.model)
     result = [0.0] * len(pairs)
-    for batch in plan:
-        prefix = encode_prefixes(loaded, [pairs[r].prefix for r in batch], device)
-        if prefix.cache is not None:
-            stats.prefix_tokens += prefix.real_tokens
-            stats.padded_tokens += prefix.padded_tokens
-            stats.forward_passes += 1
-        rows = [(*pairs[r].suffix, *pairs[r].target[:-1]) for r in batch]
-        ids, mask = pad(rows, pad_id, left=False, device=device)
-        keep = torch.zeros_like(mask, dtype=torch.bool)
-        for row, r in enumerate(batch):
-            start = len(pairs[r].suffix) - 1
-            keep[row, start : start + len(pairs[r].target)] = True
-        kwargs: dict[str, Any] = {"logits_to_keep": keep} if keep_logits else {}
-        logits = model(
-            input_ids=ids,
-            attention_mask=torch.cat([prefix.mask, mask], dim=1),
-            position_ids=prefix.positions(mask),
-            past_key_values=prefix.cache,
-            use_cache=prefix.cache is not None,
-            **kwargs,
-        ).logits
-        if not keep_logits:
-            logits = logits[keep]
-        targets = torch.tensor([t for r in batch for t in pairs[r].target], device=device)
-        values = mean_per_row(token_nll(logits, targets), keep.nonzero()[:, 0], len(batch))
-        for row, value in enumerate(values):
-            result[batch[row]] = value
-        stats.suffix_tokens += int(mask.sum())
-        stats.padded_tokens += ids.numel()
-        stats.forward_passes += 1
-        stats.logit_positions += len(targets)
-        del prefix, logits
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
+    for r, pair in enumerate(pairs):
+        by_prefix.setdefault(pair.prefix, []).append(r)
+    plain = by_prefix.pop((), [])
+    for group in pool_groups(list(by_prefix), token_budget):
+        pool = PrefixPool(loaded, group, device, token_budget)
+        stats.prefix_tokens += pool.real_tokens
+        stats.padded_tokens += pool.padded_tokens
+        stats.forward_passes += pool.forward_passes
+        slot = {prefix: number for number, prefix in enumerate(group)}
+        rows = [r for prefix in group for r in by_prefix[prefix]]
+        for batch in _row_batches(pairs, rows, token_budget, logit_budget):
+            prefix = pool.state([slot[pairs[r].prefix] for r in batch])
+            _force_batch(loaded, pairs, batch, prefix, result, stats)
+        del pool
+    for batch in _row_batches(pairs, plain, token_budget, logit_budget):
+        _force_batch(loaded, pairs, batch, encode_prefixes(loaded, [()] * len(batch), device), result, stats)
     return result
+
+
+def _row_batches(
+    pairs: Sequence[ForcedPair], rows: Sequence[int], token_budget: int, logit_budget: int
+) -> list[list[int]]:
+    """``rows`` in batches of similar ``suffix + target`` length, longest first."""
+    lengths = {r: len(pairs[r].suffix) + len(pairs[r].target) - 1 for r in rows}
+    order = sorted(rows, key=lambda r: -lengths[r])
+    return plan_batches(
+        {r: len(pairs[r].prefix) for r in rows}, lengths, {r: len(pairs[r].target) for r in rows},
+        order, token_budget, logit_budget,
+    )
+
+
+def _force_batch(
+    loaded: LoadedModel, pairs: Sequence[ForcedPair], batch: list[int], prefix: PrefixState,
+    result: list[float], stats: ForcingStats,
+) -> None:
+    """One forward pass of the batch's ``suffix + target[:-1]`` rows on top of their prefix cache."""
+    model, device = loaded.model, model_device(loaded.model)
+    rows = [(*pairs[r].suffix, *pairs[r].target[:-1]) for r in batch]
+    ids, mask = pad(rows, pad_id_of(loaded), left=False, device=device)
+    keep = torch.zeros_like(mask, dtype=torch.bool)
+    for row, r in enumerate(batch):
+        start = len(pairs[r].suffix) - 1
+        keep[row, start : start + len(pairs[r].target)] = True
+    keep_logits = accepts_logits_to_keep(model)
+    logits = model(
+        input_ids=ids,
+        attention_mask=torch.cat([prefix.mask, mask], dim=1),
+        position_ids=prefix.positions(mask),
+        past_key_values=prefix.cache,
+        use_cache=prefix.cache is not None,
+        **({"logits_to_keep": keep} if keep_logits else {}),
+    ).logits
+    if not keep_logits:
+        logits = logits[keep]
+    targets = torch.tensor([t for r in batch for t in pairs[r].target], device=device)
+    for row, value in enumerate(mean_per_row(token_nll(logits, targets), keep.nonzero()[:, 0], len(batch))):
+        result[batch[row]] = value
+    stats.suffix_tokens += int(mask.sum())
+    stats.padded_tokens += ids.numel()
+    stats.forward_passes += 1
+    stats.logit_positions += len(targets)
 
 
 def _seq2seq_nll(

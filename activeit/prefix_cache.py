@@ -11,7 +11,7 @@ decoding (:mod:`activeit.prefix_decoding`).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from activeit.generation import pad
 from activeit.models import LoadedModel
 
 Ids = tuple[int, ...]
+Sizes = Sequence[int] | Mapping[int, int]
 
 
 def supports_prefix_reuse(loaded: LoadedModel) -> bool:
@@ -53,12 +54,12 @@ def non_empty_suffix(prefix: Ids, suffix: Ids) -> tuple[Ids, Ids]:
 
 
 def plan_batches(
-    widths: Sequence[int], lengths: Sequence[int], logits: Sequence[int],
-    order: Sequence[int], token_budget: int, logit_budget: int,
+    widths: Sizes, lengths: Sizes, logits: Sizes, order: Iterable[int], token_budget: int, logit_budget: int,
 ) -> list[list[int]]:
     """Cut ``order`` into consecutive batches.
 
-    A batch costs ``rows * (max width + max length)`` padded tokens (at most
+    ``widths``, ``lengths`` and ``logits`` are indexed by the items of ``order``. A batch
+    costs ``rows * (max width + max length)`` padded tokens (at most
     ``token_budget``) and ``sum(logits)`` logit positions (at most ``logit_budget``); a
     single item over either budget still gets its own batch.
     """
@@ -120,6 +121,14 @@ class PrefixState:
         return self.offset[:, None] + (suffix_mask.cumsum(1) - 1).clamp(min=0)
 
 
+def pool_groups(prefixes: Sequence[Ids], token_budget: int) -> list[list[Ids]]:
+    """Distinct ``prefixes``, longest first, cut into pools of at most ``token_budget`` padded tokens."""
+    distinct = sorted(set(prefixes), key=lambda p: (-len(p), p))
+    widths = [len(p) for p in distinct]
+    plan = plan_batches(widths, [0] * len(distinct), [0] * len(distinct), range(len(distinct)), token_budget, 1)
+    return [[distinct[i] for i in group] for group in plan]
+
+
 def encode_prefixes(loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.device) -> PrefixState:
     """Run each distinct prefix of ``prefixes`` (one per row) once; expand the cache over the rows."""
     rows = len(prefixes)
@@ -134,3 +143,49 @@ def encode_prefixes(loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.
     index = torch.tensor(group, device=device)
     cache.batch_select_indices(index)
     return PrefixState(cache, mask[index], mask.sum(1)[index], int(mask.sum()), ids.numel())
+
+
+class PrefixPool:
+    """The KV caches of many distinct prefixes, each computed once, gathered per batch of rows.
+
+    Rows then batch by their own length whatever their prefix, so the batch pads little; a
+    batch's cache is the rows' prefix caches stacked and right-padded to its widest prefix.
+    """
+
+    def __init__(self, loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.device, token_budget: int) -> None:
+        self.loaded, self.device = loaded, device
+        self.lengths = torch.tensor([len(p) for p in prefixes], device=device)
+        width = max(len(p) for p in prefixes)
+        self.real_tokens, self.padded_tokens, self.forward_passes = sum(len(p) for p in prefixes), 0, 0
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        order = sorted(range(len(prefixes)), key=lambda r: -len(prefixes[r]))
+        widths = [len(p) for p in prefixes]
+        for batch in plan_batches(widths, [0] * len(prefixes), [0] * len(prefixes), order, token_budget, 1):
+            ids, mask = pad([prefixes[r] for r in batch], pad_id_of(loaded), left=False, device=device)
+            head = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}
+            cache = loaded.model(input_ids=ids, attention_mask=mask, use_cache=True, **head).past_key_values
+            index = torch.tensor(batch, device=device)
+            for number, layer in enumerate(cache.layers):
+                if number == len(self.keys):
+                    shape = (len(prefixes), *layer.keys.shape[1:2], width, layer.keys.shape[-1])
+                    self.keys.append(layer.keys.new_zeros(shape))
+                    self.values.append(layer.values.new_zeros(shape))
+                self.keys[number][index, :, : ids.shape[1]] = layer.keys
+                self.values[number][index, :, : ids.shape[1]] = layer.values
+            self.padded_tokens += ids.numel()
+            self.forward_passes += 1
+            del cache
+
+    def state(self, rows: Sequence[int]) -> PrefixState:
+        """The expanded prefix cache for rows that use the pool's prefixes ``rows``."""
+        from transformers import DynamicCache
+
+        index = torch.tensor(list(rows), device=self.device)
+        lengths = self.lengths[index]
+        width = int(lengths.max())
+        cache = DynamicCache(
+            ddp_cache_data=[(k[index, :, :width], v[index, :, :width]) for k, v in zip(self.keys, self.values)]
+        )
+        mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
+        return PrefixState(cache, mask, lengths)
