@@ -17,12 +17,56 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from activeit.forcing import token_nll
 from activeit.generation import eos_ids, model_device, pad
 from activeit.models import LoadedModel
 from activeit.prefix_cache import Ids, accepts_logits_to_keep, encode_prefixes, non_empty_suffix, pad_id_of
 from activeit.prefix_cache import plan_prefixed_batches
+
+
+class _RoomyLayer(DynamicLayer):
+    """A cache layer with room for the tokens still to come: each step writes in place.
+
+    transformers' dynamic layer concatenates the whole cache at every step; here a step
+    copies only its own keys and values, and dropping finished rows copies the rest once.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        super().__init__()
+        rows, heads, length, dim = keys.shape
+        self.key_buffer = keys.new_empty((rows, heads, length + room, dim))
+        self.value_buffer = values.new_empty((rows, heads, length + room, dim))
+        self.key_buffer[:, :, :length] = keys
+        self.value_buffer[:, :, :length] = values
+        self.length, self.dtype, self.device, self.is_initialized = length, keys.dtype, keys.device, True
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys = self.key_buffer[:, :, : self.length]
+        self.values = self.value_buffer[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        new = key_states.shape[-2]
+        self.key_buffer[:, :, self.length : self.length + new] = key_states
+        self.value_buffer[:, :, self.length : self.length + new] = value_states
+        self.length += new
+        self._expose()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+        self._expose()
+
+
+def _with_room(cache: object, room: int) -> object:
+    """``cache`` with its full-attention layers swapped for :class:`_RoomyLayer` (others kept)."""
+    layers = cache.layers  # type: ignore[attr-defined]
+    for number, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.keys is not None:
+            layers[number] = _RoomyLayer(layer.keys, layer.values, room)
+    return cache
 
 
 @dataclass(frozen=True)
@@ -96,7 +140,7 @@ def greedy_decode_scored(
         stats.padded_tokens += prefix.padded_tokens + ids.numel()
         stats.forward_passes += 1 + (prefix.cache is not None)
         decoded = _decode(
-            model, logits, out.past_key_values, torch.cat([prefix.mask, mask], dim=1),
+            model, logits, _with_room(out.past_key_values, max_new_tokens), torch.cat([prefix.mask, mask], dim=1),
             prefix.offset + mask.sum(1), stop, final_token, max_new_tokens, stats,
         )
         for row, continuation in zip(batch, decoded):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ from activeit.prompts import INSTANCE_HEADER, EncodedPrompt, PromptFormatter
 from activeit.tasks import Task
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,26 @@ def _table_suffix(path: Path) -> str:
     return path.suffix
 
 
+@contextlib.contextmanager
+def grouped_query_attention() -> Iterator[None]:
+    """Let SDPA read grouped-query K/V heads as they are, under an attention mask (CPU).
+
+    transformers copies each K/V head once per query head (``repeat_kv``) when a mask is
+    given, because CUDA's fused kernels refuse masked GQA; PyTorch's CPU kernel takes it
+    (``enable_gqa``), the same result without the copies. Switched on with transformers'
+    own ``TRANSFORMERS_SDPA_FORCE_GQA`` for the duration of scoring.
+    """
+    previous = os.environ.get(FORCE_GQA)
+    os.environ[FORCE_GQA] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FORCE_GQA, None)
+        else:
+            os.environ[FORCE_GQA] = previous
+
+
 class _Scorer:
     """Scores chunks of tasks with one model and config."""
 
@@ -283,7 +305,8 @@ class _Scorer:
             and next(loaded.model.parameters()).dtype == torch.float32
         )
         self.autocast = (
-            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16
+            else grouped_query_attention if device.type == "cpu" else contextlib.nullcontext
         )
         # L_i0 is read off the greedy decoding only where that computation matches teacher
         # forcing to fp32 rounding; in reduced precision j = 0 is teacher-forced like j >= 1.
