@@ -184,8 +184,9 @@ class PrefixPool:
         index = torch.tensor(list(rows), device=self.device)
         lengths = self.lengths[index]
         width = int(lengths.max())
+        # A generator: each layer's gathered copy is freed once the cache has taken it.
         cache = DynamicCache(
-            ddp_cache_data=[(k[index, :, :width], v[index, :, :width]) for k, v in zip(self.keys, self.values)]
+            ddp_cache_data=((k[index, :, :width], v[index, :, :width]) for k, v in zip(self.keys, self.values))
         )
         mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
         return PrefixState(cache, mask, lengths)
