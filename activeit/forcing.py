@@ -73,7 +73,7 @@ def mean_per_row(values: torch.Tensor, rows: torch.Tensor, count: int) -> list[f
 def teacher_forced_nll(
     loaded: LoadedModel,
     pairs: Sequence[ForcedPair],
-    token_budget: int = 16384,
+    token_budget: int = 8192,
     logit_budget: int = 2048,
     stats: ForcingStats | None = None,
 ) -> list[float]:

@@ -95,7 +95,7 @@ def greedy_decode_scored(
     prompts: Sequence[tuple[Ids, Ids]],
     final_token: int,
     max_new_tokens: int = 128,
-    token_budget: int = 16384,
+    token_budget: int = 8192,
     stats: DecodingStats | None = None,
     wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
 ) -> list[ScoredContinuation]:
