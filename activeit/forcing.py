@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -19,8 +18,8 @@ from activeit.models import LoadedModel
 from activeit.prefix_cache import (
     PrefixPool,
     PrefixState,
-    accepts_logits_to_keep,
     encode_prefixes,
+    forward_rows,
     non_empty_suffix,
     pad_id_of,
     plan_batches,
@@ -83,8 +82,8 @@ def teacher_forced_nll(
     tokens (:class:`activeit.prefix_cache.PrefixPool`); the pool's rows are batched by the
     length of ``suffix + target[:-1]``, each batch gathering its rows' prefix caches, and run
     right-padded on top with their true positions. A pair with an empty prefix is a plain
-    full-prompt pass. Seq2seq models: the
-    whole prompt is the encoder input and the target the decoder's.
+    full-prompt pass. Seq2seq models: the whole prompt is the encoder input and the target
+    the decoder's.
     """
     if any(not p.target for p in pairs):
         raise ActiveITError("teacher forcing needs non-empty targets (the EOS token at least)")
@@ -108,10 +107,10 @@ def _causal_nll(
         by_prefix.setdefault(pair.prefix, []).append(r)
     plain = by_prefix.pop((), [])
     for group in pool_groups(list(by_prefix), token_budget):
-        pool = PrefixPool(loaded, group, device, token_budget)
+        pool = PrefixPool(loaded, group, device)
         stats.prefix_tokens += pool.real_tokens
         stats.padded_tokens += pool.padded_tokens
-        stats.forward_passes += pool.forward_passes
+        stats.forward_passes += 1
         slot = {prefix: number for number, prefix in enumerate(group)}
         rows = [r for prefix in group for r in by_prefix[prefix]]
         for batch in _row_batches(pairs, rows, token_budget, logit_budget):
@@ -140,24 +139,14 @@ def _force_batch(
     result: list[float], stats: ForcingStats,
 ) -> None:
     """One forward pass of the batch's ``suffix + target[:-1]`` rows on top of their prefix cache."""
-    model, device = loaded.model, model_device(loaded.model)
+    device = model_device(loaded.model)
     rows = [(*pairs[r].suffix, *pairs[r].target[:-1]) for r in batch]
     ids, mask = pad(rows, pad_id_of(loaded), left=False, device=device)
     keep = torch.zeros_like(mask, dtype=torch.bool)
     for row, r in enumerate(batch):
         start = len(pairs[r].suffix) - 1
         keep[row, start : start + len(pairs[r].target)] = True
-    keep_logits = accepts_logits_to_keep(model)
-    logits = model(
-        input_ids=ids,
-        attention_mask=torch.cat([prefix.mask, mask], dim=1),
-        position_ids=prefix.positions(mask),
-        past_key_values=prefix.cache,
-        use_cache=prefix.cache is not None,
-        **({"logits_to_keep": keep} if keep_logits else {}),
-    ).logits
-    if not keep_logits:
-        logits = logits[keep]
+    logits, _, _ = forward_rows(loaded, prefix, ids, mask, keep, use_cache=prefix.cache is not None)
     targets = torch.tensor([t for r in batch for t in pairs[r].target], device=device)
     for row, value in enumerate(mean_per_row(token_nll(logits, targets), keep.nonzero()[:, 0], len(batch))):
         result[batch[row]] = value

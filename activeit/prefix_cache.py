@@ -1,4 +1,4 @@
-"""Rows that share prompt prefixes: batch planning and a prefix KV cache computed once per batch.
+"""Rows that share prompt prefixes: batch planning and prefix KV caches computed once.
 
 A causal model reads many rows ``prefix + suffix + ...`` in which the prefix (chat head,
 definition, demonstrations) is shared by all instances of a task under one prompt. A batch
@@ -10,12 +10,14 @@ decoding (:mod:`activeit.prefix_decoding`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from activeit.generation import pad
 from activeit.models import LoadedModel
@@ -40,7 +42,12 @@ def supports_prefix_reuse(loaded: LoadedModel) -> bool:
 
 
 def accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return _forward_takes_logits_to_keep(type(model))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(model_type: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_type.forward).parameters
 
 
 def pad_id_of(loaded: LoadedModel) -> int:
@@ -84,11 +91,9 @@ def plan_batches(
 def plan_prefixed_batches(
     prefixes: Sequence[Ids], lengths: Sequence[int], logits: Sequence[int], token_budget: int, logit_budget: int
 ) -> list[list[int]]:
-    """Batches of row indices: rows sharing a prefix stay together, longest rows first.
-
-    The k + 1 prompts of one task hold the same instance rows, so their groups meet in a
-    batch with little padding. Rows without a prefix never share a batch with rows that
-    have one (no empty cache rows).
+    """Batches of row indices: rows sharing a prefix stay together, longest rows first,
+    so each batch runs few distinct prefixes. Rows without a prefix never share a batch with
+    rows that have one (no empty cache rows).
     """
     longest: dict[Ids, int] = {}
     for prefix, length in zip(prefixes, lengths):
@@ -137,56 +142,57 @@ def encode_prefixes(loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.
         return PrefixState(None, empty, torch.zeros(rows, dtype=torch.long, device=device))
     distinct: dict[Ids, int] = {}
     group = [distinct.setdefault(prefix, len(distinct)) for prefix in prefixes]
-    ids, mask = pad(list(distinct), pad_id_of(loaded), left=False, device=device)
-    head = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}  # the prefix needs no logits
-    cache = loaded.model(input_ids=ids, attention_mask=mask, use_cache=True, **head).past_key_values
-    index = torch.tensor(group, device=device)
-    cache.batch_select_indices(index)
-    return PrefixState(cache, mask[index], mask.sum(1)[index], int(mask.sum()), ids.numel())
+    pool = PrefixPool(loaded, list(distinct), device)
+    state = pool.state(group)
+    state.real_tokens, state.padded_tokens = pool.real_tokens, pool.padded_tokens
+    return state
 
 
 class PrefixPool:
-    """The KV caches of many distinct prefixes, each computed once, gathered per batch of rows.
+    """The KV caches of distinct prefixes, computed in one pass, gathered per batch of rows.
 
     Rows then batch by their own length whatever their prefix, so the batch pads little; a
     batch's cache is the rows' prefix caches stacked and right-padded to its widest prefix.
+    The caller bounds the pool (:func:`pool_groups`).
     """
 
-    def __init__(self, loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.device, token_budget: int) -> None:
-        self.loaded, self.device = loaded, device
-        self.lengths = torch.tensor([len(p) for p in prefixes], device=device)
-        width = max(len(p) for p in prefixes)
-        self.real_tokens, self.padded_tokens, self.forward_passes = sum(len(p) for p in prefixes), 0, 0
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
-        order = sorted(range(len(prefixes)), key=lambda r: -len(prefixes[r]))
-        widths = [len(p) for p in prefixes]
-        for batch in plan_batches(widths, [0] * len(prefixes), [0] * len(prefixes), order, token_budget, 1):
-            ids, mask = pad([prefixes[r] for r in batch], pad_id_of(loaded), left=False, device=device)
-            head = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}
-            cache = loaded.model(input_ids=ids, attention_mask=mask, use_cache=True, **head).past_key_values
-            index = torch.tensor(batch, device=device)
-            for number, layer in enumerate(cache.layers):
-                if number == len(self.keys):
-                    shape = (len(prefixes), *layer.keys.shape[1:2], width, layer.keys.shape[-1])
-                    self.keys.append(layer.keys.new_zeros(shape))
-                    self.values.append(layer.values.new_zeros(shape))
-                self.keys[number][index, :, : ids.shape[1]] = layer.keys
-                self.values[number][index, :, : ids.shape[1]] = layer.values
-            self.padded_tokens += ids.numel()
-            self.forward_passes += 1
-            del cache
+    def __init__(self, loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.device) -> None:
+        self.device = device
+        ids, mask = pad(prefixes, pad_id_of(loaded), left=False, device=device)
+        head = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}  # the prefix needs no logits
+        cache = loaded.model(input_ids=ids, attention_mask=mask, use_cache=True, **head).past_key_values
+        self.layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self.lengths = mask.sum(1)
+        self.real_tokens, self.padded_tokens = int(mask.sum()), ids.numel()
 
     def state(self, rows: Sequence[int]) -> PrefixState:
-        """The expanded prefix cache for rows that use the pool's prefixes ``rows``."""
-        from transformers import DynamicCache
-
+        """The expanded prefix cache for rows that use the pool's prefixes number ``rows``."""
         index = torch.tensor(list(rows), device=self.device)
         lengths = self.lengths[index]
         width = int(lengths.max())
         # A generator: each layer's gathered copy is freed once the cache has taken it.
-        cache = DynamicCache(
-            ddp_cache_data=((k[index, :, :width], v[index, :, :width]) for k, v in zip(self.keys, self.values))
-        )
+        cache = DynamicCache(ddp_cache_data=((k[index, :, :width], v[index, :, :width]) for k, v in self.layers))
         mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
         return PrefixState(cache, mask, lengths)
+
+
+def forward_rows(
+    loaded: LoadedModel, prefix: PrefixState, ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor,
+    use_cache: bool,
+) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    """Right-padded rows ``ids``/``mask`` on top of their prefix cache, with their true positions.
+
+    Returns the logits at the ``keep`` positions (flattened, row by row), the cache after
+    the rows (with ``use_cache``), and the attention mask over prefix and rows.
+    """
+    attention = torch.cat([prefix.mask, mask], dim=1)
+    kwargs = {"logits_to_keep": keep} if accepts_logits_to_keep(loaded.model) else {}
+    out = loaded.model(
+        input_ids=ids,
+        attention_mask=attention,
+        position_ids=prefix.positions(mask),
+        past_key_values=prefix.cache,
+        use_cache=use_cache,
+        **kwargs,
+    )
+    return (out.logits if kwargs else out.logits[keep]), out.past_key_values, attention

@@ -13,7 +13,7 @@ prompt, without a second pass: greedy decoding computes those logits anyway.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +22,14 @@ from transformers.cache_utils import DynamicLayer
 from activeit.forcing import token_nll
 from activeit.generation import eos_ids, model_device, pad
 from activeit.models import LoadedModel
-from activeit.prefix_cache import Ids, accepts_logits_to_keep, encode_prefixes, non_empty_suffix, pad_id_of
-from activeit.prefix_cache import plan_prefixed_batches
+from activeit.prefix_cache import (
+    Ids,
+    encode_prefixes,
+    forward_rows,
+    non_empty_suffix,
+    pad_id_of,
+    plan_prefixed_batches,
+)
 
 
 class _RoomyLayer(DynamicLayer):
@@ -97,7 +103,6 @@ def greedy_decode_scored(
     max_new_tokens: int = 128,
     token_budget: int = 8192,
     stats: DecodingStats | None = None,
-    wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
 ) -> list[ScoredContinuation]:
     """Greedy continuations of ``(prefix, suffix)`` prompts, in order, each with its NLL.
 
@@ -119,33 +124,23 @@ def greedy_decode_scored(
         logit_budget=len(prompts),
     )
     results: list[ScoredContinuation | None] = [None] * len(prompts)
-    keep_last = accepts_logits_to_keep(model)
-    for batch in wrap(plan) if wrap else plan:
+    for batch in plan:
         prefix = encode_prefixes(loaded, [prompts[r][0] for r in batch], device)
         ids, mask = pad([prompts[r][1] for r in batch], pad_id, left=False, device=device)
-        last = mask.sum(1) - 1
         keep = torch.zeros_like(mask, dtype=torch.bool)
-        keep[torch.arange(len(batch), device=device), last] = True
-        out = model(
-            input_ids=ids,
-            attention_mask=torch.cat([prefix.mask, mask], dim=1),
-            position_ids=prefix.positions(mask),
-            past_key_values=prefix.cache,
-            use_cache=True,
-            **({"logits_to_keep": keep} if keep_last else {}),
-        )
-        logits = out.logits if keep_last else out.logits[keep]
+        keep[torch.arange(len(batch), device=device), mask.sum(1) - 1] = True
+        logits, cache, attention = forward_rows(loaded, prefix, ids, mask, keep, use_cache=True)
         stats.prefix_tokens += prefix.real_tokens
         stats.suffix_tokens += int(mask.sum())
         stats.padded_tokens += prefix.padded_tokens + ids.numel()
         stats.forward_passes += 1 + (prefix.cache is not None)
         decoded = _decode(
-            model, logits, _with_room(out.past_key_values, max_new_tokens), torch.cat([prefix.mask, mask], dim=1),
-            prefix.offset + mask.sum(1), stop, final_token, max_new_tokens, stats,
+            model, logits, _with_room(cache, max_new_tokens), attention, prefix.offset + mask.sum(1),
+            stop, final_token, max_new_tokens, stats,
         )
         for row, continuation in zip(batch, decoded):
             results[row] = continuation
-        del prefix, out, logits
+        del prefix, cache, logits
     return results  # type: ignore[return-value]
 
 
@@ -170,11 +165,10 @@ def _decode(
     tokens: list[list[int]] = [[] for _ in range(rows)]
     nll_sum = torch.zeros(rows, dtype=torch.float64, device=device)
     active = torch.arange(rows, device=device)
-    final = torch.full((rows,), final_token, dtype=torch.long, device=device)
     for step in range(max_new_tokens + 1):
         chosen = logits.argmax(-1)
         done = torch.isin(chosen, stop) if step < max_new_tokens else torch.ones_like(chosen, dtype=torch.bool)
-        scored = torch.where(done, final[: len(chosen)], chosen)
+        scored = torch.where(done, torch.full_like(chosen, final_token), chosen)
         nll_sum[active] += token_nll(logits, scored).double()
         stats.logit_positions += len(chosen)
         going = (~done).nonzero()[:, 0]
