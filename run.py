@@ -21,7 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from activeit.config import DEFAULT_CONFIG, REPO_ROOT, STRATEGIES, ExperimentConfig, load_config
+from activeit.config import (
+    DEFAULT_CONFIG,
+    REPO_ROOT,
+    STRATEGIES,
+    ExperimentConfig,
+    load_config,
+)
 from activeit.errors import ActiveITError, ConfigError
 
 OUTPUTS = REPO_ROOT / "outputs"
@@ -136,8 +142,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for config in configs:
             config.check_budget(pool_size, f"the {config.pool.source} pool")
 
-        from pipelines.compare import comparison_rows, find_run_id, log_comparison, write_comparison
-        from pipelines.stack import check_schedule_support, prepare_stack, use_repo_source_root
+        from pipelines.compare import (
+            comparison_rows,
+            find_run_id,
+            log_comparison,
+            write_comparison,
+        )
+        from pipelines.stack import (
+            check_schedule_support,
+            prepare_stack,
+            use_repo_source_root,
+        )
 
         use_repo_source_root()
         info = prepare_stack(configs[0])

@@ -12,8 +12,17 @@ from dataclasses import dataclass
 
 import torch
 
+from activeit.batching import (
+    TOKEN_BUDGET,
+    longest_first,
+    mean_per_row,
+    pad,
+    pad_id,
+    plan_batches,
+    token_nll,
+)
+from activeit.devices import model_device
 from activeit.errors import ActiveITError
-from activeit.generation import model_device, pad
 from activeit.models import LoadedModel
 from activeit.prefix_cache import (
     PrefixPool,
@@ -21,9 +30,6 @@ from activeit.prefix_cache import (
     encode_prefixes,
     forward_rows,
     non_empty_suffix,
-    pad_id_of,
-    plan_batches,
-    pool_groups,
 )
 
 
@@ -47,32 +53,11 @@ class ForcingStats:
     logit_positions: int = 0
 
 
-def token_nll(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """NLL of each target under its row of ``logits`` (positions, vocab), in fp32.
-
-    The log-normaliser is computed ``chunk`` positions at a time, so no second
-    vocabulary-sized tensor as large as ``logits`` is allocated.
-    """
-    out = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
-    for start in range(0, len(targets), chunk):
-        part = logits[start : start + chunk].float()
-        picked = part.gather(-1, targets[start : start + chunk, None]).squeeze(-1)
-        out[start : start + chunk] = torch.logsumexp(part, dim=-1) - picked
-    return out
-
-
-def mean_per_row(values: torch.Tensor, rows: torch.Tensor, count: int) -> list[float]:
-    """The mean of ``values`` per row index in ``rows`` (float64 accumulation)."""
-    total = torch.zeros(count, dtype=torch.float64, device=values.device)
-    total.index_add_(0, rows, values.double())
-    return (total / torch.bincount(rows, minlength=count).double()).tolist()
-
-
 @torch.inference_mode()
 def teacher_forced_nll(
     loaded: LoadedModel,
     pairs: Sequence[ForcedPair],
-    token_budget: int = 8192,
+    token_budget: int = TOKEN_BUDGET,
     logit_budget: int = 2048,
     stats: ForcingStats | None = None,
 ) -> list[float]:
@@ -106,13 +91,16 @@ def _causal_nll(
     for r, pair in enumerate(pairs):
         by_prefix.setdefault(pair.prefix, []).append(r)
     plain = by_prefix.pop((), [])
-    for group in pool_groups(list(by_prefix), token_budget):
-        pool = PrefixPool(loaded, group, device)
+    # Pools of distinct prefixes, longest first, each at most token_budget padded tokens.
+    distinct = sorted(by_prefix, key=lambda p: (-len(p), p))
+    for group in plan_batches(range(len(distinct)), [len(p) for p in distinct], token_budget):
+        prefixes = [distinct[number] for number in group]
+        pool = PrefixPool(loaded, prefixes, device)
         stats.prefix_tokens += pool.real_tokens
         stats.padded_tokens += pool.padded_tokens
         stats.forward_passes += 1
-        slot = {prefix: number for number, prefix in enumerate(group)}
-        rows = [r for prefix in group for r in by_prefix[prefix]]
+        slot = {prefix: number for number, prefix in enumerate(prefixes)}
+        rows = [r for prefix in prefixes for r in by_prefix[prefix]]
         for batch in _row_batches(pairs, rows, token_budget, logit_budget):
             prefix = pool.state([slot[pairs[r].prefix] for r in batch])
             _force_batch(loaded, pairs, batch, prefix, result, stats)
@@ -127,10 +115,10 @@ def _row_batches(
 ) -> list[list[int]]:
     """``rows`` in batches of similar ``suffix + target`` length, longest first."""
     lengths = {r: len(pairs[r].suffix) + len(pairs[r].target) - 1 for r in rows}
-    order = sorted(rows, key=lambda r: -lengths[r])
     return plan_batches(
-        {r: len(pairs[r].prefix) for r in rows}, lengths, {r: len(pairs[r].target) for r in rows},
-        order, token_budget, logit_budget,
+        longest_first(lengths, rows), lengths, token_budget,
+        widths={r: len(pairs[r].prefix) for r in rows},
+        logits={r: len(pairs[r].target) for r in rows}, logit_budget=logit_budget,
     )
 
 
@@ -141,7 +129,7 @@ def _force_batch(
     """One forward pass of the batch's ``suffix + target[:-1]`` rows on top of their prefix cache."""
     device = model_device(loaded.model)
     rows = [(*pairs[r].suffix, *pairs[r].target[:-1]) for r in batch]
-    ids, mask = pad(rows, pad_id_of(loaded), left=False, device=device)
+    ids, mask = pad(rows, pad_id(loaded), left=False, device=device)
     keep = torch.zeros_like(mask, dtype=torch.bool)
     for row, r in enumerate(batch):
         start = len(pairs[r].suffix) - 1
@@ -159,19 +147,20 @@ def _force_batch(
 def _seq2seq_nll(
     loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats
 ) -> list[float]:
-    model, device, pad_id = loaded.model, model_device(loaded.model), pad_id_of(loaded)
+    model, device, padding = loaded.model, model_device(loaded.model), pad_id(loaded)
     start_id = model.config.decoder_start_token_id
     prompts = [(*p.prefix, *p.suffix) for p in pairs]
     order = sorted(range(len(pairs)), key=lambda r: (-len(prompts[r]), -len(pairs[r].target)))
+    target_lengths = [len(p.target) for p in pairs]
     plan = plan_batches(
-        [len(p) for p in prompts], [len(p.target) for p in pairs], [len(p.target) for p in pairs],
-        order, token_budget, logit_budget,
+        order, target_lengths, token_budget,
+        widths=[len(p) for p in prompts], logits=target_lengths, logit_budget=logit_budget,
     )
     result = [0.0] * len(pairs)
     for batch in plan:
-        ids, mask = pad([prompts[r] for r in batch], pad_id, left=False, device=device)
+        ids, mask = pad([prompts[r] for r in batch], padding, left=False, device=device)
         dec_ids, dec_mask = pad(
-            [(start_id, *pairs[r].target[:-1]) for r in batch], pad_id, left=False, device=device
+            [(start_id, *pairs[r].target[:-1]) for r in batch], padding, left=False, device=device
         )
         logits = model(
             input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask,

@@ -217,7 +217,12 @@ def load_model(
     model, nor a local folder, nor reachable on the hub.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+    )
 
     source = resolve_model_path(name)
     local = Path(source)

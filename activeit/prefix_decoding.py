@@ -8,28 +8,33 @@ A row leaves the batch as soon as it ends, so finished rows cost nothing.
 While decoding, the log-probability of each chosen token is kept, and at the end that of a
 given ``final_token`` (the EOS the score counts, METHOD.md) at the position after the
 continuation. This is the teacher-forced NLL of ``continuation + [final_token]`` under the
-prompt, without a second pass: greedy decoding computes those logits anyway.
+prompt, without a second pass: greedy decoding computes those logits anyway
+(:func:`greedy_decode_scored`, for scoring). :func:`greedy_decode` decodes without the
+scores (evaluation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from activeit.forcing import token_nll
-from activeit.generation import eos_ids, model_device, pad
-from activeit.models import LoadedModel
-from activeit.prefix_cache import (
+from activeit.batching import (
+    TOKEN_BUDGET,
     Ids,
-    encode_prefixes,
-    forward_rows,
-    non_empty_suffix,
-    pad_id_of,
-    plan_prefixed_batches,
+    eos_ids,
+    pad,
+    pad_id,
+    plan_batches,
+    prefix_grouped_orders,
+    token_nll,
 )
+from activeit.devices import model_device
+from activeit.models import LoadedModel
+from activeit.prefix_cache import encode_prefixes, forward_rows, non_empty_suffix
 
 
 class _RoomyLayer(DynamicLayer):
@@ -96,12 +101,30 @@ class DecodingStats:
 
 
 @torch.inference_mode()
+def greedy_decode(
+    loaded: LoadedModel,
+    prompts: Sequence[tuple[Ids, Ids]],
+    max_new_tokens: int = 128,
+    token_budget: int = TOKEN_BUDGET,
+    wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
+) -> list[tuple[int, ...]]:
+    """Greedy continuations of ``(prefix, suffix)`` prompts, in order, cut before their stop token.
+
+    The same tokens as ``generate`` on ``prefix + suffix``
+    (:func:`activeit.generation.greedy_generate`); each distinct prefix of a batch runs once.
+    ``wrap`` may wrap the list of batches (e.g. in a progress bar).
+    """
+    decoded = _decode_batches(loaded, prompts, None, max_new_tokens, token_budget, DecodingStats(), wrap)
+    return [continuation.tokens for continuation in decoded]
+
+
+@torch.inference_mode()
 def greedy_decode_scored(
     loaded: LoadedModel,
     prompts: Sequence[tuple[Ids, Ids]],
     final_token: int,
     max_new_tokens: int = 128,
-    token_budget: int = 8192,
+    token_budget: int = TOKEN_BUDGET,
     stats: DecodingStats | None = None,
 ) -> list[ScoredContinuation]:
     """Greedy continuations of ``(prefix, suffix)`` prompts, in order, each with its NLL.
@@ -112,21 +135,35 @@ def greedy_decode_scored(
     A batch holds at most ``token_budget`` tokens of prefix width plus suffix and new tokens
     per row.
     """
-    model, device, pad_id = loaded.model, model_device(loaded.model), pad_id_of(loaded)
-    stop = torch.tensor(sorted(eos_ids(loaded)), device=device)
     stats = stats if stats is not None else DecodingStats()
+    return _decode_batches(loaded, prompts, final_token, max_new_tokens, token_budget, stats)
+
+
+def _decode_batches(
+    loaded: LoadedModel,
+    prompts: Sequence[tuple[Ids, Ids]],
+    final_token: int | None,
+    max_new_tokens: int,
+    token_budget: int,
+    stats: DecodingStats,
+    wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
+) -> list[ScoredContinuation]:
+    """Plan the batches (rows sharing a prefix together) and decode each; scored unless ``final_token`` is None."""
+    model, device, padding = loaded.model, model_device(loaded.model), pad_id(loaded)
+    stop = torch.tensor(sorted(eos_ids(loaded)), device=device)
     prompts = [non_empty_suffix(prefix, suffix) for prefix, suffix in prompts]
-    plan = plan_prefixed_batches(
-        [prefix for prefix, _ in prompts],
-        [len(suffix) + max_new_tokens + 1 for _, suffix in prompts],
-        [1] * len(prompts),
-        token_budget,
-        logit_budget=len(prompts),
-    )
+    prefixes = [prefix for prefix, _ in prompts]
+    lengths = [len(suffix) + max_new_tokens + 1 for _, suffix in prompts]
+    widths = [len(prefix) for prefix in prefixes]
+    plan = [
+        batch
+        for order in prefix_grouped_orders(prefixes, lengths)
+        for batch in plan_batches(order, lengths, token_budget, widths=widths)
+    ]
     results: list[ScoredContinuation | None] = [None] * len(prompts)
-    for batch in plan:
+    for batch in wrap(plan) if wrap else plan:
         prefix = encode_prefixes(loaded, [prompts[r][0] for r in batch], device)
-        ids, mask = pad([prompts[r][1] for r in batch], pad_id, left=False, device=device)
+        ids, mask = pad([prompts[r][1] for r in batch], padding, left=False, device=device)
         keep = torch.zeros_like(mask, dtype=torch.bool)
         keep[torch.arange(len(batch), device=device), mask.sum(1) - 1] = True
         logits, cache, attention = forward_rows(loaded, prefix, ids, mask, keep, use_cache=True)
@@ -151,26 +188,30 @@ def _decode(
     mask: torch.Tensor,
     position: torch.Tensor,
     stop: torch.Tensor,
-    final_token: int,
+    final_token: int | None,
     max_new_tokens: int,
     stats: DecodingStats,
 ) -> list[ScoredContinuation]:
     """The greedy loop of one batch, from the logits after each row's prompt.
 
     ``mask`` covers the cache slots, ``position`` is each row's next position. Finished
-    rows are dropped from the cache, the mask and the batch.
+    rows are dropped from the cache, the mask and the batch. Without ``final_token`` no
+    log-probability is computed (the NLLs are NaN).
     """
     rows = logits.shape[0]
     device = logits.device
     tokens: list[list[int]] = [[] for _ in range(rows)]
     nll_sum = torch.zeros(rows, dtype=torch.float64, device=device)
+    if final_token is None:
+        nll_sum.fill_(math.nan)
     active = torch.arange(rows, device=device)
     for step in range(max_new_tokens + 1):
         chosen = logits.argmax(-1)
         done = torch.isin(chosen, stop) if step < max_new_tokens else torch.ones_like(chosen, dtype=torch.bool)
-        scored = torch.where(done, torch.full_like(chosen, final_token), chosen)
-        nll_sum[active] += token_nll(logits, scored).double()
-        stats.logit_positions += len(chosen)
+        if final_token is not None:
+            scored = torch.where(done, torch.full_like(chosen, final_token), chosen)
+            nll_sum[active] += token_nll(logits, scored).double()
+            stats.logit_positions += len(chosen)
         going = (~done).nonzero()[:, 0]
         if len(going) == 0:
             break

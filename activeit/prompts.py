@@ -155,8 +155,13 @@ class PromptFormatter:
     def render(
         self, definition: str, examples: Sequence[Example], instance_input: str
     ) -> str:
-        """The full prompt text, chat-wrapped when ``chat`` (no truncation)."""
-        return self.head + render_tk_prompt(definition, examples, instance_input) + self.tail
+        """The prompt text that :meth:`encode` encodes, chat-wrapped when ``chat``.
+
+        The same demonstrations as :meth:`encode` (at most ``num_examples``, those that
+        fit); the text is not truncated.
+        """
+        shown = self.encode(definition, examples, instance_input).num_examples
+        return self.head + render_tk_prompt(definition, examples[:shown], instance_input) + self.tail
 
     def encode(
         self, definition: str, examples: Sequence[Example], instance_input: str
@@ -186,6 +191,16 @@ class PromptFormatter:
             if len(prefix) > room:
                 prefix = prefix[: max(room, 0)]
         return EncodedPrompt(prefix, lead + body + trail, used)
+
+    def shared_split(self, prompt: EncodedPrompt) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(prefix, suffix)`` ids for prefix caching: the instance header, the same ids in
+        every suffix, joins the prefix shared by a task's instances (the suffix keeps at least
+        one token)."""
+        header = self._encode_cached(INSTANCE_HEADER)
+        prefix, suffix = prompt.prefix_ids, prompt.suffix_ids
+        if suffix[: len(header)] == header and len(suffix) > len(header):
+            return prefix + suffix[: len(header)], suffix[len(header) :]
+        return prefix, suffix
 
     def encode_instance(self, task: Task, instance: Instance) -> EncodedPrompt:
         """The unperturbed prompt of ``instance`` under its task."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from activeit.errors import ActiveITError
-from activeit.scoring import ScoreTable, TaskScore
+from activeit.scores import ScoreTable, TaskScore
 from activeit.tasks import Task
 
 STRATEGIES = (

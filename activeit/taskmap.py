@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from activeit.scoring import ScoreTable
+from activeit.scores import ScoreTable
 
 CATEGORIES = ("ambiguous", "easy", "difficult")
 COLOURS = {"ambiguous": "#d62728", "easy": "#2ca02c", "difficult": "#1f77b4"}
@@ -87,8 +87,8 @@ def plot_task_map(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
     import numpy as np
+    from matplotlib.ticker import FormatStrFormatter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

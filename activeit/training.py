@@ -39,16 +39,14 @@ from typing import Any
 
 import torch
 
+from activeit.batching import length_grouped_batches, pad, pad_id
 from activeit.errors import ConfigError, TrainingError
-from activeit.generation import pad
 from activeit.models import LoadedModel, load_model
 from activeit.prompts import PromptFormatter
 from activeit.tasks import Task
 
 METRICS_FILE = "training_metrics.json"
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-#: Length grouping sorts examples within mega-batches of this many batches.
-MEGA_BATCH_FACTOR = 50
 IGNORE_INDEX = -100
 
 
@@ -154,27 +152,6 @@ def build_examples(
                 )
             )
     return examples
-
-
-def length_grouped_batches(
-    lengths: Sequence[int], batch_size: int, rng: random.Random,
-    mega_batch_factor: int = MEGA_BATCH_FACTOR,
-) -> list[list[int]]:
-    """Indices in batches of similar length, in a seeded random order.
-
-    Shuffle, cut into mega-batches of ``mega_batch_factor * batch_size``, sort each by
-    length (longest first), cut into batches, shuffle the batches. Only the very last
-    batch can be short, so the number of batches is ``ceil(len(lengths) / batch_size)``.
-    """
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    mega = mega_batch_factor * batch_size
-    batches = []
-    for start in range(0, len(order), mega):
-        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 class ExampleDataset(torch.utils.data.Dataset):
@@ -326,7 +303,7 @@ def finetune(
     loader = torch.utils.data.DataLoader(
         ExampleDataset(examples),
         batch_sampler=sampler,
-        collate_fn=Collator(loaded.tokenizer.pad_token_id, loaded.is_seq2seq),
+        collate_fn=Collator(pad_id(loaded), loaded.is_seq2seq),
     )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay

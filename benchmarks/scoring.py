@@ -35,7 +35,8 @@ from activeit.generation import cut_at_eos, eos_ids  # noqa: E402
 from activeit.models import DEFAULT_MODEL, LoadedModel, load_model  # noqa: E402
 from activeit.perturb import perturb_tasks  # noqa: E402
 from activeit.prompts import PromptFormatter  # noqa: E402
-from activeit.scoring import ScoringConfig, score_tasks, task_metrics  # noqa: E402
+from activeit.scores import task_metrics  # noqa: E402
+from activeit.scoring import ScoringConfig, score_tasks  # noqa: E402
 from activeit.sources import load_pool  # noqa: E402
 from activeit.tasks import Task  # noqa: E402
 

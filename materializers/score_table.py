@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from zenml.enums import VisualizationType
 
-from activeit.scoring import ScoreTable
+from activeit.scores import ScoreTable
 from materializers.base import FileMaterializer, markdown_table
 
 TABLE_FILE = "scores.parquet"

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from activeit.config import ExperimentConfig
 from activeit.evaluation import EvalReport
-from activeit.scoring import ScoreTable
+from activeit.scores import ScoreTable
 from activeit.strategies import Selection
 
 #: Metrics logged once per round with ``step=round``.

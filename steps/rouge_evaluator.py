@@ -7,9 +7,9 @@ from typing import Annotated
 from zenml import step
 
 from activeit.config import EvaluationSection, to_dataclass
+from activeit.devices import place_model
 from activeit.evaluation import EvalConfig, EvalReport, evaluate_model
 from activeit.models import load_model
-from activeit.scoring import place_model
 from activeit.tasks import TaskPool
 from materializers.artifacts import ModelFolder
 from steps.common import fail_if_requested

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.scoring import ScoreTable
+from activeit.scores import ScoreTable
 from activeit.strategies import Selection, select_tasks
 from activeit.tasks import TaskPool
 from steps.common import fail_if_requested, remaining_tasks

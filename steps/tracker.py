@@ -12,7 +12,7 @@ from zenml import get_step_context, step
 
 from activeit.config import ExperimentConfig
 from activeit.evaluation import EvalReport
-from activeit.scoring import ScoreTable
+from activeit.scores import ScoreTable
 from activeit.strategies import Selection
 from materializers.artifacts import ModelFolder
 from pipelines.tracking import log_and_register_model, log_config, log_round

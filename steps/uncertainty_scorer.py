@@ -8,8 +8,10 @@ from typing import Annotated
 from zenml import step
 
 from activeit.config import ScoringSection, to_dataclass
+from activeit.devices import place_model
 from activeit.models import load_model
-from activeit.scoring import ScoreTable, ScoringConfig, place_model, score_tasks
+from activeit.scores import ScoreTable
+from activeit.scoring import ScoringConfig, score_tasks
 from activeit.tasks import TaskPool
 from materializers.artifacts import ModelFolder, PromptSet
 from steps.common import fail_if_requested

@@ -43,7 +43,8 @@ def handmade_tasks(count: int = 5) -> list[Task]:
 
 def main(out: str, model: str = "tiny-llama") -> None:
     from activeit.models import load_model
-    from activeit.scoring import process_state, score_tasks
+    from activeit.devices import process_state
+    from activeit.scoring import score_tasks
 
     state = process_state()
     table = score_tasks(load_model(model), handmade_tasks(), WORKER_CONFIG, progress=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from activeit.cli import main
-from activeit.scoring import ScoreTable
+from activeit.scores import ScoreTable
 
 FAST = ["--source", "builtin", "--model", "tiny-llama", "--n", "2", "--k", "2", "--max-new-tokens", "4",
         "--max-tasks", "4", "--no-progress"]

@@ -16,7 +16,7 @@ from zenml.enums import VisualizationType
 
 from activeit.evaluation import score_predictions
 from activeit.perturb import perturb_tasks
-from activeit.scoring import InstanceScore, ScoreTable, TaskScore
+from activeit.scores import InstanceScore, ScoreTable, TaskScore
 from activeit.sources import load_pool
 from activeit.strategies import Selection
 from activeit.tasks import TaskPool

@@ -20,15 +20,8 @@ from activeit.models import load_model
 from activeit.perturb import perturb_tasks
 from activeit.prompts import PromptFormatter
 from activeit.forcing import ForcedPair, teacher_forced_nll
-from activeit.scoring import (
-    InstanceScore,
-    ScoreTable,
-    ScoringConfig,
-    TaskScore,
-    score_tasks,
-    summarize_task,
-    task_metrics,
-)
+from activeit.scores import InstanceScore, ScoreTable, TaskScore, summarize_task, task_metrics
+from activeit.scoring import ScoringConfig, score_tasks
 from activeit.tasks import Task
 from score_worker import WORKER_CONFIG, handmade_tasks
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from activeit.errors import ActiveITError
-from activeit.scoring import ScoreTable, TaskScore
+from activeit.scores import ScoreTable, TaskScore
 from activeit.strategies import (
     NEEDS_SCORES,
     STRATEGIES,

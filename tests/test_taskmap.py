@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from activeit.scoring import ScoreTable, TaskScore
+from activeit.scores import ScoreTable, TaskScore
 from activeit.taskmap import CATEGORIES, _labelled, categorize, plot_task_map
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,12 @@ from typing import Any
 
 from activeit.cli.common import add_pool_arguments, pool_from_args
 from activeit.cli.train import read_task_names, select_tasks
-from activeit.evaluation import METRICS_FILE, PREDICTIONS_FILE, EvalConfig, evaluate_model
+from activeit.evaluation import (
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    EvalConfig,
+    evaluate_model,
+)
 from activeit.models import DEFAULT_MODEL, load_model
 
 DEFAULTS = EvalConfig()

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from activeit.cli.common import add_pool_arguments, pool_from_args
+from activeit.devices import place_model, process_state
 from activeit.errors import ActiveITError
 from activeit.models import DEFAULT_MODEL, load_model
 from activeit.perturb import PERTURBATIONS
-from activeit.scoring import ScoringConfig, place_model, process_state, score_tasks
+from activeit.scoring import ScoringConfig, score_tasks
 from activeit.strategies import STRATEGIES, select_tasks
 from activeit.taskmap import categorize, plot_task_map
 

@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from activeit.errors import PoolError, TaskFormatError
-from activeit.sources._common import demonstrations_from_instances, existing_path, skip_or_raise
+from activeit.sources._common import (
+    demonstrations_from_instances,
+    existing_path,
+    skip_or_raise,
+)
 from activeit.tasks import Instance, Task, TaskPool, looks_like_classification
 
 INSTRUCTION_FIX = 'each line needs "instruction" and "instances": [{"input": ..., "output": ...}]'
