@@ -21,14 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from activeit.config import (
-    DEFAULT_CONFIG,
-    REPO_ROOT,
-    STRATEGIES,
-    ExperimentConfig,
-    load_config,
-)
+from activeit.config import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig, load_config
 from activeit.errors import ActiveITError, ConfigError
+from activeit.settings import SOURCES
+from activeit.strategies import STRATEGIES
 
 OUTPUTS = REPO_ROOT / "outputs"
 
@@ -55,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     over.add_argument("--initial-tasks", type=int, help="random tasks of round 0")
     over.add_argument("--seed", type=int, help="seed of the initial set, sampling and training")
     over.add_argument("--model", help="base model: smollm2-135m-instruct, tiny-llama, a folder or a hub id")
-    over.add_argument("--pool-source", choices=("niv2", "self-instruct", "hub", "builtin"), help="task pool source")
+    over.add_argument("--pool-source", choices=SOURCES, help="task pool source")
     over.add_argument("--pool-path", help="pool folder/file (relative to the current directory) or hub id")
     over.add_argument("--experiment", help="MLflow experiment name")
     parser.add_argument("--schedule", metavar="CRON",
@@ -96,14 +92,9 @@ def load_experiment(args: argparse.Namespace, strategy: str | None) -> Experimen
 def check_pool(config: ExperimentConfig) -> int:
     """Load the pool once before starting anything: a bad path fails in one line. Returns
     the number of selectable (train) tasks."""
-    from activeit.sources import load_pool
+    from activeit.sources import load_pool_from
 
-    pool = load_pool(config.pool.source, config.pool.path, split_dir=config.pool.split_dir,
-                     english_only=config.pool.english_only, validation_tasks=config.pool.validation_tasks,
-                     test_tasks=config.pool.test_tasks, seed=config.seed, skip_invalid=config.pool.skip_invalid)
-    if not pool.test:
-        raise ConfigError(f"pool '{pool.name}' has no test tasks to evaluate on (set pool.test_tasks)")
-    return len(pool.train)
+    return len(load_pool_from(config.pool, need_test_tasks=True).train)
 
 
 def run_pipeline(config: ExperimentConfig, tracker: str) -> Any:

@@ -20,8 +20,6 @@ from activeit.models import LoadedModel
 Ids = tuple[int, ...]
 #: Per-item sizes, indexed by the items of an order (a list over all items, or a dict).
 Sizes = Sequence[int] | Mapping[int, int]
-#: The default padded-token budget of one batch (and of one pool of prefix caches).
-TOKEN_BUDGET = 8192
 #: Training's length grouping sorts examples within mega-batches of this many batches.
 MEGA_BATCH_FACTOR = 50
 

@@ -22,26 +22,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from activeit.settings import EvaluationSettings
 from activeit.tasks import Instance, Task
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Evaluation settings; ``max_instances_per_task`` is 100 as in the NIV2 benchmark.
-
-    ``chat=None`` lets the formatter decide, as in training and scoring.
-    """
-
-    max_instances_per_task: int = 100
-    max_new_tokens: int = 128
-    max_source_length: int = 1024
-    token_budget: int = 16384
-    seed: int = 0
-    chat: bool | None = None
 
 
 @lru_cache(maxsize=1)
@@ -201,21 +187,25 @@ def score_predictions(items: Iterable[tuple[Task, Instance, str]]) -> EvalReport
 
 
 def evaluate_model(
-    loaded: Any, tasks: Sequence[Task], config: EvalConfig = EvalConfig(), progress: bool = True
+    loaded: Any, tasks: Sequence[Task], config: EvaluationSettings = EvaluationSettings(), progress: bool = True
 ) -> EvalReport:
-    """Greedy predictions of ``loaded`` on a seeded sample of each task's instances, scored."""
+    """Greedy predictions of ``loaded`` on a seeded sample of each task's instances, scored.
+
+    Causal full-attention models decode through the shared-prefix decoder: a task's
+    definition and demonstrations run once per batch, not once per instance.
+    """
     from tqdm.auto import tqdm
 
-    from activeit.generation import greedy_generate
+    from activeit.generation import greedy_predictions
     from activeit.prompts import PromptFormatter
 
     formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
     pairs = [(t, i) for t in tasks for i in t.sample_instances(config.max_instances_per_task, config.seed)]
-    prompts = [formatter.encode_instance(task, instance).ids for task, instance in pairs]
+    prompts = [formatter.shared_split(formatter.encode_instance(task, instance)) for task, instance in pairs]
     was_training = loaded.model.training
     loaded.model.eval()
     try:
-        generated = greedy_generate(
+        generated = greedy_predictions(
             loaded,
             prompts,
             max_new_tokens=config.max_new_tokens,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from activeit.batching import (
-    TOKEN_BUDGET,
     longest_first,
     mean_per_row,
     pad,
@@ -31,6 +30,7 @@ from activeit.prefix_cache import (
     forward_rows,
     non_empty_suffix,
 )
+from activeit.settings import LOGIT_BUDGET, TOKEN_BUDGET
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def teacher_forced_nll(
     loaded: LoadedModel,
     pairs: Sequence[ForcedPair],
     token_budget: int = TOKEN_BUDGET,
-    logit_budget: int = 2048,
+    logit_budget: int = LOGIT_BUDGET,
     stats: ForcingStats | None = None,
 ) -> list[float]:
     """Mean per-token NLL of each pair's target under its prompt (all target tokens count).

@@ -23,7 +23,6 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from activeit.batching import (
-    TOKEN_BUDGET,
     Ids,
     eos_ids,
     pad,
@@ -35,6 +34,7 @@ from activeit.batching import (
 from activeit.devices import model_device
 from activeit.models import LoadedModel
 from activeit.prefix_cache import encode_prefixes, forward_rows, non_empty_suffix
+from activeit.settings import TOKEN_BUDGET
 
 
 class _RoomyLayer(DynamicLayer):

@@ -29,11 +29,12 @@ import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Any, NamedTuple
 
 import torch
 
+from activeit.batching import Ids
 from activeit.devices import grouped_query_attention, model_device, process_state
 from activeit.errors import ActiveITError
 from activeit.forcing import ForcedPair, ForcingStats, teacher_forced_nll
@@ -42,55 +43,30 @@ from activeit.models import LoadedModel
 from activeit.perturb import PerturbedPrompts, perturb_tasks
 from activeit.prefix_cache import supports_prefix_reuse
 from activeit.prefix_decoding import DecodingStats, greedy_decode_scored
-from activeit.prompts import INSTANCE_HEADER, EncodedPrompt, PromptFormatter
+from activeit.prompts import EncodedPrompt, PromptFormatter
 from activeit.scores import InstanceScore, ScoreTable, summarize_task
+from activeit.settings import ScoringSettings
 from activeit.tasks import Task
 
 
-@dataclass(frozen=True)
-class ScoringConfig:
-    """Scoring settings; the defaults are the paper's (n = k = 10, word drop 0.2, 128 tokens).
+class RowKey(NamedTuple):
+    """One scored row: task ``task`` (its index in the chunk), prompt ``j`` (0 = original), instance ``i``."""
 
-    ``token_budget`` bounds the padded tokens of one forward batch (prompt prefix width plus
-    suffix and prediction, per row) and of one pool of prefix caches; peak memory follows
-    it (8192: about 1.9 GB over SmolLM2's own on CPU, where larger batches are no faster;
-    raise it on a GPU). ``logit_budget`` bounds the prediction positions whose
-    vocabulary logits are held at once; ``tasks_per_chunk`` tasks are generated and
-    teacher-forced together, which keeps memory flat however large the pool.
-    """
-
-    n: int = 10
-    k: int = 10
-    max_new_tokens: int = 128
-    max_source_length: int = 1024
-    seed: int = 0
-    perturbation: str = "word_drop"
-    drop_prob: float = 0.2
-    token_budget: int = 8192
-    reuse_prefix: bool = True
-    logit_budget: int = 2048
-    tasks_per_chunk: int = 8
-    chat: bool | None = None
-    bf16_on_cuda: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("n", "k", "max_new_tokens", "token_budget", "logit_budget", "tasks_per_chunk"):
-            if getattr(self, name) < 1:
-                raise ActiveITError(f"ScoringConfig.{name} must be at least 1, got {getattr(self, name)}")
+    task: int
+    j: int
+    i: int
 
 
 class _Scorer:
     """Scores chunks of tasks with one model and config."""
 
-    def __init__(self, loaded: LoadedModel, config: ScoringConfig) -> None:
+    def __init__(self, loaded: LoadedModel, config: ScoringSettings) -> None:
         self.loaded, self.config = loaded, config
         self.formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
         self.eos = loaded.tokenizer.eos_token_id
         if self.eos is None:
             raise ActiveITError(f"model '{loaded.name}': its tokenizer has no EOS token to score")
         self.reuse_prefix = config.reuse_prefix and supports_prefix_reuse(loaded)
-        # The instance header opens every suffix with the same ids: it joins the shared prefix.
-        self.header = tuple(loaded.tokenizer(INSTANCE_HEADER, add_special_tokens=False)["input_ids"])
         self.forcing, self.decoding = ForcingStats(), DecodingStats()
         self.timing = {"generation_s": 0.0, "teacher_forcing_s": 0.0}
         device = model_device(loaded.model)
@@ -108,56 +84,48 @@ class _Scorer:
         self.original_from_decoding = self.reuse_prefix and exact
 
     def score(self, tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts]) -> list[InstanceScore]:
+        """The instance scores of ``tasks``: every row (task, prompt j, instance i) is kept by its key."""
         cfg = self.config
         sampled = [task.sample_instances(cfg.n, cfg.seed) for task in tasks]
-        encoded = [
-            [
-                [self.split(self.formatter.encode(v.definition, v.examples, inst.input)) for inst in instances]
-                for v in prompts[task.name].variants
-            ]
-            for task, instances in zip(tasks, sampled)
-        ]
-        targets, decoded_nll = self.predict([prompt for per_task in encoded for prompt in per_task[0]])
+        rows: dict[RowKey, tuple[Ids, Ids]] = {
+            RowKey(t, j, i): self.split(self.formatter.encode(variant.definition, variant.examples, instance.input))
+            for t, (task, instances) in enumerate(zip(tasks, sampled))
+            for j, variant in enumerate(prompts[task.name].variants)
+            for i, instance in enumerate(instances)
+        }
+        originals = [key for key in rows if key.j == 0]
+        predictions, decoded_nll = self.predict([rows[key] for key in originals])
+        targets = {(key.task, key.i): target for key, target in zip(originals, predictions)}
+        nll: dict[RowKey, float] = dict(zip(originals, decoded_nll)) if decoded_nll is not None else {}
 
-        first_forced = 1 if decoded_nll is not None else 0
-        pairs, first = [], 0
-        for per_task in encoded:
-            for variant in per_task[first_forced:]:
-                for i, (prefix, suffix) in enumerate(variant):
-                    pairs.append(ForcedPair(prefix, suffix, targets[first + i]))
-            first += len(per_task[0])
+        forced = [key for key in rows if key not in nll]
+        pairs = [ForcedPair(*rows[key], targets[key.task, key.i]) for key in forced]
         started = time.perf_counter()
         with self.autocast():
-            nll = teacher_forced_nll(self.loaded, pairs, cfg.token_budget, cfg.logit_budget, self.forcing)
+            forced_nll = teacher_forced_nll(self.loaded, pairs, cfg.token_budget, cfg.logit_budget, self.forcing)
+        nll.update(zip(forced, forced_nll))
         self.timing["teacher_forcing_s"] += time.perf_counter() - started
 
-        scores, pair, first = [], 0, 0
+        scores = []
         decode = self.loaded.tokenizer.decode
-        for task, instances, per_task in zip(tasks, sampled, encoded):
-            n, forced = len(instances), len(per_task) - first_forced
-            table = [nll[pair + j * n : pair + (j + 1) * n] for j in range(forced)]  # [j][i]
-            if decoded_nll is not None:
-                table.insert(0, decoded_nll[first : first + n])
+        for t, (task, instances) in enumerate(zip(tasks, sampled)):
+            k = len(prompts[task.name].variants) - 1
             for i, instance in enumerate(instances):
-                target = targets[first + i]
+                target, original = targets[t, i], nll[RowKey(t, 0, i)]
                 scores.append(
                     InstanceScore(
                         task=task.name,
                         instance_id=instance.id,
                         prediction=decode(list(target[:-1]), skip_special_tokens=True).strip(),
                         prediction_tokens=len(target),
-                        nll0=table[0][i],
-                        p0=math.exp(-table[0][i]),
-                        p=tuple(math.exp(-table[j][i]) for j in range(1, len(table))),
+                        nll0=original,
+                        p0=math.exp(-original),
+                        p=tuple(math.exp(-nll[RowKey(t, j, i)]) for j in range(1, k + 1)),
                     )
                 )
-            pair += forced * n
-            first += n
         return scores
 
-    def predict(
-        self, originals: list[tuple[tuple[int, ...], tuple[int, ...]]]
-    ) -> tuple[list[tuple[int, ...]], list[float] | None]:
+    def predict(self, originals: list[tuple[Ids, Ids]]) -> tuple[list[Ids], list[float] | None]:
         """Greedy predictions (ending in EOS) of the original prompts, and their L_i0 when decoding gives it."""
         cfg = self.config
         started = time.perf_counter()
@@ -177,15 +145,9 @@ class _Scorer:
         self.timing["generation_s"] += time.perf_counter() - started
         return [(*ids, self.eos) for ids in generated], nll
 
-    def split(self, prompt: EncodedPrompt) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def split(self, prompt: EncodedPrompt) -> tuple[Ids, Ids]:
         """(shared prefix, own suffix) of a prompt's ids; all suffix without prefix reuse."""
-        if not self.reuse_prefix:
-            return (), tuple(prompt.ids)
-        prefix, suffix = prompt.prefix_ids, prompt.suffix_ids
-        cut = len(self.header)
-        if suffix[:cut] == self.header and len(suffix) > cut:
-            return prefix + suffix[:cut], suffix[cut:]
-        return prefix, suffix
+        return self.formatter.shared_split(prompt) if self.reuse_prefix else ((), tuple(prompt.ids))
 
     def stats(self) -> dict[str, Any]:
         forcing = {f"forcing_{key}": value for key, value in asdict(self.forcing).items()}
@@ -211,7 +173,7 @@ def _check_tasks(tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts] 
 def score_tasks(
     loaded: LoadedModel,
     tasks: Sequence[Task],
-    config: ScoringConfig = ScoringConfig(),
+    config: ScoringSettings = ScoringSettings(),
     prompts: Mapping[str, PerturbedPrompts] | None = None,
     progress: bool = True,
 ) -> ScoreTable:
@@ -255,7 +217,7 @@ def score_tasks(
     perturbation = next(iter(prompts.values())).perturbation if prompts else config.perturbation
     meta = {
         "model": loaded.name,
-        "config": asdict(config) | {"perturbation": perturbation},
+        "config": config.model_dump() | {"perturbation": perturbation},
         "processes": state.num_processes,
         "stats": stats,
     }

@@ -2,7 +2,7 @@
 
 One plain loop (nanoGPT-style) that ``accelerate`` places on devices, runs in mixed
 precision, accumulates gradients for, and shards over several processes when started
-with ``accelerate launch`` (see :func:`launch_finetune`):
+with ``accelerate launch`` (see :mod:`activeit.launch`):
 
 * every selected task contributes up to ``max_instances_per_task`` seeded instances,
   rendered with the same :class:`~activeit.prompts.PromptFormatter` ids as scoring and
@@ -27,80 +27,24 @@ import math
 import os
 import random
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from activeit.batching import length_grouped_batches, pad, pad_id
-from activeit.errors import ConfigError, TrainingError
+from activeit.errors import TrainingError
 from activeit.models import LoadedModel, load_model
 from activeit.prompts import PromptFormatter
+from activeit.settings import TrainingSettings
 from activeit.tasks import Task
 
 METRICS_FILE = "training_metrics.json"
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Fine-tuning settings; the defaults are the reference ones (METHOD.md).
-
-    ``batch_size`` is per process and per micro-step: the effective batch is
-    ``batch_size * grad_accum * num_processes``. ``warmup_steps`` and ``max_steps`` count
-    optimizer steps. ``mixed_precision="auto"`` means bf16 on a CUDA device that supports
-    it, full precision otherwise. ``chat=None`` lets the formatter decide (chat template
-    for instruction-tuned causal models), as in scoring and evaluation.
-    """
-
-    epochs: int = 8
-    learning_rate: float = 5e-5
-    warmup_steps: int = 50
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_instances_per_task: int = 200
-    max_source_length: int = 1024
-    max_target_length: int = 128
-    seed: int = 0
-    gradient_checkpointing: bool = False
-    mixed_precision: str = "auto"
-    max_steps: int | None = None
-    chat: bool | None = None
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-
-    def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "grad_accum", "max_instances_per_task",
-                    "max_source_length", "max_target_length")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"training config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.max_target_length < 2:
-            raise ConfigError("training config: max_target_length must be >= 2 (one token plus EOS)")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"training config: warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"training config: max_steps must be >= 1 or None, got {self.max_steps}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(
-                f"training config: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
-                f"got '{self.mixed_precision}'"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -134,7 +78,7 @@ def truncate_target(ids: Sequence[int], max_length: int) -> tuple[int, ...]:
 
 
 def build_examples(
-    formatter: PromptFormatter, tasks: Sequence[Task], config: TrainingConfig
+    formatter: PromptFormatter, tasks: Sequence[Task], config: TrainingSettings
 ) -> list[TrainingExample]:
     """The training examples of ``tasks``: a seeded per-task sample of instances."""
     examples = []
@@ -264,7 +208,7 @@ def finetune(
     model_name: str,
     tasks: Sequence[Task],
     out_dir: str | Path,
-    config: TrainingConfig = TrainingConfig(),
+    config: TrainingSettings = TrainingSettings(),
     progress: bool = True,
 ) -> TrainingResult:
     """Fine-tune ``model_name`` on ``tasks``; write the model to ``out_dir``.
@@ -374,7 +318,7 @@ def finetune(
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "model_name": model_name,
-        "config": config.to_dict(),
+        "config": config.model_dump(),
     }
     metrics["wall_time_s"] = time.perf_counter() - started  # loading + training, not saving
     accelerator.wait_for_everyone()
@@ -383,92 +327,3 @@ def finetune(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainingResult(out_dir, metrics)
-
-
-# ----------------------------------------------------------------------------- several processes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch_finetune(
-    model_name: str,
-    tasks: Sequence[Task],
-    out_dir: str | Path,
-    config: TrainingConfig = TrainingConfig(),
-    num_processes: int = 2,
-    cpu: bool = False,
-    progress: bool = True,
-) -> TrainingResult:
-    """Run :func:`finetune` in ``num_processes`` processes with ``accelerate launch``.
-
-    The tasks and the config travel as a JSON file; the result (model and metrics) is
-    read back from ``out_dir``. ``cpu=True`` (implied without CUDA) runs CPU processes
-    that talk over gloo; otherwise one process per GPU. Raises :class:`TrainingError`
-    when the launched run fails.
-    """
-    out_dir = Path(out_dir)
-    cpu = cpu or not torch.cuda.is_available()
-    with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
-        spec = Path(work) / "spec.json"
-        error_file = Path(work) / "error.txt"
-        spec.write_text(json.dumps({
-            "model_name": model_name,
-            "tasks": [t.to_dict() for t in tasks],
-            "out_dir": str(out_dir.resolve()),
-            "config": config.to_dict(),
-            "progress": progress,
-            "error_file": str(error_file),
-        }), encoding="utf-8")
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch",
-            "--num_processes", str(num_processes), "--num_machines", "1",
-            "--main_process_port", str(_free_port()),
-            "--mixed_precision", resolve_mixed_precision(config.mixed_precision),
-            "--dynamo_backend", "no",
-        ]
-        env = dict(os.environ)
-        if num_processes > 1:  # torchrun-style workers; on CPU they talk over gloo
-            command.append("--multi_gpu")
-        if cpu:
-            env["ACCELERATE_USE_CPU"] = "true"
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
-            if num_processes == 1:
-                command.append("--cpu")
-        command += ["-m", "activeit.training", str(spec)]
-        completed = subprocess.run(command, env=env, check=False)
-        if completed.returncode != 0:
-            detail = error_file.read_text(encoding="utf-8").strip() if error_file.exists() else ""
-            raise TrainingError(
-                detail or f"accelerate launch exited with code {completed.returncode} (see the output above)"
-            )
-    metrics_path = out_dir / METRICS_FILE
-    if not metrics_path.exists():
-        raise TrainingError(f"the launched run finished but wrote no {metrics_path}")
-    return TrainingResult(out_dir, json.loads(metrics_path.read_text(encoding="utf-8")))
-
-
-def _launched_main(spec_path: str) -> int:
-    """Entry of each process started by :func:`launch_finetune`."""
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    try:
-        finetune(
-            spec["model_name"],
-            [Task.from_dict(t) for t in spec["tasks"]],
-            spec["out_dir"],
-            TrainingConfig.from_dict(spec["config"]),
-            progress=spec["progress"],
-        )
-    except TrainingError as exc:
-        if os.environ.get("RANK", "0") == "0":
-            Path(spec["error_file"]).write_text(str(exc), encoding="utf-8")
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_launched_main(sys.argv[1]))

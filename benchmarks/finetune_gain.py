@@ -19,11 +19,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from activeit.evaluation import EvalConfig, EvalReport, evaluate_model
+from activeit.evaluation import EvalReport, evaluate_model
 from activeit.models import DEFAULT_MODEL, load_model
 from activeit.sources import load_pool
 from activeit.tasks import Task
-from activeit.training import TrainingConfig, finetune
+from activeit.settings import EvaluationSettings, TrainingSettings
+from activeit.training import finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
@@ -81,10 +82,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"tasks: {', '.join(t.name for t in train_tasks)}")
     print(f"{args.train_instances} train / {args.eval_instances} held-out instances per task; "
           f"model {args.model}, {args.epochs} epochs, lr {args.lr}, batch size {args.batch_size}")
-    eval_config = EvalConfig(max_new_tokens=args.max_new_tokens, seed=args.seed)
+    eval_config = EvaluationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     before = evaluate_model(load_model(args.model), eval_tasks, eval_config)
 
-    config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, warmup_steps=args.warmup_steps,
+    config = TrainingSettings(epochs=args.epochs, learning_rate=args.lr, warmup_steps=args.warmup_steps,
                             batch_size=args.batch_size, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp) / "model"

@@ -1,11 +1,12 @@
 """Scoring speed: the project's scorer against a naive reference-style loop, same tasks and model.
 
-The naive loop is what the reference implementation does per task: one instance at a
-time, generate its prediction, then one separate forward pass per prompt (original and
-k perturbed), no batching and no prefix reuse. Both must give the same PU per task
-(within 1e-3). Printed: tasks/minute of both, the phases of ours, the peak memory of ours
-on two pool sizes (each in a fresh subprocess; it must stay flat as the pool grows), the
-share of the device's peak FLOP rate our scorer reaches, and last ``speedup=<naive/ours>``.
+The naive loop (:mod:`activeit.scoring_reference`, the plain PU computation) is what the
+reference implementation does per task: one instance at a time, generate its prediction,
+then one separate forward pass per prompt (original and k perturbed), no batching and no
+prefix reuse. Both must give the same PU per task (within 1e-3). Printed: tasks/minute of
+both, the phases of ours, the peak memory of ours on two pool sizes (each in a fresh
+subprocess; it must stay flat as the pool grows), the share of the device's peak FLOP rate
+our scorer reaches, and last ``speedup=<naive/ours>``.
 
     python benchmarks/scoring.py                                   # full: 20 tasks, n=k=10, 128 tokens
     python benchmarks/scoring.py --tasks 4 --max-new-tokens 32 --memory-sizes 2,8   # small
@@ -31,14 +32,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.generation import cut_at_eos, eos_ids  # noqa: E402
-from activeit.models import DEFAULT_MODEL, LoadedModel, load_model  # noqa: E402
-from activeit.perturb import perturb_tasks  # noqa: E402
-from activeit.prompts import PromptFormatter  # noqa: E402
-from activeit.scores import task_metrics  # noqa: E402
-from activeit.scoring import ScoringConfig, score_tasks  # noqa: E402
-from activeit.sources import load_pool  # noqa: E402
-from activeit.tasks import Task  # noqa: E402
+from activeit.models import DEFAULT_MODEL, LoadedModel, load_model
+from activeit.scoring import score_tasks
+from activeit.scoring_reference import ReferenceTask, reference_scores
+from activeit.settings import TOKEN_BUDGET, ScoringSettings
+from activeit.sources import load_pool
+from activeit.tasks import Task
 
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
 PU_TOLERANCE = 1e-3
@@ -55,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--token-budget", type=int, default=ScoringConfig.token_budget)
+    parser.add_argument("--token-budget", type=int, default=TOKEN_BUDGET)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--bf16", action="store_true",
                         help="on CUDA, load the model in bf16 for both scorers (default fp32: exact comparison)")
@@ -84,8 +83,8 @@ def setup(args: argparse.Namespace) -> tuple[LoadedModel, list[Task], torch.devi
     return loaded, tasks[:count], device
 
 
-def config_of(args: argparse.Namespace) -> ScoringConfig:
-    return ScoringConfig(n=args.n, k=args.k, max_new_tokens=args.max_new_tokens, token_budget=args.token_budget)
+def config_of(args: argparse.Namespace) -> ScoringSettings:
+    return ScoringSettings(n=args.n, k=args.k, max_new_tokens=args.max_new_tokens, token_budget=args.token_budget)
 
 
 @dataclass
@@ -98,35 +97,19 @@ class NaiveWork:
     forced_tokens: int = 0
 
 
-@torch.inference_mode()
-def naive_scores(loaded: LoadedModel, tasks: list[Task], config: ScoringConfig) -> tuple[dict[str, float], NaiveWork]:
-    """PU per task, the reference way: per instance one generate, then one forward per prompt."""
-    model, device = loaded.model, next(loaded.model.parameters()).device
-    formatter = PromptFormatter.for_model(loaded, config.max_source_length)
-    stop, eos = eos_ids(loaded), loaded.tokenizer.eos_token_id
-    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos
-    prompts = perturb_tasks(tasks, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)
-    result, work = {}, NaiveWork()
-    for task in tasks:
-        nll = []
-        for instance in task.sample_instances(config.n, config.seed):
-            encoded = [formatter.encode(v.definition, v.examples, instance.input).ids
-                       for v in prompts[task.name].variants]
-            ids = torch.tensor([encoded[0]], device=device)
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
-                                 max_new_tokens=config.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(stop))
-            target = cut_at_eos(out[0, ids.shape[1]:].tolist(), stop) + [eos]
-            work.prompt_tokens += ids.shape[1]
-            work.generated_tokens += out.shape[1] - ids.shape[1]
-            row = []
-            for prompt in encoded:
-                work.forced_tokens += len(prompt) + len(target) - 1
-                logits = model(input_ids=torch.tensor([prompt + target[:-1]], device=device)).logits[0]
-                logp = torch.log_softmax(logits[len(prompt) - 1 :].float(), dim=-1)
-                row.append(float(-logp[torch.arange(len(target)), torch.tensor(target, device=device)].mean()))
-            nll.append(row)
-        result[task.name] = task_metrics(nll)[0]
-    return result, work
+def naive_scores(
+    loaded: LoadedModel, tasks: list[Task], config: ScoringSettings
+) -> tuple[dict[str, float], NaiveWork]:
+    """PU per task by the plain scorer, and the work it did (per instance one generate, then
+    one forward per prompt)."""
+    scored: list[ReferenceTask] = reference_scores(loaded, tasks, config)
+    work = NaiveWork()
+    for instance in (instance for task in scored for instance in task.instances):
+        work.prompt_tokens += len(instance.prompts[0])
+        # generate's new tokens: the prediction and its EOS, or max_new_tokens when it ran out
+        work.generated_tokens += min(len(instance.target), config.max_new_tokens)
+        work.forced_tokens += sum(len(prompt) + len(instance.target) - 1 for prompt in instance.prompts)
+    return {task.task: task.pu for task in scored}, work
 
 
 def timed(fn: Any) -> tuple[Any, float]:
@@ -201,7 +184,7 @@ def run_probe(args: argparse.Namespace, size: int) -> dict[str, Any]:
             "--n", str(args.n), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens),
             "--token-budget", str(args.token_budget), "--device", args.device, "--memory-sizes", ""]
     argv += ["--bf16"] * args.bf16 + (["--threads", str(args.threads)] if args.threads else [])
-    done = subprocess.run(argv, capture_output=True, text=True, env=os.environ | {"TQDM_DISABLE": "1"})
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, env=os.environ | {"TQDM_DISABLE": "1"})
     if done.returncode != 0:
         raise SystemExit(f"memory probe on {size} tasks failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -220,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
           flush=True)
 
     warm = [tasks[0].with_instances(tasks[0].instances[:2])]
-    score_tasks(loaded, warm, ScoringConfig(n=2, k=1, max_new_tokens=4), progress=False)
-    naive_scores(loaded, warm, ScoringConfig(n=2, k=1, max_new_tokens=4))
+    score_tasks(loaded, warm, ScoringSettings(n=2, k=1, max_new_tokens=4), progress=False)
+    naive_scores(loaded, warm, ScoringSettings(n=2, k=1, max_new_tokens=4))
 
     table, ours = timed(lambda: score_tasks(loaded, tasks, config, progress=False))
     stats = table.meta["stats"]

@@ -34,7 +34,8 @@ from activeit.models import DEFAULT_MODEL, load_model
 from activeit.prompts import PromptFormatter
 from activeit.sources import load_pool
 from activeit.tasks import Instance, Task
-from activeit.training import TrainingConfig, TrainingExample, build_examples, finetune
+from activeit.settings import TrainingSettings
+from activeit.training import TrainingExample, build_examples, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
@@ -49,10 +50,10 @@ def benchmark_tasks(path: Path, num_tasks: int, instances: int, seed: int) -> li
     ]
 
 
-def our_loop(model_name: str, tasks: Sequence[Task], config: TrainingConfig, steps: int) -> dict[str, float]:
+def our_loop(model_name: str, tasks: Sequence[Task], config: TrainingSettings, steps: int) -> dict[str, float]:
     """The project's loop (:func:`finetune`), timed by its own training-loop clock."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainingConfig(**{**config.to_dict(), "max_steps": steps})
+        config = config.replace(max_steps=steps)
         metrics = finetune(model_name, tasks, Path(tmp) / "model", config, progress=False).metrics
     elapsed, real = metrics["train_time_s"], metrics["tokens_seen"]
     return {"time_s": elapsed, "tokens": real, "padding_share": metrics["padding_share"],
@@ -60,7 +61,7 @@ def our_loop(model_name: str, tasks: Sequence[Task], config: TrainingConfig, ste
 
 
 def naive_loop(
-    model_name: str, examples: Sequence[TrainingExample], config: TrainingConfig, steps: int
+    model_name: str, examples: Sequence[TrainingExample], config: TrainingSettings, steps: int
 ) -> dict[str, float]:
     """The baseline: shuffled order, every batch padded to the dataset's longest example."""
     loaded = load_model(model_name)
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     tasks = benchmark_tasks(args.path, args.tasks, args.instances, args.seed)
-    config = TrainingConfig(
+    config = TrainingSettings(
         epochs=1, learning_rate=5e-5, warmup_steps=0, batch_size=args.batch_size,
         max_instances_per_task=args.instances, max_source_length=args.max_source_length,
         seed=args.seed, mixed_precision="no",

@@ -1,5 +1,2 @@
-"""ZenML pipelines and the helpers around them (stack set-up, MLflow tracking, comparison).
-
-Import the modules directly (``pipelines.active_tuning``): this package imports nothing
-so that steps can use :mod:`pipelines.tracking` without a cycle.
-"""
+"""ZenML pipelines and what runs around them: the rounds (:mod:`pipelines.active_tuning`),
+stack set-up (:mod:`pipelines.stack`) and strategy comparison (:mod:`pipelines.compare`)."""

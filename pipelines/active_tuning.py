@@ -40,24 +40,23 @@ def _in_round(step: Any, round_index: int) -> Any:
 def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = None) -> None:
     """Rounds 0..R of active instruction tuning; each round logged to MLflow when an
     experiment tracker (a stack component name) is given."""
-    seed, chat = config.seed, config.chat
-    pool = pool_loader(config.pool, seed)
-    log_round = None
+    pool = pool_loader(pool=config.pool)
+    track = None
     if experiment_tracker:
         from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import (
             MLFlowExperimentTrackerSettings,
         )
 
-        from pipelines.tracking import run_tags
+        from steps.mlflow_logging import run_tags
 
-        log_round = tracker.with_options(
+        track = tracker.with_options(
             experiment_tracker=experiment_tracker,
             settings={"experiment_tracker": MLFlowExperimentTrackerSettings(
                 experiment_name=config.tracking.experiment, tags=run_tags(config)
             )},
         )
 
-    trained: Any = []
+    training_tasks: Any = []
     model: Any = None
     for r in range(config.selection_rounds + 1):
         scores = scoring_time = None
@@ -66,23 +65,32 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
         else:
             strategy, budget = config.strategy, config.tasks_per_round
             if strategy in NEEDS_SCORES:
-                prompts = _in_round(perturber, r)(pool, trained, config.scoring, seed, r, id=f"perturber_round_{r}")
-                scores, scoring_time = _in_round(uncertainty_scorer, r)(
-                    model, pool, prompts, config.scoring, seed, chat, id=f"uncertainty_scorer_round_{r}"
+                prompts = _in_round(perturber, r)(
+                    pool=pool, training_tasks=training_tasks, scoring=config.scoring, round_index=r,
+                    id=f"perturber_round_{r}",
                 )
-        selection, trained = _in_round(selector, r)(
-            pool, trained, strategy, budget, seed, config.classification_ratio, r, scores=scores,
+                scores, scoring_time = _in_round(uncertainty_scorer, r)(
+                    model=model, pool=pool, prompts=prompts, scoring=config.scoring,
+                    id=f"uncertainty_scorer_round_{r}",
+                )
+        selection, training_tasks = _in_round(selector, r)(
+            pool=pool, training_tasks=training_tasks, strategy=strategy, budget=budget, seed=config.seed,
+            classification_ratio=config.classification_ratio, round_index=r, scores=scores,
             id=f"selector_round_{r}",
         )
-        previous = model if config.training.mode == "continue" and r > 0 else None
+        continues = config.training.mode == "continue" and r > 0
         model, training_metrics = _in_round(accelerate_finetuner, r)(
-            config.model, pool, trained, selection, config.training, seed, chat, r, previous=previous,
+            base_model=config.model, pool=pool, training_tasks=training_tasks, selection=selection,
+            training=config.training, round_index=r, previous_model=model if continues else None,
             id=f"accelerate_finetuner_round_{r}",
         )
-        report = _in_round(rouge_evaluator, r)(model, pool, config.evaluation, seed, chat, id=f"rouge_evaluator_round_{r}")
-        if log_round is not None:
-            _in_round(log_round, r)(
-                config, r, selection, trained, report, training_metrics, model, scores=scores,
+        report = _in_round(rouge_evaluator, r)(
+            model=model, pool=pool, evaluation=config.evaluation, id=f"rouge_evaluator_round_{r}"
+        )
+        if track is not None:
+            _in_round(track, r)(
+                config=config, round_index=r, selection=selection, training_tasks=training_tasks,
+                report=report, training_metrics=training_metrics, model=model, scores=scores,
                 scoring_time_s=scoring_time, id=f"tracker_round_{r}",
             )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from pipelines.tracking import metric_rows
+from steps.mlflow_logging import metric_rows
 
 COLUMNS = ("strategy", "round", "num_training_tasks", "rougeL", "rougeL_classification",
            "rougeL_generation", "exact_match")

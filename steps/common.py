@@ -36,9 +36,9 @@ def fail_if_requested() -> None:
         raise InjectedFailure(f"step '{context.step_run.name}' failed on purpose ({FAIL_STEP_ENV})")
 
 
-def remaining_tasks(pool: TaskPool, trained: Iterable[str]) -> tuple[Task, ...]:
+def remaining_tasks(pool: TaskPool, training_tasks: Iterable[str]) -> tuple[Task, ...]:
     """The pool's train tasks not selected yet, in pool order."""
-    taken = set(trained)
+    taken = set(training_tasks)
     return tuple(task for task in pool.train if task.name not in taken)
 
 

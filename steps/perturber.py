@@ -6,8 +6,8 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.config import ScoringSection
 from activeit.perturb import perturb_tasks
+from activeit.settings import ScoringSettings
 from activeit.tasks import TaskPool
 from materializers.artifacts import PromptSet
 from steps.common import fail_if_requested, remaining_tasks
@@ -15,11 +15,12 @@ from steps.common import fail_if_requested, remaining_tasks
 
 @step
 def perturber(
-    pool: TaskPool, trained: list[str], scoring: ScoringSection, seed: int, round_index: int
+    pool: TaskPool, training_tasks: list[str], scoring: ScoringSettings, round_index: int
 ) -> Annotated[PromptSet, "prompts_round_{round}"]:
-    """k perturbed prompts per remaining task, built once per task (seeded)."""
+    """k perturbed prompts per task not yet selected, built once per task (seeded)."""
     fail_if_requested()
     prompts = perturb_tasks(
-        remaining_tasks(pool, trained), scoring.perturbation, scoring.k, seed, drop_prob=scoring.drop_prob
+        remaining_tasks(pool, training_tasks), scoring.perturbation, scoring.k, scoring.seed,
+        drop_prob=scoring.drop_prob,
     )
     return PromptSet(round=round_index, prompts=prompts)

@@ -15,7 +15,7 @@ from steps.common import fail_if_requested, remaining_tasks
 @step
 def selector(
     pool: TaskPool,
-    trained: list[str],
+    training_tasks: list[str],
     strategy: str,
     budget: int,
     seed: int,
@@ -23,10 +23,10 @@ def selector(
     round_index: int,
     scores: ScoreTable | None = None,
 ) -> tuple[Annotated[Selection, "selection_round_{round}"], Annotated[list[str], "train_tasks_round_{round}"]]:
-    """This round's selection and the training task set so far (previous + selected)."""
+    """This round's selection and the training tasks so far (the earlier ones + the selected)."""
     fail_if_requested()
     selection = select_tasks(
-        strategy, remaining_tasks(pool, trained), budget, scores=scores, seed=seed,
+        strategy, remaining_tasks(pool, training_tasks), budget, scores=scores, seed=seed,
         classification_ratio=classification_ratio, round_index=round_index,
     )
-    return selection, [*trained, *selection.tasks]
+    return selection, [*training_tasks, *selection.tasks]

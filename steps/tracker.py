@@ -15,8 +15,8 @@ from activeit.evaluation import EvalReport
 from activeit.scores import ScoreTable
 from activeit.strategies import Selection
 from materializers.artifacts import ModelFolder
-from pipelines.tracking import log_and_register_model, log_config, log_round
 from steps.common import fail_if_requested
+from steps.mlflow_logging import log_and_register_model, log_config, log_round
 
 
 @step(enable_cache=False)
@@ -24,7 +24,7 @@ def tracker(
     config: ExperimentConfig,
     round_index: int,
     selection: Selection,
-    trained: list[str],
+    training_tasks: list[str],
     report: EvalReport,
     training_metrics: dict[str, Any],
     model: ModelFolder,
@@ -35,6 +35,6 @@ def tracker(
     fail_if_requested()
     if round_index == 0:
         log_config(config)
-    log_round(config, round_index, selection, trained, report, training_metrics, scores, scoring_time_s)
+    log_round(config, round_index, selection, training_tasks, report, training_metrics, scores, scoring_time_s)
     model_artifact = get_step_context().inputs["model"][0]
     return log_and_register_model(model.path, config.registered_model_name, round_index, str(model_artifact.id))

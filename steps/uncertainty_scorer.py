@@ -7,11 +7,11 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.config import ScoringSection, to_dataclass
 from activeit.devices import place_model
 from activeit.models import load_model
 from activeit.scores import ScoreTable
-from activeit.scoring import ScoringConfig, score_tasks
+from activeit.scoring import score_tasks
+from activeit.settings import ScoringSettings
 from activeit.tasks import TaskPool
 from materializers.artifacts import ModelFolder, PromptSet
 from steps.common import fail_if_requested
@@ -19,15 +19,13 @@ from steps.common import fail_if_requested
 
 @step
 def uncertainty_scorer(
-    model: ModelFolder, pool: TaskPool, prompts: PromptSet, scoring: ScoringSection, seed: int,
-    chat: bool | None,
+    model: ModelFolder, pool: TaskPool, prompts: PromptSet, scoring: ScoringSettings
 ) -> tuple[Annotated[ScoreTable, "scores_round_{round}"], Annotated[float, "scoring_time_round_{round}"]]:
     """The score table of the tasks in ``prompts``, and the scoring wall time in seconds."""
     fail_if_requested()
-    config: ScoringConfig = to_dataclass(ScoringConfig, scoring, seed=seed, chat=chat)
     started = time.perf_counter()
     loaded = place_model(load_model(model.path))
-    table = score_tasks(loaded, pool.tasks(prompts.prompts), config, prompts.prompts)
+    table = score_tasks(loaded, pool.tasks(prompts.prompts), scoring, prompts.prompts)
     elapsed = time.perf_counter() - started
     meta = {**table.meta, "round": prompts.round, "scored_with": f"model_round_{model.round}"}
     return ScoreTable(table.rows, table.instances, meta), elapsed

@@ -9,11 +9,11 @@ import json
 import sys
 from pathlib import Path
 
-from activeit.scoring import ScoringConfig
+from activeit.settings import ScoringSettings
 from activeit.tasks import Example, Instance, Task
 
 WORDS = "the cat dog sat ran on under a mat tree quickly slowly red blue big small house river".split()
-WORKER_CONFIG = ScoringConfig(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
+WORKER_CONFIG = ScoringSettings(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
 
 
 def handmade_tasks(count: int = 5) -> list[Task]:

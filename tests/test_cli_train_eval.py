@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from activeit.cli import main
-from activeit.cli.train import read_task_names
+from activeit.cli.common import read_task_names
 from activeit.errors import PoolError
 
 TASKS = "word_lists_first_letter,numbers_parity"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from activeit.config import (
-    CONFIG_DIR, REPO_ROOT, ExperimentConfig, flatten, load_config, parse_config, to_dataclass,
+    CONFIG_DIR, REPO_ROOT, ExperimentConfig, flatten, load_config, parse_config,
 )
 from activeit.errors import ConfigError
 
@@ -28,18 +28,29 @@ def test_shipped_configs_validate(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_library_dataclasses_accept_the_sections(path: Path) -> None:
-    from activeit.evaluation import EvalConfig
-    from activeit.scoring import ScoringConfig
-    from activeit.training import TrainingConfig
+def test_sections_are_the_library_settings_with_seed_and_chat_shared(path: Path) -> None:
+    from activeit.settings import EvaluationSettings, ScoringSettings, TrainingSettings
 
     config = load_config(path)
-    scoring = to_dataclass(ScoringConfig, config.scoring, seed=config.seed, chat=config.chat)
-    training = to_dataclass(TrainingConfig, config.training, seed=config.seed, chat=config.chat)
-    evaluation = to_dataclass(EvalConfig, config.evaluation, seed=config.seed, chat=config.chat)
+    scoring, training, evaluation = config.scoring, config.training, config.evaluation
+    assert isinstance(scoring, ScoringSettings) and isinstance(training, TrainingSettings)
+    assert isinstance(evaluation, EvaluationSettings)
     assert (scoring.n, scoring.k) == (config.scoring.n, config.scoring.k)
     assert training.epochs == config.training.epochs and training.seed == config.seed
     assert evaluation.max_new_tokens == config.evaluation.max_new_tokens
+    assert {scoring.seed, training.seed, evaluation.seed, config.pool.seed} == {config.seed}
+    assert {scoring.chat, training.chat, evaluation.chat} == {config.chat}
+
+
+def test_seed_and_chat_follow_the_top_level_and_are_set_only_there(tmp_path: Path) -> None:
+    config = parse_config({"pool": {"source": "builtin"}}, overrides={"seed": 3, "chat": False})
+    assert (config.scoring.seed, config.training.seed, config.evaluation.seed, config.pool.seed) == (3, 3, 3, 3)
+    assert config.training.chat is False and config.evaluation.chat is False
+    assert "scoring.seed" not in config.flat() and config.flat()["seed"] == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scoring:\n  seed: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'scoring.seed': set 'seed' once, at the top level"):
+        load_config(bad)
 
 
 def test_shipped_pools_and_budgets_fit() -> None:
@@ -119,15 +130,22 @@ def test_flat_params_and_stable_digest() -> None:
     assert flatten({"a": {"b": 1, "c": {}}}) == {"a.b": 1, "a.c": {}}
 
 
-def test_to_dataclass_refuses_fields_the_library_lacks() -> None:
-    from dataclasses import dataclass
+def test_cli_flags_are_generated_from_the_settings() -> None:
+    import argparse
 
-    from activeit.config import ScoringSection
+    from activeit.cli.flags import add_settings_arguments, settings_from_args
+    from activeit.settings import ScoringSettings, TrainingSettings
 
-    @dataclass
-    class Narrow:
-        n: int = 10
-
-    assert to_dataclass(Narrow, ScoringSection()).n == 10
-    with pytest.raises(ConfigError, match="no field"):
-        to_dataclass(Narrow, ScoringSection(k=3))
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, ScoringSettings)
+    args = parser.parse_args(["--k", "3", "--no-reuse-prefix", "--perturbation", "word_drop"])
+    settings = settings_from_args(args, ScoringSettings, seed=4)
+    assert (settings.k, settings.n, settings.reuse_prefix, settings.seed) == (3, 10, False, 4)
+    assert settings.token_budget == ScoringSettings().token_budget
+    with pytest.raises(ConfigError, match="--k: must be at least 1"):
+        settings_from_args(parser.parse_args(["--k", "0"]), ScoringSettings)
+    training = argparse.ArgumentParser()
+    add_settings_arguments(training, TrainingSettings)
+    assert settings_from_args(training.parse_args(["--lr", "0.01"]), TrainingSettings).learning_rate == 0.01
+    with pytest.raises(ConfigError, match="--lr: must be greater than 0"):
+        settings_from_args(training.parse_args(["--lr", "-1"]), TrainingSettings)

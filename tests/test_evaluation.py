@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
+from score_worker import handmade_tasks
 from tiny_tasks import constant_task
 
 from activeit.evaluation import (
-    EvalConfig,
     EvalReport,
     evaluate_model,
     exact_match,
@@ -16,7 +17,11 @@ from activeit.evaluation import (
     rouge_l,
     score_predictions,
 )
+from activeit.generation import greedy_generate, greedy_predictions
 from activeit.models import load_model
+from activeit.prefix_cache import supports_prefix_reuse
+from activeit.prompts import PromptFormatter
+from activeit.settings import EvaluationSettings
 from activeit.tasks import Instance, Task
 
 
@@ -93,10 +98,41 @@ def test_an_empty_group_has_no_score() -> None:
 def test_evaluate_model_caps_instances_and_keeps_predictions() -> None:
     tasks = [constant_task(n=10), constant_task("say_kiwi", "kiwi", n=3, seed=1)]
     loaded = load_model("tiny-llama")
-    config = EvalConfig(max_instances_per_task=4, max_new_tokens=3, chat=False)
+    config = EvaluationSettings(max_instances_per_task=4, max_new_tokens=3, chat=False)
     report = evaluate_model(loaded, tasks, config, progress=False)
     assert report.per_task["say_banana"]["instances"] == 4 and report.per_task["say_kiwi"]["instances"] == 3
     expected_ids = [i.id for i in tasks[0].sample_instances(4, 0)] + [i.id for i in tasks[1].instances]
     assert [p["id"] for p in report.predictions] == expected_ids
     assert all(isinstance(p["prediction"], str) for p in report.predictions)
     assert not loaded.model.training
+
+
+@pytest.mark.parametrize(("name", "early_stops"), [("tiny-llama", False), ("tiny-gpt2", True)])
+def test_evaluation_decodes_the_same_tokens_as_generate(name: str, early_stops: bool) -> None:
+    """Evaluation's shared-prefix decoding (each task's prefix once per batch) against ``generate``.
+
+    Several tasks of varied prompt lengths share small batches; with ``early_stops`` a few
+    tokens the rows choose after their first step become stop tokens, so rows end at
+    different steps.
+    """
+    loaded = copy.copy(load_model(name))
+    assert supports_prefix_reuse(loaded)
+    tasks = [*handmade_tasks(4), constant_task(n=6)]
+    config = EvaluationSettings(max_instances_per_task=5, max_new_tokens=7, token_budget=400)
+    formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
+    encoded = [formatter.encode_instance(t, i) for t in tasks for i in t.sample_instances(5, config.seed)]
+    full = [prompt.ids for prompt in encoded]
+    if early_stops:
+        free_run = greedy_generate(loaded, full, config.max_new_tokens)
+        first = {tokens[0] for tokens in free_run}
+        stops = sorted({token for tokens in free_run for token in tokens[1:4]} - first)[:2]
+        loaded.model = copy.deepcopy(loaded.model)
+        loaded.model.generation_config.eos_token_id = [loaded.tokenizer.eos_token_id, *stops]
+
+    expected = greedy_generate(loaded, full, config.max_new_tokens)
+    shared = greedy_predictions(loaded, [formatter.shared_split(p) for p in encoded], config.max_new_tokens, 400)
+    assert shared == expected
+    assert (len({len(tokens) for tokens in shared}) > 1) == early_stops
+    report = evaluate_model(loaded, tasks, config, progress=False)
+    texts = [loaded.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in expected]
+    assert [p["prediction"] for p in report.predictions] == texts

@@ -21,7 +21,7 @@ from activeit.config import CONFIG_DIR, ExperimentConfig, load_config
 from pipelines.active_tuning import PIPELINE_NAME, configured
 from pipelines.compare import find_run_id
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
-from pipelines.tracking import metric_rows
+from steps.mlflow_logging import metric_rows
 from steps.common import FAIL_STEP_ENV
 
 pytestmark = pytest.mark.slow

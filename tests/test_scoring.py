@@ -21,12 +21,14 @@ from activeit.perturb import perturb_tasks
 from activeit.prompts import PromptFormatter
 from activeit.forcing import ForcedPair, teacher_forced_nll
 from activeit.scores import InstanceScore, ScoreTable, TaskScore, summarize_task, task_metrics
-from activeit.scoring import ScoringConfig, score_tasks
+from activeit.scoring import score_tasks
+from activeit.scoring_reference import forced_nll, reference_scores
+from activeit.settings import ScoringSettings
 from activeit.tasks import Task
 from score_worker import WORKER_CONFIG, handmade_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ScoringConfig(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
+SMALL = ScoringSettings(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,20 +42,6 @@ def llama():
 @pytest.fixture(scope="module")
 def tasks() -> list[Task]:
     return handmade_tasks()
-
-
-def reference_nll(loaded, prompt: list[int], target: list[int]) -> float:
-    """Mean NLL of ``target`` after ``prompt``: one unbatched forward pass, full log-softmax."""
-    model = loaded.model
-    with torch.inference_mode():
-        if loaded.is_seq2seq:
-            decoder = [model.config.decoder_start_token_id, *target[:-1]]
-            logits = model(input_ids=torch.tensor([prompt]), decoder_input_ids=torch.tensor([decoder])).logits[0]
-        else:
-            ids = torch.tensor([prompt + target[:-1]])
-            logits = model(input_ids=ids).logits[0, len(prompt) - 1 :]
-        logp = torch.log_softmax(logits.double(), dim=-1)
-        return float(-logp[torch.arange(len(target)), torch.tensor(target)].mean())
 
 
 # ---- the formulas, by hand ---------------------------------------------------------------
@@ -132,7 +120,7 @@ def test_prefix_reuse_equals_plain_computation(name: str, tasks: list[Task]) -> 
     plain = teacher_forced_nll(
         loaded, [ForcedPair((), p.prefix + p.suffix, p.target) for p in pairs], token_budget=500
     )
-    reference = [reference_nll(loaded, list(p.prefix + p.suffix), list(p.target)) for p in pairs]
+    reference = [forced_nll(loaded, list(p.prefix + p.suffix), list(p.target)) for p in pairs]
     assert max(abs(a - b) for a, b in zip(fast, reference)) < 1e-4
     assert max(abs(a - b) for a, b in zip(plain, reference)) < 1e-4
 
@@ -162,43 +150,42 @@ def test_scored_decoding_equals_generate_then_forcing(name: str, early_stops: bo
     assert steps in lengths and (len(lengths) > 2) == early_stops
     for (prefix, suffix), result in zip(prompts, decoded):
         target = [*result.tokens, eos]
-        assert result.nll == pytest.approx(reference_nll(loaded, list(prefix + suffix), target), abs=1e-4)
+        assert result.nll == pytest.approx(forced_nll(loaded, list(prefix + suffix), target), abs=1e-4)
 
 
 def test_seq2seq_forcing_equals_reference(tasks: list[Task]) -> None:
     loaded = load_model("tiny-t5")
     pairs = forced_pairs(loaded, tasks[:3])
     fast = teacher_forced_nll(loaded, pairs, token_budget=600, logit_budget=30)
-    reference = [reference_nll(loaded, list(p.prefix + p.suffix), list(p.target)) for p in pairs]
+    reference = [forced_nll(loaded, list(p.prefix + p.suffix), list(p.target)) for p in pairs]
     assert max(abs(a - b) for a, b in zip(fast, reference)) < 1e-4
 
 
 def test_score_tasks_matches_plain_loop(llama, tasks: list[Task]) -> None:
-    """Every p_ij of the table against: greedy decode, then one plain forward per prompt."""
+    """Every p_ij of the table against the plain scorer: greedy decode, then one plain forward per prompt."""
     table = score_tasks(llama, tasks[:3], SMALL, progress=False)
-    formatter = PromptFormatter.for_model(llama)
-    prompts = perturb_tasks(tasks[:3], k=SMALL.k, seed=SMALL.seed)
-    eos = llama.tokenizer.eos_token_id
+    reference = reference_scores(llama, tasks[:3], SMALL)
     assert table.tasks == tuple(t.name for t in tasks[:3])
-    for task in tasks[:3]:
+    for task, plain in zip(tasks[:3], reference):
         detail = table.instances_of(task.name)
         instances = task.sample_instances(SMALL.n, SMALL.seed)
         assert [s.instance_id for s in detail] == [i.id for i in instances]
-        for score, instance in zip(detail, instances):
-            encoded = [formatter.encode(v.definition, v.examples, instance.input).ids
-                       for v in prompts[task.name].variants]
-            target = greedy_generate(llama, [encoded[0]], SMALL.max_new_tokens)[0] + [eos]
+        assert [i.instance_id for i in plain.instances] == [i.id for i in instances]
+        for score, instance in zip(detail, plain.instances):
+            target = list(instance.target)
             assert score.prediction_tokens == len(target)
-            expected = [math.exp(-reference_nll(llama, ids, target)) for ids in encoded]
+            expected = [math.exp(-value) for value in instance.nll]
             assert score.p0 == pytest.approx(expected[0], abs=1e-6)
             assert score.p == pytest.approx(expected[1:], abs=1e-6)
         row = table[task.name]
         assert (row.n, row.k) == (SMALL.n, SMALL.k)
+        assert (row.pu, row.pp) == pytest.approx((plain.pu, plain.pp), abs=1e-6)
+        assert row.perplexity == pytest.approx(plain.perplexity, rel=1e-6)
 
 
 def test_scores_do_not_depend_on_order_or_chunking(llama, tasks: list[Task]) -> None:
     first = score_tasks(llama, tasks, SMALL, progress=False)
-    other = ScoringConfig(**{**SMALL.__dict__, "tasks_per_chunk": 5, "token_budget": 5000})
+    other = ScoringSettings(**{**SMALL.__dict__, "tasks_per_chunk": 5, "token_budget": 5000})
     second = score_tasks(llama, list(reversed(tasks)), other, progress=False)
     for row in first:
         assert second[row.task].pu == pytest.approx(row.pu, abs=1e-7)
@@ -218,7 +205,7 @@ def test_scoring_errors(llama, tasks: list[Task]) -> None:
     with pytest.raises(ActiveITError, match="no perturbed prompts"):
         score_tasks(llama, tasks[:2], SMALL, prompts=perturb_tasks(tasks[:1]), progress=False)
     with pytest.raises(ActiveITError, match="at least 1"):
-        ScoringConfig(k=0)
+        ScoringSettings(k=0)
 
 
 # ---- the table ---------------------------------------------------------------------------
@@ -273,7 +260,7 @@ def test_two_processes_gather_the_single_process_table(tmp_path: Path, llama, ta
 def test_forcing_edge_cases(llama) -> None:
     eos = llama.tokenizer.eos_token_id
     prompt = (5, 6, 7, 8)
-    value = reference_nll(llama, list(prompt), [9, eos])
+    value = forced_nll(llama, list(prompt), [9, eos])
     # all of the prompt in the prefix (empty suffix), and all in the suffix: same value
     splits = [(prompt, ()), ((), prompt), (prompt[:2], prompt[2:])]
     for pair in (ForcedPair(prefix, suffix, (9, eos)) for prefix, suffix in splits):

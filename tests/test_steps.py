@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from activeit.config import EvaluationSection, PoolSection, ScoringSection, TrainingSection
+from activeit.settings import EvaluationSettings, PoolSettings, ScoringSettings, TrainingSettings
 from activeit.models import tiny_model_folder
 from activeit.tasks import TaskPool
 from materializers import ModelFolder, PromptSet
@@ -18,7 +18,7 @@ from steps.common import FAIL_STEP_ENV, fail_if_requested, remaining_tasks
 
 @pytest.fixture(scope="module")
 def pool() -> TaskPool:
-    return pool_loader.entrypoint(PoolSection(source="builtin", max_instances=3), seed=0)
+    return pool_loader.entrypoint(PoolSettings(source="builtin", max_instances=3, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_selector_rounds_are_disjoint_and_cumulative(pool: TaskPool) -> None:
 
 def test_perturber_covers_the_remaining_pool(pool: TaskPool) -> None:
     trained = [t.name for t in pool.train[:5]]
-    prompts = perturber.entrypoint(pool, trained, ScoringSection(k=3), 0, 1)
+    prompts = perturber.entrypoint(pool, trained, ScoringSettings(k=3, seed=0), 1)
     assert prompts.round == 1
     assert list(prompts.prompts) == [t.name for t in remaining_tasks(pool, trained)]
     assert all(p.k == 3 for p in prompts.prompts.values())
@@ -51,9 +51,9 @@ def test_perturber_covers_the_remaining_pool(pool: TaskPool) -> None:
 
 def test_scorer_then_uncertainty_selection(pool: TaskPool, tiny: ModelFolder) -> None:
     candidates = pool.train[:3]
-    prompts = PromptSet(1, perturber.entrypoint(pool, [t.name for t in pool.train[3:]], ScoringSection(k=2), 0, 1).prompts)
-    scoring = ScoringSection(n=1, k=2, max_new_tokens=2, max_source_length=192)
-    table, seconds = uncertainty_scorer.entrypoint(tiny, pool, prompts, scoring, 0, None)
+    prompts = PromptSet(1, perturber.entrypoint(pool, [t.name for t in pool.train[3:]], ScoringSettings(k=2, seed=0), 1).prompts)
+    scoring = ScoringSettings(n=1, k=2, max_new_tokens=2, max_source_length=192, seed=0, chat=None)
+    table, seconds = uncertainty_scorer.entrypoint(tiny, pool, prompts, scoring)
     assert table.tasks == tuple(t.name for t in candidates)
     assert table.meta["round"] == 1 and seconds > 0
     chosen, _ = selector.entrypoint(pool, [t.name for t in pool.train[3:]], "uncertainty", 1, 0, None, 1, scores=table)
@@ -61,15 +61,15 @@ def test_scorer_then_uncertainty_selection(pool: TaskPool, tiny: ModelFolder) ->
 
 
 def test_finetuner_and_evaluator(pool: TaskPool, tmp_path: Path) -> None:
-    training = TrainingSection(epochs=1, max_steps=1, batch_size=2, max_instances_per_task=1,
+    training = TrainingSettings(epochs=1, max_steps=1, batch_size=2, max_instances_per_task=1,
                                max_source_length=128, max_target_length=4, warmup_steps=0)
     selection, trained = selector.entrypoint(pool, [], "random", 2, 0, None, 0)
-    model, metrics = accelerate_finetuner.entrypoint("tiny-llama", pool, trained, selection, training, 0, None, 0)
+    model, metrics = accelerate_finetuner.entrypoint("tiny-llama", pool, trained, selection, training, 0)
     assert (Path(model.path) / "model.safetensors").exists()
     assert model.round == 0 and model.base_model == "tiny-llama"
     assert metrics["steps"] == 1 and metrics["num_tasks"] == 2
     small = TaskPool({"train": pool.train[:1], "test": pool.test[:2]}, name="small")
-    report = rouge_evaluator.entrypoint(model, small, EvaluationSection(max_instances_per_task=1, max_new_tokens=2), 0, None)
+    report = rouge_evaluator.entrypoint(model, small, EvaluationSettings(max_instances_per_task=1, max_new_tokens=2))
     assert set(report.per_task) == {t.name for t in pool.test[:2]}
     assert 0.0 <= report.overall["rougeL"] <= 100.0
 
@@ -80,20 +80,20 @@ def test_injected_failure_needs_a_running_step(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_finetuner_launches_several_processes(pool: TaskPool) -> None:
-    training = TrainingSection(epochs=1, max_steps=1, batch_size=1, max_instances_per_task=1,
+    training = TrainingSettings(epochs=1, max_steps=1, batch_size=1, max_instances_per_task=1,
                                max_source_length=128, max_target_length=4, warmup_steps=0, num_processes=2)
     selection, trained = selector.entrypoint(pool, [], "random", 2, 0, None, 0)
-    model, metrics = accelerate_finetuner.entrypoint("tiny-llama", pool, trained, selection, training, 0, None, 0)
+    model, metrics = accelerate_finetuner.entrypoint("tiny-llama", pool, trained, selection, training, 0)
     assert metrics["num_processes"] == 2
     assert (Path(model.path) / "model.safetensors").exists()
 
 
 def test_finetuner_continue_mode_trains_the_previous_model_on_new_tasks(pool: TaskPool, tiny: ModelFolder) -> None:
-    training = TrainingSection(epochs=1, max_steps=1, batch_size=2, max_instances_per_task=1,
+    training = TrainingSettings(epochs=1, max_steps=1, batch_size=2, max_instances_per_task=1,
                                max_source_length=128, max_target_length=4, warmup_steps=0, mode="continue")
     selection, trained = selector.entrypoint(pool, [t.name for t in pool.train[:3]], "random", 1, 0, None, 1)
     model, metrics = accelerate_finetuner.entrypoint(
-        "tiny-llama", pool, trained, selection, training, 0, None, 1, previous=tiny
+        "tiny-llama", pool, trained, selection, training, 1, previous_model=tiny
     )
     assert metrics["num_tasks"] == 1 and metrics["model_name"] == tiny.path
     assert model.round == 1

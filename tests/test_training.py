@@ -11,28 +11,29 @@ from safetensors.torch import load_file
 from tiny_tasks import constant_task
 
 from activeit.errors import ConfigError, TrainingError
-from activeit.evaluation import EvalConfig, evaluate_model
+from activeit.evaluation import evaluate_model
+from activeit.settings import EvaluationSettings
 from activeit.generation import greedy_generate
 from activeit.models import load_model
 from activeit.prompts import PromptFormatter
+from activeit.launch import launch_finetune
+from activeit.settings import TrainingSettings
 from activeit.tasks import Instance, Task
 from activeit.training import (
     IGNORE_INDEX,
     METRICS_FILE,
     Collator,
     EpochBatchSampler,
-    TrainingConfig,
     TrainingExample,
     TrainingResult,
     finetune,
-    launch_finetune,
     length_grouped_batches,
     truncate_target,
 )
 
 #: Raw prompts (no chat template) keep the sequences of the tiny models short.
-FAST = TrainingConfig(epochs=6, learning_rate=1e-2, warmup_steps=0, batch_size=4, chat=False)
-EVAL = EvalConfig(max_new_tokens=4, chat=False)
+FAST = TrainingSettings(epochs=6, learning_rate=1e-2, warmup_steps=0, batch_size=4, chat=False)
+EVAL = EvaluationSettings(max_new_tokens=4, chat=False)
 METRIC_KEYS = {"loss_curve", "final_loss", "tokens_seen", "padding_share", "wall_time_s",
                "steps", "num_tasks", "num_examples"}
 
@@ -99,10 +100,10 @@ def test_collator_uses_targets_as_labels_for_seq2seq() -> None:
 
 def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="batch_size"):
-        TrainingConfig(batch_size=0)
+        TrainingSettings(batch_size=0)
     with pytest.raises(ConfigError, match="mixed_precision"):
-        TrainingConfig(mixed_precision="fp64")
-    assert TrainingConfig.from_dict(FAST.to_dict()) == FAST
+        TrainingSettings(mixed_precision="fp64")
+    assert TrainingSettings.model_validate(FAST.model_dump()) == FAST
 
 
 # ----------------------------------------------------------------------------- training
@@ -139,7 +140,7 @@ def test_tiny_model_learns_a_trivial_task_and_its_rouge_rises(
 
 
 def test_seq2seq_model_trains_and_generates(tmp_path: Path) -> None:
-    config = TrainingConfig(epochs=1, learning_rate=1e-3, warmup_steps=0, batch_size=8, max_steps=2)
+    config = TrainingSettings(epochs=1, learning_rate=1e-3, warmup_steps=0, batch_size=8, max_steps=2)
     result = finetune("tiny-t5", [constant_task(n=16)], tmp_path / "t5", config, progress=False)
     assert result.metrics["steps"] == 2
     loaded = load_model(str(result.model_dir))
@@ -149,7 +150,7 @@ def test_seq2seq_model_trains_and_generates(tmp_path: Path) -> None:
 
 
 def test_non_finite_loss_stops_the_run_and_writes_nothing(tmp_path: Path) -> None:
-    config = TrainingConfig(epochs=2, learning_rate=float("inf"), warmup_steps=0, batch_size=8, chat=False)
+    config = TrainingSettings(epochs=2, learning_rate=float("inf"), warmup_steps=0, batch_size=8, chat=False)
     with pytest.raises(TrainingError, match=r"non-finite loss .* at step 2 "):
         finetune("tiny-llama", [constant_task(n=16)], tmp_path / "model", config, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -157,11 +158,11 @@ def test_non_finite_loss_stops_the_run_and_writes_nothing(tmp_path: Path) -> Non
 
 def test_training_is_deterministic_under_a_seed(tmp_path: Path) -> None:
     # tiny-gpt2 has dropout, so the seed matters beyond the data order
-    config = TrainingConfig(epochs=1, learning_rate=1e-3, warmup_steps=2, batch_size=4, max_steps=3, chat=False)
+    config = TrainingSettings(epochs=1, learning_rate=1e-3, warmup_steps=2, batch_size=4, max_steps=3, chat=False)
     tasks = [constant_task(n=12), constant_task("say_kiwi", "kiwi", n=12, seed=1)]
     first = finetune("tiny-gpt2", tasks, tmp_path / "a", config, progress=False)
     second = finetune("tiny-gpt2", tasks, tmp_path / "b", config, progress=False)
-    other = finetune("tiny-gpt2", tasks, tmp_path / "c", TrainingConfig(**{**config.to_dict(), "seed": 1}),
+    other = finetune("tiny-gpt2", tasks, tmp_path / "c", TrainingSettings(**{**config.model_dump(), "seed": 1}),
                      progress=False)
     assert first.metrics["steps"] == 3  # max_steps cuts the 6-batch epoch
     assert first.metrics["loss_curve"] == second.metrics["loss_curve"]
@@ -173,7 +174,7 @@ def test_training_is_deterministic_under_a_seed(tmp_path: Path) -> None:
 def test_continue_from_a_previous_model_with_accumulation_and_checkpointing(
     yes_task: Task, trained: TrainingResult, tmp_path: Path
 ) -> None:
-    config = TrainingConfig(epochs=1, learning_rate=1e-3, warmup_steps=0, batch_size=4, grad_accum=2,
+    config = TrainingSettings(epochs=1, learning_rate=1e-3, warmup_steps=0, batch_size=4, grad_accum=2,
                             gradient_checkpointing=True, chat=False)
     # the previous round's folder is just another model name; an existing output is replaced
     for _ in range(2):
@@ -192,19 +193,19 @@ def test_a_task_without_instances_is_an_error(tmp_path: Path) -> None:
 def test_one_reference_is_drawn_among_several(tmp_path: Path) -> None:
     task = constant_task(n=8)
     task = task.with_instances([Instance(i.id, i.input, ("banana", "kiwi")) for i in task.instances])
-    config = TrainingConfig(epochs=2, learning_rate=1e-3, warmup_steps=0, batch_size=8, chat=False)
+    config = TrainingSettings(epochs=2, learning_rate=1e-3, warmup_steps=0, batch_size=8, chat=False)
     result = finetune("tiny-llama", [task], tmp_path / "m", config, progress=False)
     assert result.metrics["steps"] == 2 and result.metrics["num_examples"] == 8
 
 
 def test_two_cpu_processes_with_accelerate_launch(tmp_path: Path) -> None:
-    config = TrainingConfig(epochs=4, learning_rate=1e-2, warmup_steps=0, batch_size=4, chat=False)
-    result = launch_finetune("tiny-llama", [constant_task()], tmp_path / "model", config,
-                             num_processes=2, cpu=True, progress=False)
+    config = TrainingSettings(epochs=4, learning_rate=1e-2, warmup_steps=0, batch_size=4, chat=False,
+                              num_processes=2)
+    result = launch_finetune("tiny-llama", [constant_task()], tmp_path / "model", config, cpu=True, progress=False)
     assert result.metrics["num_processes"] == 2
     assert result.metrics["steps"] == 4 * 8 // 2  # 8 batches per epoch, shared by 2 processes
     assert result.metrics["final_loss"] < 1.0
     loaded = load_model(str(result.model_dir))
-    report = evaluate_model(loaded, [constant_task()], EvalConfig(max_new_tokens=4, chat=False,
+    report = evaluate_model(loaded, [constant_task()], EvaluationSettings(max_new_tokens=4, chat=False,
                                                                   max_instances_per_task=4), progress=False)
     assert len(report.predictions) == 4 and all(p["prediction"] for p in report.predictions)

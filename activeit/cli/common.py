@@ -1,55 +1,81 @@
-"""Command-line pieces shared by the subcommands: the task-pool options."""
+"""Command-line pieces shared by the subcommands: the task-pool options and task names."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import sys
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from activeit.sources import SOURCES, SkippedTaskWarning, load_pool
-from activeit.tasks import TaskPool
+from activeit.cli.flags import add_settings_arguments, settings_from_args
+from activeit.settings import PoolSettings
+from activeit.sources import SkippedTaskWarning, load_pool_from
+from activeit.errors import PoolError
+from activeit.tasks import Task, TaskPool
 
 
 def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options that choose and shape a task pool (see :func:`load_pool`)."""
-    group = parser.add_argument_group("task pool")
-    group.add_argument("--source", choices=SOURCES, default="builtin",
-                       help="where the tasks come from (default: builtin, the offline suite)")
-    group.add_argument("--path", default=None,
-                       help="NIV2 root folder, Self-Instruct .jsonl file or folder, or a hub dataset id")
-    group.add_argument("--split-dir", default="default",
-                       help="NIV2 split folder under <path>/splits (default: default)")
-    group.add_argument("--max-instances", type=int, default=None, metavar="N",
-                       help="keep at most N seeded instances per task")
-    group.add_argument("--validation-tasks", type=int, default=0, metavar="N",
-                       help="hold out N seeded train tasks as a validation split")
-    group.add_argument("--test-tasks", type=int, default=0, metavar="N",
-                       help="hold out N seeded train tasks as the test split (sources without one)")
-    group.add_argument("--skip-invalid", action="store_true",
-                       help="warn about invalid tasks and missing task files instead of failing")
-    group.add_argument("--all-languages", action="store_true",
-                       help="NIV2: keep non-English tasks too (default: English only)")
+    """Add the options that choose and shape a task pool (the fields of :class:`PoolSettings`)."""
+    add_settings_arguments(parser.add_argument_group("task pool"), PoolSettings, skip=("seed",))
 
 
 def pool_from_args(args: argparse.Namespace) -> TaskPool:
     """The pool the options of :func:`add_pool_arguments` describe (seed: ``args.seed``,
     else 0). Skipped invalid tasks are reported as one ``warning:`` line each on stderr."""
+    settings = settings_from_args(args, PoolSettings, seed=getattr(args, "seed", None))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedTaskWarning)
-        pool = load_pool(
-            args.source,
-            args.path,
-            split_dir=args.split_dir,
-            english_only=not args.all_languages,
-            max_instances_per_task=args.max_instances,
-            validation_tasks=args.validation_tasks,
-            test_tasks=args.test_tasks,
-            seed=getattr(args, "seed", 0),
-            skip_invalid=args.skip_invalid,
-        )
+        pool = load_pool_from(settings)
     for warning in caught:
         if issubclass(warning.category, SkippedTaskWarning):
             print(f"warning: {warning.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return pool
+
+
+def read_task_names(value: str) -> list[str]:
+    """Task names from comma-separated names or a file.
+
+    A file holds one name per line (blank lines and ``#`` comments skipped), a JSON list,
+    or a JSON object with a ``"tasks"`` list (a saved ``Selection``).
+    """
+    path = Path(value)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if text.lstrip().startswith(("[", "{")):
+            try:
+                data: Any = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise PoolError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+            names = data.get("tasks") if isinstance(data, dict) else data
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise PoolError(f"{path}: expected a JSON list of task names or an object with a 'tasks' list")
+        else:
+            names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    else:
+        names = value.split(",")
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise PoolError(f"no task names in '{value}'")
+    return names
+
+
+def named_tasks(pool: TaskPool, names: Sequence[str]) -> tuple[Task, ...]:
+    """The named tasks; one error naming every unknown name (with close matches)."""
+    unknown = [n for n in names if n not in pool]
+    if unknown:
+        known = [t.name for t in pool]
+        described = [
+            name + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(name, known, 1))
+            for name in unknown[:10]
+        ]
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise PoolError(
+            f"pool '{pool.name}' ({len(known)} tasks) has no task named {', '.join(described)}{more}"
+        )
+    return pool.tasks(names)

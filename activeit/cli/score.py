@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from activeit.cli.common import add_pool_arguments, pool_from_args
+from activeit.cli.flags import add_settings_arguments, settings_from_args
 from activeit.devices import place_model, process_state
 from activeit.errors import ActiveITError
 from activeit.models import DEFAULT_MODEL, load_model
-from activeit.perturb import PERTURBATIONS
-from activeit.scoring import ScoringConfig, score_tasks
+from activeit.scoring import score_tasks
+from activeit.settings import ScoringSettings
 from activeit.strategies import STRATEGIES, select_tasks
 from activeit.taskmap import categorize, plot_task_map
 
-DEFAULTS = ScoringConfig()
 SHOWN = 10
 
 
@@ -43,24 +43,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--split", default="train", help="pool split to score (default: train)")
     parser.add_argument("--max-tasks", type=int, default=None, metavar="N", help="score only the first N tasks")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--n", type=int, default=DEFAULTS.n, help="instances per task (default: %(default)s)")
-    parser.add_argument("--k", type=int, default=DEFAULTS.k, help="perturbed prompts per task (default: %(default)s)")
-    parser.add_argument("--perturbation", choices=sorted(PERTURBATIONS), default=DEFAULTS.perturbation)
-    parser.add_argument("--drop-prob", type=float, default=DEFAULTS.drop_prob, help="word_drop probability")
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
-    parser.add_argument("--max-source-length", type=int, default=DEFAULTS.max_source_length)
-    parser.add_argument("--token-budget", type=int, default=DEFAULTS.token_budget,
-                        help="padded tokens per forward batch (default: %(default)s)")
-    parser.add_argument("--no-prefix-reuse", action="store_true",
-                        help="recompute the shared prompt prefix for every instance (slower, same scores)")
-    parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
-                        help="wrap prompts in the chat template (default: when the model has one)")
+    add_settings_arguments(parser.add_argument_group("scoring"), ScoringSettings)
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="score table format")
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
                         help="strategy whose picks are highlighted in the map (default: uncertainty)")
     parser.add_argument("--budget", type=int, default=None,
                         help="tasks to highlight (default: a tenth of the scored tasks, at least 1)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -68,11 +56,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_tasks is not None and args.max_tasks < 1:
         raise ActiveITError(f"--max-tasks must be at least 1, got {args.max_tasks}")
-    config = ScoringConfig(
-        n=args.n, k=args.k, max_new_tokens=args.max_new_tokens, max_source_length=args.max_source_length,
-        seed=args.seed, perturbation=args.perturbation, drop_prob=args.drop_prob,
-        token_budget=args.token_budget, reuse_prefix=not args.no_prefix_reuse, chat=args.chat,
-    )
+    config = settings_from_args(args, ScoringSettings)
     pool = pool_from_args(args)
     tasks = pool.split(args.split)[: args.max_tasks]
     if not tasks:
@@ -81,21 +65,21 @@ def run(args: argparse.Namespace) -> int:
     loaded = place_model(load_model(args.model))
     table = score_tasks(loaded, tasks, config, progress=not args.no_progress)
     if state.is_main_process:
-        write_outputs(args, table, tasks)
+        write_outputs(args, config, table, tasks)
     if state.num_processes > 1:
         state.wait_for_everyone()
         state.destroy_process_group()
     return 0
 
 
-def write_outputs(args: argparse.Namespace, table: Any, tasks: Any) -> None:
+def write_outputs(args: argparse.Namespace, config: ScoringSettings, table: Any, tasks: Any) -> None:
     """Save the table, the selection, the categories and the map; print a summary."""
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     path = table.save(out / f"scores.{args.format}")
     budget = args.budget if args.budget is not None else max(1, round(len(table) / 10))
     needs = args.strategy not in ("random", "all")
-    selection = select_tasks(args.strategy, tasks, budget, scores=table if needs else None, seed=args.seed)
+    selection = select_tasks(args.strategy, tasks, budget, scores=table if needs else None, seed=config.seed)
     (out / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2))
     categories = categorize(table)
     (out / "task_map.json").write_text(json.dumps(categories, indent=2))
@@ -104,7 +88,7 @@ def write_outputs(args: argparse.Namespace, table: Any, tasks: Any) -> None:
 
     stats = table.meta.get("stats", {})
     print(f"scored {len(table)} tasks of split '{args.split}' with {args.model} "
-          f"(n={args.n}, k={args.k}, {args.perturbation}) in {stats.get('wall_s', 0.0):.1f}s")
+          f"(n={config.n}, k={config.k}, {config.perturbation}) in {stats.get('wall_s', 0.0):.1f}s")
     print(f"{'task':<60} {'PU':>9} {'PP':>7} {'ppl':>9}  category")
     for row in sorted(table.rows, key=lambda r: -r.pu)[:SHOWN]:
         print(f"{row.task[:60]:<60} {row.pu:>9.3g} {row.pp:>7.4f} {row.perplexity:>9.2f}  {categories[row.task]}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from activeit.errors import PoolError
+from activeit.errors import ConfigError, PoolError
+from activeit.settings import SOURCES, PoolSettings
 from activeit.sources._common import SkippedTaskWarning
 from activeit.tasks import Task, TaskPool
 
-SOURCES = ("niv2", "self-instruct", "hub", "builtin")
 
-__all__ = ["SOURCES", "SkippedTaskWarning", "hold_out", "load_pool"]
+__all__ = ["SOURCES", "SkippedTaskWarning", "hold_out", "load_pool", "load_pool_from"]
 
 
 def hold_out(tasks: tuple[Task, ...], count: int, seed: int, purpose: str) -> tuple[tuple[Task, ...], tuple[Task, ...]]:
@@ -106,3 +106,26 @@ def load_pool(
         splits["train"], held = hold_out(splits["train"], validation_tasks, seed, "validation")
         splits["validation"] = splits.get("validation", ()) + held
     return TaskPool(splits, name=pool.name)
+
+
+def load_pool_from(settings: PoolSettings, *, need_test_tasks: bool = False) -> TaskPool:
+    """The pool a :class:`~activeit.settings.PoolSettings` describes: the one path by which
+    the pipeline step, ``run.py`` and the command line load a pool.
+
+    ``need_test_tasks``: an active-tuning run evaluates on the test split, so a pool
+    without one is an error (one line saying how to hold some out).
+    """
+    pool = load_pool(
+        settings.source,
+        settings.path,
+        split_dir=settings.split_dir,
+        english_only=settings.english_only,
+        max_instances_per_task=settings.max_instances,
+        validation_tasks=settings.validation_tasks,
+        test_tasks=settings.test_tasks,
+        seed=settings.seed,
+        skip_invalid=settings.skip_invalid,
+    )
+    if need_test_tasks and not pool.test:
+        raise ConfigError(f"pool '{pool.name}' has no test tasks to evaluate on (set pool.test_tasks)")
+    return pool

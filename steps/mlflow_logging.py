@@ -76,16 +76,16 @@ def log_round(
     config: ExperimentConfig,
     round_index: int,
     selection: Selection,
-    trained: Sequence[str],
+    training_tasks: Sequence[str],
     report: EvalReport,
     training_metrics: Mapping[str, Any],
     scores: ScoreTable | None = None,
     scoring_time_s: float | None = None,
 ) -> None:
     """Metrics (``step=round``) and the round's files: selection, evaluation, scores, task map."""
-    mlflow.log_metrics(round_metrics(report, len(trained), training_metrics, scoring_time_s), step=round_index)
+    mlflow.log_metrics(round_metrics(report, len(training_tasks), training_metrics, scoring_time_s), step=round_index)
     folder = f"round_{round_index}"
-    mlflow.log_dict(selection.to_dict() | {"training_tasks": list(trained)}, f"{folder}/selected_tasks.json")
+    mlflow.log_dict(selection.to_dict() | {"training_tasks": list(training_tasks)}, f"{folder}/selected_tasks.json")
     mlflow.log_dict(report.metrics(), f"{folder}/evaluation.json")
     mlflow.log_dict({k: v for k, v in training_metrics.items() if k != "config"}, f"{folder}/training.json")
     if scores is not None and len(scores):
