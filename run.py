@@ -3,13 +3,19 @@
 
     python run.py --strategy uncertainty                     # configs/default.yaml
     python run.py --strategy random --config configs/niv2.yaml --rounds 2
-    python run.py --compare uncertainty,random --config configs/smoke.yaml
+    python run.py --compare uncertainty,random --seeds 0,1,2    # a study over 3 seeds
+    python run.py --report activeit                           # rebuild a study from MLflow
 
 Round 0 fine-tunes on a seeded random task set (shared by every strategy); each later
 round scores the remaining pool with the previous round's model, selects tasks by the
 strategy, re-trains and evaluates ROUGE-L on held-out test tasks. Every round's metrics,
 selected tasks, score table, task map and model go to MLflow. Re-running the same command
 after an interruption resumes from the last finished step.
+
+A study (``--compare``, ``--seeds`` or a config's ``study:`` section) runs every (strategy,
+seed) pair, round 0 shared per seed, reuses pairs that already finished, and writes
+``outputs/study-<experiment>/``: means ± std over seeds, the paired difference to random
+with a 95% interval, the budget to match, selection overlap and the learning curve.
 """
 
 from __future__ import annotations
@@ -41,8 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--strategy", metavar="NAME",
                       help=f"selection strategy: {', '.join(STRATEGIES)} (default: the config's)")
     what.add_argument("--compare", metavar="S1,S2,...",
-                      help="run these strategies with one seed and write a comparison table and "
-                      "learning curve (also logged to MLflow)")
+                      help="a study of these strategies (with --seeds, over several seeds): statistics, "
+                      "learning curve and overlap in outputs/study-<experiment>/, also logged to MLflow")
+    what.add_argument("--report", metavar="EXPERIMENT",
+                      help="rebuild the study of an MLflow experiment from its runs alone (no training)")
+    parser.add_argument("--seeds", metavar="N1,N2,...",
+                        help="study seeds: every strategy runs once per seed (default: the config's seed)")
+    parser.add_argument("--strategies", metavar="S1,S2,...", help="with --report: only these strategies")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="YAML",
                         help=f"experiment config (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     over = parser.add_argument_group("overrides of the config")
@@ -62,31 +73,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _strategies(args: argparse.Namespace) -> list[str | None]:
-    """The strategies to run: --compare's list, --strategy, or the config's (None)."""
-    names = [s.strip() for s in args.compare.split(",") if s.strip()] if args.compare else [args.strategy]
-    unknown = [s for s in names if s is not None and s not in STRATEGIES]
-    if unknown:
-        raise ConfigError(f"unknown strategy '{unknown[0]}'; choose from {', '.join(STRATEGIES)}")
-    if args.compare and (len(names) < 2 or len(set(names)) != len(names)):
-        raise ConfigError("--compare needs at least two different strategies, e.g. uncertainty,random")
-    return names
+def parse_list(value: str, flag: str, kind: type = str) -> list[Any]:
+    """A comma-separated flag value: not empty, no repeats, each of ``kind``."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{flag} is empty; give a comma-separated list, e.g. {flag} 0,1,2")
+    try:
+        parsed = [kind(item) for item in items]
+    except ValueError:
+        raise ConfigError(f"{flag}: '{value}' is not a comma-separated list of {kind.__name__}s") from None
+    repeated = sorted({str(item) for item in parsed if parsed.count(item) > 1})
+    if repeated:
+        raise ConfigError(f"{flag} repeats {', '.join(repeated)}")
+    if kind is str:
+        for name in parsed:
+            if name not in STRATEGIES:
+                raise ConfigError(f"{flag}: unknown strategy '{name}'; choose from {', '.join(STRATEGIES)}")
+    return parsed
 
 
-def load_experiment(args: argparse.Namespace, strategy: str | None) -> ExperimentConfig:
+def load_experiment(
+    args: argparse.Namespace, strategy: str | None = None, seed: int | None = None,
+    study: dict[str, Any] | None = None,
+) -> ExperimentConfig:
     """The config file with the command-line overrides applied, validated."""
     pool_path = args.pool_path
     if pool_path and args.pool_source != "hub" and Path(pool_path).expanduser().exists():
         pool_path = str(Path(pool_path).expanduser().resolve())
     overrides: dict[str, Any] = {
         "strategy": strategy, "rounds": args.rounds, "tasks_per_round": args.tasks_per_round,
-        "initial_tasks": args.initial_tasks, "seed": args.seed, "model": args.model,
+        "initial_tasks": args.initial_tasks, "seed": seed if seed is not None else args.seed, "model": args.model,
         "pool.source": args.pool_source, "pool.path": pool_path, "tracking.experiment": args.experiment,
         "schedule": args.schedule,
     }
+    for key, value in (study or {}).items():
+        overrides[f"study.{key}"] = value
     if args.no_cache:
         overrides["zenml.enable_cache"] = False
     return load_config(args.config, overrides)
+
+
+def plan_runs(args: argparse.Namespace) -> tuple[list[ExperimentConfig], bool]:
+    """The configs to run, one per (strategy, seed), and whether they form a study."""
+    if args.strategies is not None and not args.report:
+        raise ConfigError("--strategies filters --report; to run strategies use --compare S1,S2")
+    if args.seeds is not None and args.seed is not None:
+        raise ConfigError("give either --seed (one run) or --seeds (a study), not both")
+    base = load_experiment(args)
+    seeds = parse_list(args.seeds, "--seeds", int) if args.seeds is not None else base.study.seeds or [base.seed]
+    if args.compare is not None:
+        strategies = parse_list(args.compare, "--compare")
+        if len(strategies) < 2:
+            raise ConfigError("--compare needs at least two different strategies, e.g. uncertainty,random")
+    elif args.strategy is not None:
+        strategies = parse_list(args.strategy, "--strategy")
+    else:
+        strategies = base.study.strategies or [base.strategy]
+    is_study = args.compare is not None or args.seeds is not None or (args.strategy is None and bool(base.study.strategies))
+    study = {"strategies": strategies, "seeds": seeds} if is_study else None
+    configs = [load_experiment(args, strategy, seed, study) for seed in seeds for strategy in strategies]
+    if is_study and configs[0].schedule:
+        raise ConfigError("a study (--compare / --seeds) runs now; it cannot be combined with a schedule")
+    return configs, is_study
 
 
 def check_pool(config: ExperimentConfig) -> int:
@@ -112,68 +160,102 @@ def run_pipeline(config: ExperimentConfig, tracker: str) -> Any:
         ) from None
 
 
-def print_rounds(rows: Sequence[dict[str, Any]]) -> None:
-    """One line per round: training tasks, scores, loss and wall times."""
+def print_rounds(tracking_uri: str, run_id: str) -> None:
+    """One line per round (training tasks, scores, loss, wall times), after the untuned
+    base model's line (0 tasks)."""
+    from mlflow import MlflowClient
+
+    from steps.mlflow_logging import BASE_PREFIX, metric_rows
+
     columns = (("rougeL", "ROUGE-L", ".2f"), ("exact_match", "EM", ".2f"), ("train_loss", "loss", ".4f"),
                ("training_time_s", "train s", ".1f"), ("scoring_time_s", "score s", ".1f"))
+    metrics = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.metrics
+    base = {key: metrics[BASE_PREFIX + key] for key, _, _ in columns if BASE_PREFIX + key in metrics}
     print(f"{'round':>5} {'tasks':>6} " + " ".join(f"{title:>8}" for _, title, _ in columns))
-    for row in rows:
+    for label, row in [("base", base), *((str(r["round"]), r) for r in metric_rows(tracking_uri, run_id))]:
         cells = [format(row[key], fmt) if key in row else "-" for key, _, fmt in columns]
-        print(f"{row['round']:>5} {int(row.get('num_training_tasks', 0)):>6} " + " ".join(f"{c:>8}" for c in cells))
+        print(f"{label:>5} {int(row.get('num_training_tasks', 0)):>6} " + " ".join(f"{c:>8}" for c in cells))
+
+
+def report_study(tracking_uri: str, experiment: str, runs: Sequence[Any]) -> Path:
+    """Write the study of ``runs`` to ``outputs/study-<experiment>/``, log its parent MLflow
+    run and print ``study.md``; returns the folder."""
+    from pipelines.study import build_study, log_study, write_study
+
+    study = build_study(tracking_uri, runs)
+    tags = runs[0].data.tags
+    title = (f"{experiment}: {' vs '.join(study.strategies)}, seeds {','.join(map(str, study.seeds))} "
+             f"({tags.get('model')} on {tags.get('pool')})")
+    out_dir = OUTPUTS / f"study-{experiment}"
+    files = write_study(study, out_dir, title)
+    run_id = log_study(tracking_uri, experiment, study, files, title)
+    print((out_dir / "study.md").read_text(encoding="utf-8"))
+    print(f"Study written to {out_dir} and logged to MLflow run {run_id} (the pairs' runs are its children).")
+    return out_dir
+
+
+def run_all(configs: Sequence[ExperimentConfig], is_study: bool, info: Any) -> None:
+    """Run each config's pipeline (a study reuses pairs that finished before), print
+    each run's rounds, and report the study."""
+    from pipelines.stack import check_schedule_support
+    from pipelines.study import finished_run, find_run_id, gather_runs
+
+    if configs[0].schedule:
+        check_schedule_support(info)
+
+    for config in configs:
+        print(f"== strategy {config.strategy}: rounds 0..{config.selection_rounds}, model {config.model}, "
+              f"pool {config.pool.source}, seed {config.seed}, stack '{info.stack}'")
+        done = finished_run(info.tracking_uri, config.tracking.experiment, config.strategy, config.seed,
+                            config.study_key()) if is_study else None
+        if done is not None:
+            print(f"== {config.strategy}, seed {config.seed}: finished before (MLflow run {done.info.run_id}); reused")
+            continue
+        run = run_pipeline(config, info.tracker)
+        if config.schedule:
+            print(f"Scheduled '{config.strategy}' with cron '{config.schedule}' on stack '{info.stack}'.")
+            continue
+        run_id = find_run_id(info.tracking_uri, config.tracking.experiment, run.name)
+        print(f"== {config.strategy}, seed {config.seed}: ZenML run '{run.name}', MLflow run {run_id}")
+        print_rounds(info.tracking_uri, run_id)
+
+    if is_study:
+        experiment = configs[0].tracking.experiment
+        runs = gather_runs(info.tracking_uri, experiment, configs[0].study.strategies, configs[0].study.seeds,
+                           study_key=configs[0].study_key())
+        report_study(info.tracking_uri, experiment, runs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
-        configs = [load_experiment(args, s) for s in _strategies(args)]
-        if args.compare and configs[0].schedule:
-            raise ConfigError("--compare runs now; it cannot be combined with a schedule")
-        pool_size = check_pool(configs[0])
-        for config in configs:
-            config.check_budget(pool_size, f"the {config.pool.source} pool")
+        if args.report is not None:
+            if not args.report.strip():
+                raise ConfigError("--report needs an MLflow experiment name")
+            config = load_experiment(args)
+        else:
+            configs, is_study = plan_runs(args)
+            config = configs[0]
+            pool_size = check_pool(config)
+            for each in configs:
+                each.check_budget(pool_size, f"the {each.pool.source} pool")
 
-        from pipelines.compare import (
-            comparison_rows,
-            find_run_id,
-            log_comparison,
-            write_comparison,
-        )
-        from pipelines.stack import (
-            check_schedule_support,
-            prepare_stack,
-            use_repo_source_root,
-        )
+        from pipelines.stack import prepare_stack, use_repo_source_root
+        from pipelines.study import gather_runs
 
         use_repo_source_root()
-        info = prepare_stack(configs[0])
+        info = prepare_stack(config)
         if info.created:
             print(f"Registered and activated the local ZenML stack '{info.stack}' with the MLflow "
                   f"experiment tracker '{info.tracker}' ({info.tracking_uri}).")
-        if configs[0].schedule:
-            check_schedule_support(info)
-
-        runs: dict[str, str] = {}
-        for config in configs:
-            print(f"== strategy {config.strategy}: rounds 0..{config.selection_rounds}, model {config.model}, "
-                  f"pool {config.pool.source}, seed {config.seed}, stack '{info.stack}'")
-            run = run_pipeline(config, info.tracker)
-            if config.schedule:
-                print(f"Scheduled '{config.strategy}' with cron '{config.schedule}' on stack '{info.stack}'.")
-                continue
-            runs[config.strategy] = find_run_id(info.tracking_uri, config.tracking.experiment, run.name)
-            print(f"== {config.strategy}: ZenML run '{run.name}', MLflow run {runs[config.strategy]}")
-            print_rounds(comparison_rows(info.tracking_uri, {config.strategy: runs[config.strategy]}))
-
-        if args.compare:
-            config = configs[0]
-            rows = comparison_rows(info.tracking_uri, runs)
-            title = f"{config.tracking.experiment}: {' vs '.join(runs)} (seed {config.seed})"
-            out_dir = OUTPUTS / f"compare-{config.tracking.experiment}-seed{config.seed}"
-            files = write_comparison(rows, out_dir, title)
-            run_id = log_comparison(info.tracking_uri, config.tracking.experiment, runs, files, rows, config.seed)
-            print((out_dir / "comparison.md").read_text(encoding="utf-8"))
-            print(f"Comparison written to {out_dir} and logged to MLflow run {run_id}.")
+        if args.report is not None:
+            strategies = parse_list(args.strategies, "--strategies") if args.strategies is not None else None
+            seeds = parse_list(args.seeds, "--seeds", int) if args.seeds is not None else None
+            runs = gather_runs(info.tracking_uri, args.report, strategies, seeds)
+            report_study(info.tracking_uri, args.report, runs)
+        else:
+            run_all(configs, is_study, info)
     except ActiveITError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

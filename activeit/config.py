@@ -57,6 +57,34 @@ class ZenMLSettings(Settings):
     enable_cache: bool = True
 
 
+class StudySettings(Settings):
+    """A study: every (strategy, seed) pair of runs, compared with statistics over seeds
+    (``run.py --compare S1,S2 --seeds 0,1,2`` sets the same)."""
+
+    strategies: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: list[str]) -> list[str]:
+        for name in value:
+            one_of(name, STRATEGIES, "strategy")
+        if len(set(value)) != len(value):
+            raise ValueError(f"strategies are repeated in {value}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds are repeated in {value}")
+        return value
+
+
+#: Keys that may differ between the runs of one study (they name the pair, or how it ran).
+PER_RUN_KEYS = ("strategy", "seed", "study.", "zenml.", "schedule")
+
+
 class ExperimentConfig(Settings):
     """One active-tuning experiment."""
 
@@ -79,6 +107,7 @@ class ExperimentConfig(Settings):
     #: A cron expression: the pipeline is scheduled instead of run (orchestrator permitting).
     schedule: str | None = None
     zenml: ZenMLSettings = ZenMLSettings()
+    study: StudySettings = StudySettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -149,8 +178,22 @@ class ExperimentConfig(Settings):
 
     def digest(self) -> str:
         """A short stable hash of the full config."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return _hash(self.model_dump(mode="json"))
+
+    def study_key(self) -> str:
+        """A short hash of what the runs of one study share: the config without
+        :data:`PER_RUN_KEYS` (strategy, seed, how it was run)."""
+        return _hash(shared_params(self.flat()))
+
+
+def shared_params(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened config keys a study's runs must agree on (:data:`PER_RUN_KEYS` left out)."""
+    return {key: value for key, value in flat.items() if not key.startswith(PER_RUN_KEYS)}
+
+
+def _hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

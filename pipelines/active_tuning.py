@@ -1,6 +1,6 @@
 """The active-tuning pipeline: the rounds of METHOD.md, unrolled.
 
-Round 0: a seeded random initial set (the same for every strategy under a seed, so the
+The untuned base model is evaluated once (the zero-task reference). Round 0: a seeded random initial set (the same for every strategy under a seed, so the
 round-0 steps are shared through the cache), fine-tune, evaluate. Rounds 1..R: perturb and
 score the remaining pool with the round r-1 model (strategies that need scores), select,
 fine-tune, evaluate. Step ids and artifact names carry the round
@@ -19,6 +19,7 @@ from activeit.config import ExperimentConfig
 from activeit.strategies import NEEDS_SCORES
 from steps import (
     accelerate_finetuner,
+    base_evaluator,
     perturber,
     pool_loader,
     rouge_evaluator,
@@ -41,6 +42,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
     """Rounds 0..R of active instruction tuning; each round logged to MLflow when an
     experiment tracker (a stack component name) is given."""
     pool = pool_loader(pool=config.pool)
+    base_report = base_evaluator(base_model=config.model, pool=pool, evaluation=config.evaluation)
     track = None
     if experiment_tracker:
         from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import (
@@ -91,7 +93,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             _in_round(track, r)(
                 config=config, round_index=r, selection=selection, training_tasks=training_tasks,
                 report=report, training_metrics=training_metrics, model=model, scores=scores,
-                scoring_time_s=scoring_time, id=f"tracker_round_{r}",
+                scoring_time_s=scoring_time, base_report=base_report if r == 0 else None, id=f"tracker_round_{r}",
             )
 
 

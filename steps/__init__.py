@@ -5,6 +5,7 @@ Importing this package registers the project's materializers (no pickled artifac
 
 import materializers  # noqa: F401  (registers the materializers)
 from steps.accelerate_finetuner import accelerate_finetuner
+from steps.base_evaluator import base_evaluator
 from steps.perturber import perturber
 from steps.pool_loader import pool_loader
 from steps.rouge_evaluator import rouge_evaluator
@@ -14,6 +15,7 @@ from steps.uncertainty_scorer import uncertainty_scorer
 
 __all__ = [
     "accelerate_finetuner",
+    "base_evaluator",
     "perturber",
     "pool_loader",
     "rouge_evaluator",

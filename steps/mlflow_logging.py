@@ -8,6 +8,7 @@ per pipeline run); reading back (:func:`metric_rows`) takes an explicit tracking
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,18 +16,26 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from activeit.config import ExperimentConfig
 from activeit.evaluation import EvalReport
 from activeit.scores import ScoreTable
 from activeit.strategies import Selection
+from activeit.study import METRICS, RoundRecord, RunRecord
 
 #: Metrics logged once per round with ``step=round``.
 ROUND_METRICS = (
     "rougeL", "rougeL_classification", "rougeL_generation", "exact_match",
     "num_training_tasks", "train_loss", "training_time_s", "scoring_time_s",
 )
+#: The untuned base model's test metrics are logged once (step 0) as ``base_<metric>``.
+BASE_PREFIX = "base_"
+#: Run tags: what a study's runs share (:meth:`ExperimentConfig.study_key`), and that every
+#: round of the run has been logged.
+STUDY_KEY_TAG = "study_key"
+COMPLETE_TAG = "complete"
 #: Tag on model versions: the ZenML artifact they were logged from (no duplicates on resume).
 SOURCE_TAG = "zenml_artifact_id"
 #: Files of a model folder that are bookkeeping, not model.
@@ -42,7 +51,20 @@ def run_tags(config: ExperimentConfig) -> dict[str, str]:
         "model": config.model,
         "pool": pool,
         "config_hash": config.digest(),
+        STUDY_KEY_TAG: config.study_key(),
     }
+
+
+def report_metrics(report: EvalReport, prefix: str = "") -> dict[str, float]:
+    """ROUGE-L overall / classification / generation and exact match of a report (groups
+    without instances are left out)."""
+    metrics = {
+        "rougeL": report.overall.get("rougeL"),
+        "rougeL_classification": report.classification.get("rougeL"),
+        "rougeL_generation": report.generation.get("rougeL"),
+        "exact_match": report.overall.get("exact_match"),
+    }
+    return {prefix + key: float(value) for key, value in metrics.items() if value is not None}
 
 
 def round_metrics(
@@ -53,16 +75,12 @@ def round_metrics(
 ) -> dict[str, float]:
     """The :data:`ROUND_METRICS` of one round (groups without instances are left out)."""
     metrics: dict[str, float | None] = {
-        "rougeL": report.overall.get("rougeL"),
-        "rougeL_classification": report.classification.get("rougeL"),
-        "rougeL_generation": report.generation.get("rougeL"),
-        "exact_match": report.overall.get("exact_match"),
         "num_training_tasks": float(num_training_tasks),
         "train_loss": training_metrics.get("final_loss"),
         "training_time_s": training_metrics.get("wall_time_s"),
         "scoring_time_s": scoring_time_s,
     }
-    return {key: float(value) for key, value in metrics.items() if value is not None}
+    return report_metrics(report) | {key: float(value) for key, value in metrics.items() if value is not None}
 
 
 def log_config(config: ExperimentConfig) -> None:
@@ -81,11 +99,27 @@ def log_round(
     training_metrics: Mapping[str, Any],
     scores: ScoreTable | None = None,
     scoring_time_s: float | None = None,
+    base_report: EvalReport | None = None,
 ) -> None:
-    """Metrics (``step=round``) and the round's files: selection, evaluation, scores, task map."""
+    """Metrics (``step=round``; the base model's once, as ``base_*``) and the round's files:
+    selection (with the task-map categories of the picks), evaluation, scores, task map.
+    The last round tags the run complete."""
     mlflow.log_metrics(round_metrics(report, len(training_tasks), training_metrics, scoring_time_s), step=round_index)
+    if base_report is not None:
+        mlflow.log_metrics(report_metrics(base_report, BASE_PREFIX), step=0)
     folder = f"round_{round_index}"
-    mlflow.log_dict(selection.to_dict() | {"training_tasks": list(training_tasks)}, f"{folder}/selected_tasks.json")
+    picked: dict[str, str] = {}
+    if scores is not None and len(scores):
+        from activeit.taskmap import categorize
+
+        categories = categorize(scores)
+        picked = {task: categories[task] for task in selection.tasks if task in categories}
+    mlflow.log_dict(
+        selection.to_dict() | {"training_tasks": list(training_tasks), "picked_categories": picked},
+        f"{folder}/selected_tasks.json",
+    )
+    if round_index == config.selection_rounds:
+        mlflow.set_tag(COMPLETE_TAG, "true")
     mlflow.log_dict(report.metrics(), f"{folder}/evaluation.json")
     mlflow.log_dict({k: v for k, v in training_metrics.items() if k != "config"}, f"{folder}/training.json")
     if scores is not None and len(scores):
@@ -140,3 +174,29 @@ def metric_rows(tracking_uri: str, run_id: str, keys: Iterable[str] = ROUND_METR
         for point in client.get_metric_history(run_id, key):
             rounds.setdefault(point.step, {"round": point.step})[key] = point.value
     return [rounds[r] for r in sorted(rounds)]
+
+
+def read_run_record(tracking_uri: str, run: Run) -> RunRecord:
+    """A tracked run as a study record: per round its metrics, training tasks and the
+    categories of its picks (from ``round_<r>/selected_tasks.json``), and the base model."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file each
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in metric_rows(tracking_uri, run.info.run_id):
+            path = client.download_artifacts(run.info.run_id, f"round_{row['round']}/selected_tasks.json", tmp)
+            selected = json.loads(Path(path).read_text(encoding="utf-8"))
+            rounds.append(RoundRecord(
+                round=int(row["round"]),
+                training_tasks=tuple(selected["training_tasks"]),
+                metrics={m: row[m] for m in METRICS if m in row},
+                picked_categories=selected.get("picked_categories", {}),
+            ))
+    metrics = run.data.metrics
+    return RunRecord(
+        strategy=run.data.tags["strategy"],
+        seed=int(run.data.tags["seed"]),
+        rounds=tuple(rounds),
+        base={m: metrics[BASE_PREFIX + m] for m in METRICS if BASE_PREFIX + m in metrics},
+        run_id=run.info.run_id,
+    )

@@ -30,11 +30,14 @@ def tracker(
     model: ModelFolder,
     scores: ScoreTable | None = None,
     scoring_time_s: float | None = None,
+    base_report: EvalReport | None = None,
 ) -> Annotated[int, "model_version_round_{round}"]:
-    """Log the round's metrics and files; returns the registered model version."""
+    """Log the round's metrics and files (round 0: with the untuned base model's
+    ``base_report``); returns the registered model version."""
     fail_if_requested()
     if round_index == 0:
         log_config(config)
-    log_round(config, round_index, selection, training_tasks, report, training_metrics, scores, scoring_time_s)
+    log_round(config, round_index, selection, training_tasks, report, training_metrics, scores, scoring_time_s,
+              base_report)
     model_artifact = get_step_context().inputs["model"][0]
     return log_and_register_model(model.path, config.registered_model_name, round_index, str(model_artifact.id))

@@ -19,7 +19,7 @@ from zenml.enums import ExecutionStatus
 import run as run_py
 from activeit.config import CONFIG_DIR, ExperimentConfig, load_config
 from pipelines.active_tuning import PIPELINE_NAME, configured
-from pipelines.compare import find_run_id
+from pipelines.study import find_run_id
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
 from steps.mlflow_logging import metric_rows
 from steps.common import FAIL_STEP_ENV
@@ -85,7 +85,7 @@ def check_resume_reuses_finished_rounds(failed: Any, resumed: Any, config: Exper
     assert failed.status == ExecutionStatus.FAILED
     assert failed.steps[FAIL_AT].status == ExecutionStatus.FAILED
     assert resumed.status == ExecutionStatus.COMPLETED
-    expected = {"pool_loader"} | {
+    expected = {"pool_loader", "base_evaluator"} | {
         f"{name}_round_{r}" for r in range(config.rounds + 1)
         for name in ("selector", "accelerate_finetuner", "rouge_evaluator", "tracker")
     } | {f"{name}_round_{r}" for r in range(1, config.rounds + 1) for name in ("perturber", "uncertainty_scorer")}
@@ -165,7 +165,7 @@ def check_run_py_compares_strategies(
     out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri " + stack.tracking_uri in out
     folder = next(tmp_path.iterdir())
-    with (folder / "comparison.csv").open() as handle:
+    with (folder / "study.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["strategy"], r["round"]) for r in rows} == {(s, str(r)) for s in ("uncertainty", "random") for r in (0, 1)}
     round0 = {r["strategy"]: r["rougeL"] for r in rows if r["round"] == "0"}
@@ -173,8 +173,8 @@ def check_run_py_compares_strategies(
     assert (folder / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     client = MlflowClient(stack.tracking_uri)
     experiment = client.get_experiment_by_name(load_config(SMOKE).tracking.experiment)
-    compared = client.search_runs([experiment.experiment_id], "tags.comparison = 'true'")
-    assert compared and {"comparison.csv", "comparison.md", "learning_curve.png"} <= {
+    compared = client.search_runs([experiment.experiment_id], "tags.study = 'true'")
+    assert compared and {"study.csv", "study.md", "learning_curve.png"} <= {
         a.path for a in client.list_artifacts(compared[0].info.run_id)
     }
 

@@ -1,0 +1,167 @@
+"""Studies: strategies x seeds of active-tuning runs, gathered from MLflow alone.
+
+The runs of a study may execute anywhere and in any order (locally one after the other, or
+as separate pipeline runs on a remote stack); everything here reads only what they logged,
+so ``run.py --report EXPERIMENT`` rebuilds the same study as the run that made it. The
+statistics are :mod:`activeit.study`'s; this module finds the runs, writes the files and
+logs one parent MLflow run under which the pairs' runs are grouped.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from activeit.config import shared_params
+from activeit.errors import ConfigError
+from activeit.study import CATEGORIES, METRICS, Study
+from activeit.study_plots import plot_learning_curve, plot_overlap
+from steps.mlflow_logging import COMPLETE_TAG, STUDY_KEY_TAG, read_run_record
+
+#: Tag of the parent run that holds a study's files.
+STUDY_TAG = "study"
+#: MLflow's own tag that nests a run under another in the UI.
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def find_run_id(tracking_uri: str, experiment: str, run_name: str) -> str:
+    """The MLflow run a ZenML pipeline run logged to (named after it)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id],
+        filter_string=f'tags.mlflow.runName = "{run_name}"',
+    )
+    if not found:
+        raise LookupError(f"no MLflow run named '{run_name}' in experiment '{experiment}'")
+    return found[0].info.run_id
+
+
+def _complete_runs(client: MlflowClient, experiment: str) -> list[Run]:
+    """Every run of ``experiment`` that logged all its rounds, newest first."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ConfigError(f"MLflow experiment '{experiment}' does not exist at {client.tracking_uri}")
+    return list(client.search_runs(
+        [found.experiment_id], filter_string=f"tags.{COMPLETE_TAG} = 'true'", order_by=["attributes.start_time DESC"],
+    ))
+
+
+def finished_run(tracking_uri: str, experiment: str, strategy: str, seed: int, study_key: str) -> Run | None:
+    """The newest complete run of (strategy, seed) under the same shared config, if any:
+    a study reuses it instead of running the pair again."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if client.get_experiment_by_name(experiment) is None:
+        return None
+    for run in _complete_runs(client, experiment):
+        tags = run.data.tags
+        if (tags.get("strategy"), tags.get("seed"), tags.get(STUDY_KEY_TAG)) == (strategy, str(seed), study_key):
+            return run
+    return None
+
+
+def gather_runs(
+    tracking_uri: str,
+    experiment: str,
+    strategies: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    study_key: str | None = None,
+) -> list[Run]:
+    """The newest complete run of each (strategy, seed) in ``experiment`` (only those
+    asked for; with ``study_key``, only runs of that shared config). Runs of different
+    configs are refused, naming the keys that differ."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    chosen: dict[tuple[str, int], Run] = {}
+    for run in _complete_runs(client, experiment):
+        tags = run.data.tags
+        if "strategy" not in tags or "seed" not in tags:
+            continue
+        pair = (tags["strategy"], int(tags["seed"]))
+        if strategies and pair[0] not in strategies or seeds and pair[1] not in seeds:
+            continue
+        if study_key is not None and tags.get(STUDY_KEY_TAG) != study_key:
+            continue
+        chosen.setdefault(pair, run)
+    if not chosen:
+        asked = "".join([f", strategies {','.join(strategies)}" if strategies else "",
+                         f", seeds {','.join(map(str, seeds))}" if seeds else ""])
+        raise ConfigError(f"MLflow experiment '{experiment}' holds no complete active-tuning run{asked}")
+    runs = list(chosen.values())
+    _check_same_config(runs)
+    return runs
+
+
+def _check_same_config(runs: Sequence[Run]) -> None:
+    """One config for every run of a study (strategy and seed aside): else a ConfigError
+    naming the differing keys."""
+    first = shared_params(runs[0].data.params)
+    for run in runs[1:]:
+        other = shared_params(run.data.params)
+        differing = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        if differing:
+            shown = ", ".join(f"{k} ({first.get(k)} vs {other.get(k)})" for k in differing[:5])
+            more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
+            raise ConfigError(
+                f"the runs of this study used different configs: {shown}{more}; pick runs of one config "
+                "with --strategies / --seeds, or use a new experiment name for a new config"
+            )
+
+
+def build_study(tracking_uri: str, runs: Iterable[Run]) -> Study:
+    """The study of the gathered runs."""
+    return Study(tuple(read_run_record(tracking_uri, run) for run in runs))
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_study(study: Study, out_dir: Path, title: str) -> list[Path]:
+    """``study.csv``, ``study.md``, ``learning_curve.png``, ``selection_overlap.csv`` /
+    ``.png`` and ``pick_categories.csv`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [
+        _write_csv(out_dir / "study.csv", study.rows(), ("strategy", "seed", "round", "training_tasks", *METRICS)),
+        out_dir / "study.md",
+        plot_learning_curve(study, out_dir / "learning_curve.png", title),
+    ]
+    files[1].write_text(study.markdown(title), encoding="utf-8")
+    overlap = study.overlap()
+    if overlap:
+        files.append(_write_csv(out_dir / "selection_overlap.csv", overlap, ("first", "second", "round", "jaccard", "seeds")))
+        files.append(plot_overlap(study, out_dir / "selection_overlap.png", title))
+    shares = study.category_shares()
+    if shares:
+        rows = [{"strategy": s, **share} for s, share in shares.items()]
+        files.append(_write_csv(out_dir / "pick_categories.csv", rows, ("strategy", *CATEGORIES)))
+    return files
+
+
+def log_study(tracking_uri: str, experiment: str, study: Study, files: Sequence[Path], title: str) -> str:
+    """One parent MLflow run with the study's files and, per strategy, the mean
+    ``rougeL_<strategy>`` with ``step`` = training tasks; the pairs' runs become its children."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    name = f"study-{'-vs-'.join(study.strategies)}-seeds{','.join(map(str, study.seeds))}"
+    with mlflow.start_run(run_name=name, description=title) as parent:
+        mlflow.set_tags({STUDY_TAG: "true", "strategies": ",".join(study.strategies),
+                         "seeds": ",".join(map(str, study.seeds))})
+        for strategy in study.strategies:
+            for round_index, tasks in study.rounds_of(strategy):
+                summary = study.summary(strategy, round_index)
+                if summary is not None:
+                    mlflow.log_metric(f"rougeL_{strategy}", summary.mean, step=tasks)
+        for path in files:
+            mlflow.log_artifact(str(path))
+        for run in study.runs:
+            client.set_tag(run.run_id, PARENT_TAG, parent.info.run_id)
+        return parent.info.run_id

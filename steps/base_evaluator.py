@@ -1,0 +1,23 @@
+"""Step: ROUGE-L and exact match of the untuned base model: the zero-task reference."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from zenml import step
+
+from activeit.devices import place_model
+from activeit.evaluation import EvalReport, evaluate_model
+from activeit.models import load_model
+from activeit.settings import EvaluationSettings
+from activeit.tasks import TaskPool
+from steps.common import fail_if_requested
+
+
+@step
+def base_evaluator(
+    base_model: str, pool: TaskPool, evaluation: EvaluationSettings
+) -> Annotated[EvalReport, "eval_base_model"]:
+    """Evaluate the base model, as it is, on the pool's test split (cached: once per pool)."""
+    fail_if_requested()
+    return evaluate_model(place_model(load_model(base_model)), pool.test, evaluation)

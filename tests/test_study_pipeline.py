@@ -1,0 +1,145 @@
+"""A tiny-model study end to end through run.py: 2 strategies x 2 seeds, round 0 shared per
+seed through the cache, the report rebuilt from MLflow equals the in-run one, a rerun trains
+nothing, and bad study input is one error line."""
+
+from __future__ import annotations
+
+import zenml_isolation  # noqa: F401  (must precede zenml)
+
+import csv
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from zenml.client import Client
+from zenml.enums import ExecutionStatus
+
+import run as run_py
+from activeit.config import CONFIG_DIR, load_config
+from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
+from pipelines.study import PARENT_TAG, STUDY_TAG
+
+pytestmark = pytest.mark.slow
+SMOKE = CONFIG_DIR / "smoke.yaml"
+EXPERIMENT = "activeit-study-test"
+STUDY = ["--compare", "uncertainty,random", "--seeds", "0,1", "--config", str(SMOKE), "--rounds", "1",
+         "--experiment", EXPERIMENT]
+
+
+@pytest.fixture(scope="module")
+def stack() -> StackInfo:
+    use_repo_source_root()
+    return prepare_stack(load_config(SMOKE))
+
+
+@pytest.fixture(scope="module")
+def study_dir(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    outputs = tmp_path_factory.mktemp("outputs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_py, "OUTPUTS", outputs)
+        assert run_py.main(STUDY) == 0
+    return outputs / f"study-{EXPERIMENT}"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _pair_runs(stack: StackInfo) -> dict[tuple[str, int], object]:
+    client = MlflowClient(stack.tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], "tags.complete = 'true'")
+    return {(r.data.tags["strategy"], int(r.data.tags["seed"])): r for r in runs}
+
+
+def test_every_pair_ran_and_the_study_files_are_written(study_dir: Path, stack: StackInfo) -> None:
+    rows = _rows(study_dir / "study.csv")
+    assert {(r["strategy"], r["seed"], r["round"]) for r in rows} == {
+        (s, str(seed), str(r)) for s in ("uncertainty", "random") for seed in (0, 1) for r in (0, 1)
+    }
+    for name in ("study.md", "learning_curve.png", "selection_overlap.csv", "selection_overlap.png", "pick_categories.csv"):
+        assert (study_dir / name).stat().st_size > 0, name
+    text = (study_dir / "study.md").read_text()
+    assert "| base model (untuned) | – | 0 |" in text and "## Budget to match" in text
+    assert set(_pair_runs(stack)) == {(s, seed) for s in ("uncertainty", "random") for seed in (0, 1)}
+
+
+def test_round_zero_is_shared_per_seed_through_the_cache(study_dir: Path, stack: StackInfo) -> None:
+    rows = _rows(study_dir / "study.csv")
+    for seed in ("0", "1"):
+        round0 = {r["strategy"]: r for r in rows if r["seed"] == seed and r["round"] == "0"}
+        assert round0["uncertainty"]["training_tasks"] == round0["random"]["training_tasks"]
+    overlap = {r["round"]: float(r["jaccard"]) for r in _rows(study_dir / "selection_overlap.csv")}
+    assert overlap["0"] == 1.0 and overlap["1"] < 1.0  # the same round-0 set, then different picks
+    for seed in (0, 1):
+        first, second = (Client().get_pipeline_run(_pair_runs(stack)[s, seed].info.run_name)
+                         for s in ("uncertainty", "random"))
+        assert first.steps["accelerate_finetuner_round_0"].status == ExecutionStatus.COMPLETED
+        assert second.steps["accelerate_finetuner_round_0"].status == ExecutionStatus.CACHED
+        assert second.steps["base_evaluator"].status == ExecutionStatus.CACHED
+        model = [run.steps["accelerate_finetuner_round_0"].outputs["model_round_0"][0].id for run in (first, second)]
+        assert model[0] == model[1]  # the very same round-0 model artifact
+
+
+def test_the_pairs_are_children_of_the_study_run(study_dir: Path, stack: StackInfo) -> None:
+    client = MlflowClient(stack.tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    parent = client.search_runs([experiment.experiment_id], f"tags.{STUDY_TAG} = 'true'",
+                                order_by=["attributes.start_time DESC"])[0]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"study.csv", "study.md", "learning_curve.png"}
+    assert all(run.data.tags[PARENT_TAG] == parent.info.run_id for run in _pair_runs(stack).values())
+
+
+def test_report_from_mlflow_equals_the_in_run_study(
+    study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_run = {name: (study_dir / name).read_text() for name in ("study.csv", "study.md", "selection_overlap.csv")}
+    monkeypatch.setattr(run_py, "OUTPUTS", tmp_path)
+    assert run_py.main(["--report", EXPERIMENT, "--config", str(SMOKE)]) == 0
+    rebuilt = tmp_path / f"study-{EXPERIMENT}"
+    assert {name: (rebuilt / name).read_text() for name in in_run} == in_run
+
+
+def test_rerunning_a_finished_study_trains_nothing(
+    study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = len(Client().list_pipeline_runs(size=1000).items)
+    monkeypatch.setattr(run_py, "OUTPUTS", tmp_path)
+    capsys.readouterr()
+    assert run_py.main(STUDY) == 0
+    assert capsys.readouterr().out.count("finished before") == 4
+    assert len(Client().list_pipeline_runs(size=1000).items) == before
+    assert (tmp_path / f"study-{EXPERIMENT}" / "study.csv").read_text() == (study_dir / "study.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--compare", "uncertainty,random", "--seeds", ""], "--seeds is empty"),
+        (["--compare", "uncertainty,random", "--seeds", "0,1,0"], "--seeds repeats 0"),
+        (["--compare", "uncertainty,random", "--seeds", "0,x"], "not a comma-separated list of ints"),
+        (["--report", "no-such-experiment"], "'no-such-experiment' does not exist"),
+        (["--compare", "uncertainty,random", "--seeds", "0", "--seed", "1"], "either --seed"),
+    ],
+)
+def test_bad_study_input_is_one_line(
+    argv: list[str], fragment: str, stack: StackInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_py.main([*argv, "--config", str(SMOKE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and fragment in err and "\n" not in err
+
+
+def test_report_refuses_runs_of_different_configs(stack: StackInfo, capsys: pytest.CaptureFixture[str]) -> None:
+    client = MlflowClient(stack.tracking_uri)
+    experiment = client.create_experiment("activeit-mixed-configs")
+    for strategy, epochs in (("uncertainty", "1"), ("random", "3")):
+        run = client.create_run(experiment, tags={"strategy": strategy, "seed": "0", "complete": "true"})
+        for key, value in (("training.epochs", epochs), ("model", "tiny-llama"), ("seed", "0"), ("strategy", strategy)):
+            client.log_param(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id)
+    assert run_py.main(["--report", "activeit-mixed-configs", "--config", str(SMOKE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different configs: training.epochs (" in err and "\n" not in err
+    assert "strategy" not in err.split("configs:")[1].split(";")[0]  # strategy and seed may differ
