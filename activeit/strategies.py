@@ -27,6 +27,17 @@ STRATEGIES = (
     "uncertainty", "random", "high-perplexity", "low-perplexity", "all", "ambiguous", "easy", "difficult",
 )
 NEEDS_SCORES = frozenset(STRATEGIES) - {"random", "all"}
+#: What each strategy picks, in words (run and model descriptions).
+DESCRIPTIONS = {
+    "uncertainty": "the tasks of highest prompt uncertainty",
+    "random": "random tasks",
+    "high-perplexity": "the tasks of highest perplexity",
+    "low-perplexity": "the tasks of lowest perplexity",
+    "all": "every remaining task at once (the fully trained reference)",
+    "ambiguous": "the ambiguous tasks of the task map (highest prompt uncertainty)",
+    "easy": "the easy tasks of the task map (low prompt uncertainty, high prediction probability)",
+    "difficult": "the difficult tasks of the task map (low prompt uncertainty, low prediction probability)",
+}
 
 
 class SelectionError(ActiveITError, ValueError):

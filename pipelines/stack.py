@@ -7,6 +7,7 @@ importing steps or pipelines never needs a configured stack.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,26 @@ def _tracker_name(tracking_uri: str | None) -> str:
     return f"{LOCAL_TRACKER}-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:8]}"
 
 
+def _tracker_configuration(tracking_uri: str | None) -> dict[str, str]:
+    """The MLflow tracker component's configuration for a tracking URI. ZenML wants exactly
+    one way to authenticate with a server (http/https): MLflow's own variables give it."""
+    if not tracking_uri:
+        return {}
+    if not tracking_uri.startswith(("http://", "https://")):
+        return {"tracking_uri": tracking_uri}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    username, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if token:
+        return {"tracking_uri": tracking_uri, "tracking_token": token}
+    if username and password:
+        return {"tracking_uri": tracking_uri, "tracking_username": username, "tracking_password": password}
+    raise ConfigError(
+        f"logging to the MLflow server {tracking_uri} needs credentials: set MLFLOW_TRACKING_TOKEN, or "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a server without authentication takes "
+        "any token, e.g. MLFLOW_TRACKING_TOKEN=none)"
+    )
+
+
 def prepare_stack(config: ExperimentConfig) -> StackInfo:
     """Activate the config's stack if it names one, and make sure it has an MLflow tracker.
 
@@ -81,10 +102,9 @@ def prepare_stack(config: ExperimentConfig) -> StackInfo:
             )
         tracker = _tracker_name(config.tracking.tracking_uri)
         if not client.list_stack_components(type=StackComponentType.EXPERIMENT_TRACKER, name=tracker).items:
-            settings = {"tracking_uri": config.tracking.tracking_uri} if config.tracking.tracking_uri else {}
             client.create_stack_component(
                 name=tracker, flavor="mlflow", component_type=StackComponentType.EXPERIMENT_TRACKER,
-                configuration=settings,
+                configuration=_tracker_configuration(config.tracking.tracking_uri),
             )
         name = LOCAL_STACK if tracker == LOCAL_TRACKER else f"{LOCAL_STACK}-{tracker[-8:]}"
         if not client.list_stacks(name=name).items:

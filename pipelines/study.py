@@ -21,7 +21,7 @@ from activeit.config import shared_params
 from activeit.errors import ConfigError
 from activeit.study import CATEGORIES, METRICS, Study
 from activeit.study_plots import plot_learning_curve, plot_overlap
-from steps.mlflow_logging import COMPLETE_TAG, STUDY_KEY_TAG, read_run_record
+from steps.mlflow_logging import COMPLETE_TAG, STUDY_KEY_TAG, mark_model_training, read_run_record
 
 #: Tag of the parent run that holds a study's files.
 STUDY_TAG = "study"
@@ -150,7 +150,7 @@ def log_study(tracking_uri: str, experiment: str, study: Study, files: Sequence[
     ``rougeL_<strategy>`` with ``step`` = training tasks; the pairs' runs become its children."""
     client = MlflowClient(tracking_uri=tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
+    mark_model_training(client, mlflow.set_experiment(experiment).experiment_id)
     name = f"study-{'-vs-'.join(study.strategies)}-seeds{','.join(map(str, study.seeds))}"
     with mlflow.start_run(run_name=name, description=title) as parent:
         mlflow.set_tags({STUDY_TAG: "true", "strategies": ",".join(study.strategies),

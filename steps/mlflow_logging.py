@@ -40,6 +40,15 @@ COMPLETE_TAG = "complete"
 SOURCE_TAG = "zenml_artifact_id"
 #: Files of a model folder that are bookkeeping, not model.
 NOT_MODEL_FILES = ("model_folder.json", "summary.md")
+#: MLflow 3 opens an experiment in its model-training view (runs table, charts) instead of
+#: the GenAI view (traces) when this experiment tag says so.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+#: MLflow's tag for a run's description (shown on the run page and in the runs table).
+DESCRIPTION_TAG = "mlflow.note.content"
+#: The evaluation metrics again with ``step`` = training tasks (the base model at 0), so
+#: that the UI charts them against the budget as well as against the round.
+BY_TASKS_PREFIX = "by_training_tasks/"
 
 
 def run_tags(config: ExperimentConfig) -> dict[str, str]:
@@ -83,9 +92,29 @@ def round_metrics(
     return report_metrics(report) | {key: float(value) for key, value in metrics.items() if value is not None}
 
 
+def run_description(config: ExperimentConfig) -> str:
+    """What a run does, in words: strategy, seed, pool and model."""
+    from activeit.strategies import DESCRIPTIONS
+
+    pool = config.pool.source + (f" pool at {config.pool.path}" if config.pool.path else " pool")
+    later = (f"then {config.selection_rounds} round(s) of {DESCRIPTIONS[config.strategy]}"
+             + ("" if config.strategy == "all" else f", {config.tasks_per_round} per round"))
+    return (f"Active instruction tuning with the **{config.strategy}** strategy, seed {config.seed}: "
+            f"`{config.model}` fine-tuned on tasks of the {pool}, {config.initial_tasks} random tasks in round 0, "
+            f"{later}. Each round is evaluated (ROUGE-L, exact match) on held-out test tasks; "
+            f"metrics use step = round, and `{BY_TASKS_PREFIX}*` step = training tasks (base model at 0).")
+
+
+def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
+    """Open the experiment in MLflow's model-training view."""
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+
+
 def log_config(config: ExperimentConfig) -> None:
-    """Tags and the flattened config as params (MLflow params are strings)."""
-    mlflow.set_tags(run_tags(config))
+    """The experiment's view, the run's description and tags, and the flattened config as
+    params (MLflow params are strings)."""
+    mark_model_training(MlflowClient(), mlflow.active_run().info.experiment_id)
+    mlflow.set_tags(run_tags(config) | {DESCRIPTION_TAG: run_description(config)})
     params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in config.flat().items()}
     mlflow.log_params(params)
 
@@ -105,8 +134,10 @@ def log_round(
     selection (with the task-map categories of the picks), evaluation, scores, task map.
     The last round tags the run complete."""
     mlflow.log_metrics(round_metrics(report, len(training_tasks), training_metrics, scoring_time_s), step=round_index)
+    mlflow.log_metrics(report_metrics(report, BY_TASKS_PREFIX), step=len(training_tasks))
     if base_report is not None:
         mlflow.log_metrics(report_metrics(base_report, BASE_PREFIX), step=0)
+        mlflow.log_metrics(report_metrics(base_report, BY_TASKS_PREFIX), step=0)
     folder = f"round_{round_index}"
     picked: dict[str, str] = {}
     if scores is not None and len(scores):
@@ -164,6 +195,29 @@ def log_and_register_model(
     )
     mlflow.set_tag(f"model_round_{round_index}", f"{registered_name}/{version.version}")
     return int(version.version)
+
+
+def describe_model_version(
+    config: ExperimentConfig, version: int, round_index: int, training_tasks: Sequence[str], report: EvalReport
+) -> None:
+    """A description of the registered model (what its versions are) and of the round's
+    version, and the version's tags: round, strategy, seed, training tasks, ROUGE-L."""
+    client = MlflowClient()
+    name = config.registered_model_name
+    client.update_registered_model(name, description=(
+        f"One version per round of active instruction tuning with the {config.strategy} strategy "
+        f"(experiment {config.tracking.experiment}): `{config.model}` fine-tuned on the tasks selected so far "
+        f"from the {config.pool.source} pool. Version tags: round, seed, training tasks, ROUGE-L."
+    ))
+    metrics = report_metrics(report)
+    rouge = f", ROUGE-L {metrics['rougeL']:.2f} on the test tasks" if "rougeL" in metrics else ""
+    client.update_model_version(name, str(version), description=(
+        f"Round {round_index} of {config.strategy}, seed {config.seed}: fine-tuned on {len(training_tasks)} tasks{rouge}."
+    ))
+    tags = {"round": round_index, "strategy": config.strategy, "seed": config.seed,
+            "num_training_tasks": len(training_tasks), **{k: f"{v:.4f}" for k, v in metrics.items()}}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
 
 
 def metric_rows(tracking_uri: str, run_id: str, keys: Iterable[str] = ROUND_METRICS) -> list[dict[str, Any]]:

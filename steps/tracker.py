@@ -16,7 +16,7 @@ from activeit.scores import ScoreTable
 from activeit.strategies import Selection
 from materializers.artifacts import ModelFolder
 from steps.common import fail_if_requested
-from steps.mlflow_logging import log_and_register_model, log_config, log_round
+from steps.mlflow_logging import describe_model_version, log_and_register_model, log_config, log_round
 
 
 @step(enable_cache=False)
@@ -40,4 +40,6 @@ def tracker(
     log_round(config, round_index, selection, training_tasks, report, training_metrics, scores, scoring_time_s,
               base_report)
     model_artifact = get_step_context().inputs["model"][0]
-    return log_and_register_model(model.path, config.registered_model_name, round_index, str(model_artifact.id))
+    version = log_and_register_model(model.path, config.registered_model_name, round_index, str(model_artifact.id))
+    describe_model_version(config, version, round_index, training_tasks, report)
+    return version
