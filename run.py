@@ -171,10 +171,47 @@ def print_rounds(tracking_uri: str, run_id: str) -> None:
                ("training_time_s", "train s", ".1f"), ("scoring_time_s", "score s", ".1f"))
     metrics = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.metrics
     base = {key: metrics[BASE_PREFIX + key] for key, _, _ in columns if BASE_PREFIX + key in metrics}
-    print(f"{'round':>5} {'tasks':>6} " + " ".join(f"{title:>8}" for _, title, _ in columns))
+    header = f"{'round':>5} {'tasks':>6} " + " ".join(f"{title:>8}" for _, title, _ in columns)
+    print("-" * len(header))
+    print(header)
     for label, row in [("base", base), *((str(r["round"]), r) for r in metric_rows(tracking_uri, run_id))]:
         cells = [format(row[key], fmt) if key in row else "-" for key, _, fmt in columns]
         print(f"{label:>5} {int(row.get('num_training_tasks', 0)):>6} " + " ".join(f"{c:>8}" for c in cells))
+    print("-" * len(header))
+
+
+def _tool(name: str) -> str:
+    """A command of this environment (``.venv/bin/mlflow``) as the user types it."""
+    beside = Path(sys.executable).with_name(name)
+    if not beside.exists():
+        return name
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
+
+
+def print_ui_commands(tracking_uri: str, experiment: str) -> None:
+    """How to look at the results: the MLflow UI (model-training view of the experiment)
+    and the ZenML dashboard, set apart from the log above."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    page = f"#/experiments/{found.experiment_id}?workflowType=machine_learning" if found else ""
+    if tracking_uri.startswith(("http://", "https://")):
+        mlflow_lines = [f"  open {tracking_uri.rstrip('/')}/{page}"]
+    else:
+        mlflow_lines = [f"  {_tool('mlflow')} ui --backend-store-uri {tracking_uri}",
+                        f"  then open http://127.0.0.1:5000/{page}"]
+    rule = "=" * 78
+    print("\n".join([
+        rule,
+        "MLflow UI: runs, per-round charts (also against training tasks), task maps, models",
+        *mlflow_lines,
+        "ZenML dashboard: the pipeline's steps per round and their artifacts",
+        f"  {_tool('zenml')} login --local          (then open the URL it prints; stop: zenml logout --local)",
+        rule,
+    ]))
 
 
 def report_study(tracking_uri: str, experiment: str, runs: Sequence[Any]) -> Path:
@@ -262,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume from the last finished step", file=sys.stderr)
         return 130
-    print(f"Done in {time.perf_counter() - started:.0f} s. Open the MLflow UI with:\n"
-          f"  mlflow ui --backend-store-uri {info.tracking_uri}")
+    print(f"Done in {time.perf_counter() - started:.0f} s.")
+    print_ui_commands(info.tracking_uri, args.report or config.tracking.experiment)
     return 0
 
 

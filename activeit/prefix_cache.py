@@ -47,6 +47,22 @@ def _forward_takes_logits_to_keep(model_type: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_type.forward).parameters
 
 
+def cache_argument(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV cache as the model's forward takes it: ``cache`` (recent transformers 5,
+    where ``past_key_values`` is deprecated with a warning per call) or ``past_key_values``."""
+    return {_forward_cache_name(type(model)): cache}
+
+
+@functools.cache
+def _forward_cache_name(model_type: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
+
+
+def returned_cache(out: Any) -> Any:
+    """The KV cache a forward pass returned, under either of its names."""
+    return out["cache"] if "cache" in out else out.past_key_values
+
+
 def non_empty_suffix(prefix: Ids, suffix: Ids) -> tuple[Ids, Ids]:
     """Move the prefix's last token into an empty suffix: the first logits come from the suffix."""
     return (prefix, suffix) if suffix else (prefix[:-1], prefix[-1:])
@@ -94,7 +110,7 @@ class PrefixPool:
         self.device = device
         ids, mask = pad(prefixes, pad_id(loaded), left=False, device=device)
         head = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}  # the prefix needs no logits
-        cache = loaded.model(input_ids=ids, attention_mask=mask, use_cache=True, **head).past_key_values
+        cache = returned_cache(loaded.model(input_ids=ids, attention_mask=mask, use_cache=True, **head))
         self.layers = [(layer.keys, layer.values) for layer in cache.layers]
         self.lengths = mask.sum(1)
         self.real_tokens, self.padded_tokens = int(mask.sum()), ids.numel()
@@ -125,8 +141,8 @@ def forward_rows(
         input_ids=ids,
         attention_mask=attention,
         position_ids=prefix.positions(mask),
-        past_key_values=prefix.cache,
         use_cache=use_cache,
+        **cache_argument(loaded.model, prefix.cache),
         **kwargs,
     )
-    return (out.logits if kwargs else out.logits[keep]), out.past_key_values, attention
+    return (out.logits if kwargs else out.logits[keep]), returned_cache(out), attention

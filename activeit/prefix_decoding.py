@@ -33,7 +33,7 @@ from activeit.batching import (
 )
 from activeit.devices import model_device
 from activeit.models import LoadedModel
-from activeit.prefix_cache import encode_prefixes, forward_rows, non_empty_suffix
+from activeit.prefix_cache import cache_argument, encode_prefixes, forward_rows, non_empty_suffix
 from activeit.settings import TOKEN_BUDGET
 
 
@@ -225,8 +225,8 @@ def _decode(
             input_ids=chosen[:, None],
             attention_mask=mask,
             position_ids=position[:, None],
-            past_key_values=cache,
             use_cache=True,
+            **cache_argument(model, cache),
         ).logits[:, -1]
         position = position + 1
         stats.decoded_tokens += len(active)

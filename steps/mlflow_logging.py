@@ -8,6 +8,7 @@ per pipeline run); reading back (:func:`metric_rows`) takes an explicit tracking
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,6 +50,21 @@ DESCRIPTION_TAG = "mlflow.note.content"
 #: The evaluation metrics again with ``step`` = training tasks (the base model at 0), so
 #: that the UI charts them against the budget as well as against the round.
 BY_TASKS_PREFIX = "by_training_tasks/"
+
+
+class _NoAutologWarning(logging.Filter):
+    """Drops ZenML's "Failed to disable MLflow autologging for ... ['fastai']": ZenML
+    disables autologging for every framework MLflow knows, and fastai is not installed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to disable MLflow autologging")
+
+
+def quiet_autolog_warning() -> None:
+    """Silence that warning at its source, ZenML's MLflow tracker logger (once)."""
+    logger = logging.getLogger("zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker")
+    if not any(isinstance(f, _NoAutologWarning) for f in logger.filters):
+        logger.addFilter(_NoAutologWarning())
 
 
 def run_tags(config: ExperimentConfig) -> dict[str, str]:

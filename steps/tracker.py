@@ -16,7 +16,15 @@ from activeit.scores import ScoreTable
 from activeit.strategies import Selection
 from materializers.artifacts import ModelFolder
 from steps.common import fail_if_requested
-from steps.mlflow_logging import describe_model_version, log_and_register_model, log_config, log_round
+from steps.mlflow_logging import (
+    describe_model_version,
+    log_and_register_model,
+    log_config,
+    log_round,
+    quiet_autolog_warning,
+)
+
+quiet_autolog_warning()
 
 
 @step(enable_cache=False)
