@@ -27,7 +27,7 @@ supported() {  # supported PYTHON: a Python whose version is within MIN..MAX
 
 if [[ -n "${PYTHON:-}" ]]; then
     command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON: no such interpreter"
-    supported "$PYTHON" || fail "PYTHON=$PYTHON is Python $("$PYTHON" -V 2>&1); activeit needs 3.10 to 3.14"
+    supported "$PYTHON" || fail "PYTHON=$PYTHON is $("$PYTHON" -V 2>&1); activeit needs Python 3.10 to 3.14"
 else
     for candidate in python3 python3.14 python3.13 python3.12 python3.11 python3.10 python; do
         if command -v "$candidate" >/dev/null && supported "$candidate"; then
