@@ -16,6 +16,7 @@ from activeit.settings import EvaluationSettings
 from activeit.generation import greedy_generate
 from activeit.models import load_model
 from activeit.prompts import PromptFormatter
+from activeit.batching import length_grouped_batches
 from activeit.launch import launch_finetune
 from activeit.settings import TrainingSettings
 from activeit.tasks import Instance, Task
@@ -27,7 +28,6 @@ from activeit.training import (
     TrainingExample,
     TrainingResult,
     finetune,
-    length_grouped_batches,
     truncate_target,
 )
 
