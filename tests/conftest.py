@@ -73,14 +73,6 @@ def network_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     return calls
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (for a process group's rendezvous)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def _write_niv2(root: Path, tasks: dict[str, Any], train: list[str], test: list[str], split_dir: str = "default") -> Path:
     """A small NIV2 tree: task name -> dict (written as JSON) or str (written as is)."""
