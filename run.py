@@ -129,9 +129,10 @@ def plan_runs(args: argparse.Namespace) -> tuple[list[ExperimentConfig], bool]:
     base = load_experiment(args)
     seeds = parse_list(args.seeds, "--seeds", int) if args.seeds is not None else base.study.seeds or [base.seed]
     if args.compare is not None:
-        strategies = parse_list(args.compare, "--compare")
-        if len(strategies) < 2:
+        named = [name.strip() for name in args.compare.split(",") if name.strip()]
+        if len(set(named)) < 2 or len(set(named)) != len(named):
             raise ConfigError("--compare needs at least two different strategies, e.g. uncertainty,random")
+        strategies = parse_list(args.compare, "--compare")
     elif args.strategy is not None:
         strategies = parse_list(args.strategy, "--strategy")
     else:
