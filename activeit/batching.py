@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -22,6 +23,17 @@ Ids = tuple[int, ...]
 Sizes = Sequence[int] | Mapping[int, int]
 #: Training's length grouping sorts examples within mega-batches of this many batches.
 MEGA_BATCH_FACTOR = 50
+
+
+@dataclass
+class PassStats:
+    """Token counts of batched forward passes (for benchmarks and padding checks)."""
+
+    prefix_tokens: int = 0  # shared prompt prefixes, each run once per pool or batch
+    suffix_tokens: int = 0  # the rows' own tokens in their first pass
+    padded_tokens: int = 0  # every slot of the padded batches
+    forward_passes: int = 0
+    logit_positions: int = 0  # positions whose vocabulary logits were computed
 
 
 def plan_batches(

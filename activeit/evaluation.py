@@ -196,7 +196,7 @@ def evaluate_model(
     """
     from tqdm.auto import tqdm
 
-    from activeit.generation import greedy_predictions
+    from activeit.prefix_decoding import greedy_decode
     from activeit.prompts import PromptFormatter
 
     formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
@@ -205,7 +205,7 @@ def evaluate_model(
     was_training = loaded.model.training
     loaded.model.eval()
     try:
-        generated = greedy_predictions(
+        generated = greedy_decode(
             loaded,
             prompts,
             max_new_tokens=config.max_new_tokens,

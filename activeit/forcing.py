@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from activeit.batching import (
+    PassStats,
     longest_first,
     mean_per_row,
     pad,
@@ -42,15 +43,8 @@ class ForcedPair:
     target: tuple[int, ...]
 
 
-@dataclass
-class ForcingStats:
-    """Token counts of the teacher-forcing phase (for benchmarks and padding checks)."""
-
-    prefix_tokens: int = 0
-    suffix_tokens: int = 0
-    padded_tokens: int = 0
-    forward_passes: int = 0
-    logit_positions: int = 0
+class ForcingStats(PassStats):
+    """Token counts of the teacher-forcing phase."""
 
 
 @torch.inference_mode()

@@ -1,9 +1,8 @@
-"""Greedy decoding: transformers' ``generate``, and the choice of the decoder for a model.
+"""Greedy decoding with transformers' ``generate``: the path of seq2seq and sliding-window models.
 
 Causal full-attention models decode through the shared-prefix decoder
 (:mod:`activeit.prefix_decoding`), which runs a prompt prefix shared by several rows once;
-seq2seq and sliding-window models use ``generate`` (:func:`greedy_generate`), which is also
-the reference the shared-prefix decoder is tested against.
+``generate`` is also the reference that decoder is tested against.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 from activeit.batching import (
-    Ids,
     cut_at_eos,
     eos_ids,
     longest_first,
@@ -23,8 +21,6 @@ from activeit.batching import (
 )
 from activeit.devices import model_device
 from activeit.models import LoadedModel
-from activeit.prefix_cache import supports_prefix_reuse
-from activeit.prefix_decoding import greedy_decode
 from activeit.settings import TOKEN_BUDGET
 
 #: Rows per ``generate`` call at most, whatever the token budget.
@@ -69,19 +65,3 @@ def greedy_generate(
             results[index] = cut_at_eos(tokens, stop)
     return results
 
-
-def greedy_predictions(
-    loaded: LoadedModel,
-    prompts: Sequence[tuple[Ids, Ids]],
-    max_new_tokens: int = 128,
-    token_budget: int = TOKEN_BUDGET,
-    wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
-) -> list[list[int]]:
-    """Greedy continuations of ``(prefix, suffix)`` prompts, in order, cut before the first EOS.
-
-    The shared-prefix decoder where prefix reuse is exact (each distinct prefix of a batch
-    runs once), else ``generate`` on ``prefix + suffix``: the same tokens either way.
-    """
-    if supports_prefix_reuse(loaded):
-        return [list(tokens) for tokens in greedy_decode(loaded, prompts, max_new_tokens, token_budget, wrap)]
-    return greedy_generate(loaded, [prefix + suffix for prefix, suffix in prompts], max_new_tokens, token_budget, wrap)

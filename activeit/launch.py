@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from activeit.errors import TrainingError
+from activeit.errors import ActiveITError, TrainingError
+from activeit.outputs import check_output_dir
 from activeit.settings import TrainingSettings
 from activeit.tasks import Task
 from activeit.training import METRICS_FILE, TrainingResult, finetune, resolve_mixed_precision
@@ -33,12 +34,13 @@ def train(
     *,
     cpu: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainingResult:
     """Fine-tune here, or under ``accelerate launch`` when ``config.num_processes > 1`` or
     when ``cpu`` asks for CPU processes on a machine that has a GPU."""
     if config.num_processes > 1 or (cpu and torch.cuda.is_available()):
-        return launch_finetune(model_name, tasks, out_dir, config, cpu=cpu, progress=progress)
-    return finetune(model_name, tasks, out_dir, config, progress=progress)
+        return launch_finetune(model_name, tasks, out_dir, config, cpu=cpu, progress=progress, overwrite=overwrite)
+    return finetune(model_name, tasks, out_dir, config, progress=progress, overwrite=overwrite)
 
 
 def _free_port() -> int:
@@ -54,6 +56,7 @@ def launch_finetune(
     config: TrainingSettings = TrainingSettings(),
     cpu: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainingResult:
     """Run :func:`~activeit.training.finetune` in ``config.num_processes`` processes with ``accelerate launch``.
 
@@ -62,7 +65,7 @@ def launch_finetune(
     that talk over gloo; otherwise one process per GPU. Raises :class:`TrainingError`
     when the launched run fails.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "output folder", overwrite)
     num_processes = config.num_processes
     cpu = cpu or not torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
@@ -74,6 +77,7 @@ def launch_finetune(
             "out_dir": str(out_dir.resolve()),
             "config": config.model_dump(),
             "progress": progress,
+            "overwrite": overwrite,
             "error_file": str(error_file),
         }), encoding="utf-8")
         command = [
@@ -114,8 +118,9 @@ def _launched_main(spec_path: str) -> int:
             spec["out_dir"],
             TrainingSettings.model_validate(spec["config"]),
             progress=spec["progress"],
+            overwrite=spec["overwrite"],
         )
-    except TrainingError as exc:
+    except ActiveITError as exc:
         if os.environ.get("RANK", "0") == "0":
             Path(spec["error_file"]).write_text(str(exc), encoding="utf-8")
         print(f"error: {exc}", file=sys.stderr)

@@ -221,6 +221,45 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def check_model(name: str, chat: bool | None = None) -> None:
+    """Check, before anything runs, that ``name`` can be loaded: a local folder has a
+    config, complete safetensors weights and a tokenizer (with a chat template when
+    ``chat``); a hub id needs a network. Reads headers, not weights; one
+    :class:`ModelLoadError` line naming the problem and the fix."""
+    source = resolve_model_path(name)
+    local = Path(source).expanduser()
+    if not local.exists():
+        if source.startswith((".", "/", "~")) or source.count("/") > 1:
+            raise ModelLoadError(f"model folder '{source}' does not exist (--model / model: names a folder, "
+                                 f"a hub id or a built-in model: {', '.join((DEFAULT_MODEL, *TINY_MODELS))})")
+        if reason := hub_unreachable_reason():
+            raise ModelLoadError(f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
+                                 "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy")
+        return
+    if not (local / "config.json").is_file():
+        raise ModelLoadError(f"model folder '{local}' has no config.json: is it a Hugging Face model folder?")
+    weights = sorted(local.glob("*.safetensors"))
+    if not weights:
+        raise ModelLoadError(f"model folder '{local}' has no *.safetensors weights (only safetensors are loaded)")
+    from safetensors import safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelLoadError(f"model weights '{file}' are unreadable ({str(exc).splitlines()[0]}): "
+                                 "truncated or corrupt; save or copy the model again") from None
+    if not any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model")):
+        raise ModelLoadError(f"model folder '{local}' has no tokenizer files (save the tokenizer with the model)")
+    if chat:
+        from transformers import AutoTokenizer
+
+        if not getattr(AutoTokenizer.from_pretrained(str(local)), "chat_template", None):
+            raise ModelLoadError(f"model '{name}' has no chat template, so chat: true / --chat cannot wrap its "
+                                 "prompts; use --no-chat (chat: false) or a chat model")
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     *,

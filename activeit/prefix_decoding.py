@@ -24,6 +24,7 @@ from transformers.cache_utils import DynamicLayer
 
 from activeit.batching import (
     Ids,
+    PassStats,
     eos_ids,
     pad,
     pad_id,
@@ -32,8 +33,15 @@ from activeit.batching import (
     token_nll,
 )
 from activeit.devices import model_device
+from activeit.generation import greedy_generate
 from activeit.models import LoadedModel
-from activeit.prefix_cache import cache_argument, encode_prefixes, forward_rows, non_empty_suffix
+from activeit.prefix_cache import (
+    cache_argument,
+    encode_prefixes,
+    forward_rows,
+    non_empty_suffix,
+    supports_prefix_reuse,
+)
 from activeit.settings import TOKEN_BUDGET
 
 
@@ -89,36 +97,32 @@ class ScoredContinuation:
 
 
 @dataclass
-class DecodingStats:
-    """Token counts of the decoding phase (for benchmarks)."""
+class DecodingStats(PassStats):
+    """Token counts of the decoding phase."""
 
-    prefix_tokens: int = 0
-    suffix_tokens: int = 0
     decoded_tokens: int = 0  # tokens fed back one at a time (the continuations)
-    padded_tokens: int = 0
-    forward_passes: int = 0
-    logit_positions: int = 0
 
 
-@torch.inference_mode()
 def greedy_decode(
     loaded: LoadedModel,
     prompts: Sequence[tuple[Ids, Ids]],
     max_new_tokens: int = 128,
     token_budget: int = TOKEN_BUDGET,
     wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
-) -> list[tuple[int, ...]]:
+) -> list[list[int]]:
     """Greedy continuations of ``(prefix, suffix)`` prompts, in order, cut before their stop token.
 
-    The same tokens as ``generate`` on ``prefix + suffix``
-    (:func:`activeit.generation.greedy_generate`); each distinct prefix of a batch runs once.
-    ``wrap`` may wrap the list of batches (e.g. in a progress bar).
+    Through the shared-prefix decoder (each distinct prefix of a batch runs once) where
+    prefix reuse is exact (:func:`activeit.prefix_cache.supports_prefix_reuse`), else
+    ``generate`` on ``prefix + suffix`` (:func:`activeit.generation.greedy_generate`): the
+    same tokens either way. ``wrap`` may wrap the list of batches (e.g. in a progress bar).
     """
+    if not supports_prefix_reuse(loaded):
+        return greedy_generate(loaded, [prefix + suffix for prefix, suffix in prompts], max_new_tokens, token_budget, wrap)
     decoded = _decode_batches(loaded, prompts, None, max_new_tokens, token_budget, DecodingStats(), wrap)
-    return [continuation.tokens for continuation in decoded]
+    return [list(continuation.tokens) for continuation in decoded]
 
 
-@torch.inference_mode()
 def greedy_decode_scored(
     loaded: LoadedModel,
     prompts: Sequence[tuple[Ids, Ids]],
@@ -139,6 +143,7 @@ def greedy_decode_scored(
     return _decode_batches(loaded, prompts, final_token, max_new_tokens, token_budget, stats)
 
 
+@torch.inference_mode()
 def _decode_batches(
     loaded: LoadedModel,
     prompts: Sequence[tuple[Ids, Ids]],

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +36,7 @@ import torch
 from activeit.batching import length_grouped_batches, pad, pad_id
 from activeit.errors import TrainingError
 from activeit.models import LoadedModel, load_model
+from activeit.outputs import check_output_dir, output_dir
 from activeit.prompts import PromptFormatter
 from activeit.settings import TrainingSettings
 from activeit.tasks import Task
@@ -187,21 +185,13 @@ def resolve_mixed_precision(setting: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def _save_atomically(loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any]) -> None:
-    """Write model, tokenizer and metrics to a temp folder next to ``out_dir``, then rename."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    try:
+def _save(loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any], overwrite: bool) -> None:
+    """Write model, tokenizer and metrics into ``out_dir`` at once (a temporary sibling,
+    renamed at the end): a failure leaves whatever was there before untouched."""
+    with output_dir(out_dir, overwrite) as tmp:
         model.save_pretrained(tmp)  # transformers 5 always writes safetensors
         loaded.tokenizer.save_pretrained(tmp)
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def finetune(
@@ -210,8 +200,10 @@ def finetune(
     out_dir: str | Path,
     config: TrainingSettings = TrainingSettings(),
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainingResult:
-    """Fine-tune ``model_name`` on ``tasks``; write the model to ``out_dir``.
+    """Fine-tune ``model_name`` on ``tasks``; write the model to ``out_dir``, which must be
+    new, empty, or a folder activeit wrote (``overwrite`` replaces anything).
 
     Runs in the current process, or as one of several when started by
     ``accelerate launch`` (then every process calls this with the same arguments and the
@@ -224,7 +216,7 @@ def finetune(
     from transformers import get_constant_schedule_with_warmup
 
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "output folder", overwrite)
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
@@ -323,7 +315,7 @@ def finetune(
     metrics["wall_time_s"] = time.perf_counter() - started  # loading + training, not saving
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _save_atomically(loaded, accelerator.unwrap_model(model), out_dir, metrics)
+        _save(loaded, accelerator.unwrap_model(model), out_dir, metrics, overwrite)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainingResult(out_dir, metrics)

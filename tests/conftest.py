@@ -51,6 +51,29 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture
+def network_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every DNS lookup and connection attempt of the test, recorded; each fails at once,
+    as on a machine without a network. A test asserts how many it allows (none, one)."""
+    import socket
+
+    calls: list[tuple[str, Any]] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(("getaddrinfo", host))
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        calls.append(("connect", address))
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    return calls
+
+
+
 def _write_niv2(root: Path, tasks: dict[str, Any], train: list[str], test: list[str], split_dir: str = "default") -> Path:
     """A small NIV2 tree: task name -> dict (written as JSON) or str (written as is)."""
     (root / "tasks").mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,19 @@
 """Scoring test helpers: handmade tasks, and a script scoring them (run under accelerate).
 
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 tests/score_worker.py OUT.json
+
+Each process also writes ``OUT.rank<i>.json``: the tokens its model was fed, which shows
+that it scored its share of the pool only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from activeit.settings import ScoringSettings
 from activeit.tasks import Example, Instance, Task
@@ -41,13 +47,32 @@ def handmade_tasks(count: int = 5) -> list[Task]:
     return tasks
 
 
+@contextlib.contextmanager
+def counting_tokens(model: Any) -> Iterator[list[int]]:
+    """``[n]``: the token ids fed to ``model``'s forward passes while inside (a real hook)."""
+    fed = [0]
+
+    def count(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        fed[0] += 0 if ids is None else int(ids.numel())
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield fed
+    finally:
+        handle.remove()
+
+
 def main(out: str, model: str = "tiny-llama") -> None:
     from activeit.models import load_model
     from activeit.devices import process_state
     from activeit.scoring import score_tasks
 
     state = process_state()
-    table = score_tasks(load_model(model), handmade_tasks(), WORKER_CONFIG, progress=False)
+    loaded = load_model(model)
+    with counting_tokens(loaded.model) as fed:
+        table = score_tasks(loaded, handmade_tasks(), WORKER_CONFIG, progress=False)
+    Path(f"{out}.rank{state.process_index}.json").write_text(json.dumps({"tokens": fed[0]}))
     if state.is_main_process:
         Path(out).write_text(json.dumps(table.to_dict() | {"processes": state.num_processes}))
     state.wait_for_everyone()

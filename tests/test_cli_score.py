@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from activeit.cli import main
+from activeit.launch import _free_port as free_port
 from activeit.scores import ScoreTable
 
 FAST = ["--source", "builtin", "--model", "tiny-llama", "--n", "2", "--k", "2", "--max-new-tokens", "4",
         "--max-tasks", "4", "--no-progress"]
 
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -32,9 +37,37 @@ def test_score_writes_table_detail_and_map(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_score_parquet_and_other_perturbation(tmp_path: Path) -> None:
-    args = ["score", *FAST, "--out", str(tmp_path), "--format", "parquet", "--perturbation", "drop_examples"]
+    args = ["score", *FAST, "--out", str(tmp_path / "drop"), "--format", "parquet", "--perturbation", "drop_examples"]
     assert main(args) == 0
-    assert len(ScoreTable.load(tmp_path / "scores.parquet")) == 4
+    dropped = ScoreTable.load(tmp_path / "drop" / "scores.parquet")
+    assert main(["score", *FAST, "--out", str(tmp_path / "words")]) == 0
+    words = ScoreTable.load(tmp_path / "words" / "scores.csv")
+    assert dropped.tasks == words.tasks and len(dropped) == 4
+    # the same predictions (same original prompt), other perturbed prompts: other p_ij
+    assert [s.p0 for s in dropped.instances] == pytest.approx([s.p0 for s in words.instances], rel=1e-6)
+    assert all(a.p != pytest.approx(b.p, rel=1e-6) for a, b in zip(dropped.instances, words.instances))
+
+
+def test_score_with_two_processes(tmp_path: Path) -> None:
+    """``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m activeit score ...``
+    (README): the same table as one process, written once, the pool split between the processes."""
+    single = tmp_path / "single"
+    assert main(["score", *FAST, "--out", str(single)]) == 0
+    launched = tmp_path / "launched"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), "-m", "activeit", "score",
+               *(a for a in FAST if a != "--no-progress"), "--out", str(launched)]
+    env = os.environ | {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "scoring (process 0 of 2)" in done.stderr  # the main process's progress bar
+    assert done.stdout.count("scored 4 tasks") == 1  # ... and it alone reports and writes
+    one, two = ScoreTable.load(single / "scores.csv"), ScoreTable.load(launched / "scores.csv")
+    assert two.tasks == one.tasks and len(two.instances) == len(one.instances)
+    for mine, theirs in zip(one, two):
+        assert (theirs.pu, theirs.pp) == pytest.approx((mine.pu, mine.pp), abs=1e-6)
+    assert [s.prediction for s in two.instances] == [s.prediction for s in one.instances]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny_tasks import constant_task
+
 from activeit.cli import main
 from activeit.cli.common import read_task_names
 from activeit.errors import PoolError
@@ -67,3 +69,42 @@ def test_unknown_task_names_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "word_list_count (did you mean word_lists_count?), nope" in err
     assert not (tmp_path / "m").exists()
+
+
+def _constant_task_file(path: Path, n: int) -> Path:
+    """A Self-Instruct JSONL file holding one constant-answer task (``say_banana``)."""
+    task = constant_task(n=n)
+    record = {"name": task.name, "instruction": task.definition,
+              "instances": [{"input": i.input, "output": i.outputs[0]} for i in task.instances]}
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    return path
+
+
+def test_train_with_two_processes_learns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``train --num-processes 2``: two CPU processes under accelerate launch share the batches."""
+    tasks = _constant_task_file(tmp_path / "tasks.jsonl", n=34)  # 2 demonstrations + 32 instances
+    model = tmp_path / "model"
+    code = main(["train", "--source", "self-instruct", "--path", str(tasks), "--tasks", "say_banana",
+                 "--model", "tiny-llama", "--out", str(model), "--num-processes", "2", "--epochs", "4",
+                 "--batch-size", "4", "--lr", "1e-2", "--warmup-steps", "0", "--no-chat", "--no-progress"])
+    assert code == 0
+    assert "examples 32, steps 16, processes 2" in capsys.readouterr().out  # 8 batches per epoch, halved
+    metrics = json.loads((model / "training_metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["final_loss"] < 1.0 < 5 < metrics["loss_curve"][0]
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(model), "--source", "self-instruct", "--path", str(tasks),
+                 "--tasks", "say_banana", "--max-instances", "4", "--max-new-tokens", "3", "--no-chat",
+                 "--out", str(out), "--no-progress"]) == 0
+    predictions = [json.loads(line)["prediction"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 4 and all(p.split() and set(p.split()) == {"banana"} for p in predictions)
+
+
+def test_non_finite_loss_stops_training_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model"
+    code = main(["train", "--source", "builtin", "--tasks", "numbers_add", "--model", "tiny-llama", "--out", str(out),
+                 "--max-instances", "8", "--batch-size", "8", "--epochs", "2", "--lr", "inf", "--warmup-steps", "0",
+                 "--no-chat", "--no-progress"])
+    assert code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: non-finite loss") and "at step 2 " in errors[0]
+    assert list(tmp_path.iterdir()) == []  # no model written

@@ -24,7 +24,23 @@ def test_shipped_configs_validate(path: Path) -> None:
     config = load_config(path)
     assert isinstance(config, ExperimentConfig)
     assert config.tasks_needed >= config.initial_tasks
-    assert config.registered_model_name == f"{config.tracking.experiment}-{config.strategy}"
+    assert config.registered_model_name == REGISTERED_MODELS[path.stem]
+
+
+#: The MLflow registered model of each shipped config (its experiment, then its strategy).
+REGISTERED_MODELS = {
+    "default": "activeit-default-uncertainty", "smoke": "activeit-smoke-uncertainty",
+    "niv2": "activeit-niv2-uncertainty", "self_instruct": "activeit-self-instruct-uncertainty",
+    "remote": "activeit-niv2-t5-large-uncertainty",
+}
+
+
+def test_registered_model_follows_the_strategy() -> None:
+    config = parse_config({"strategy": "random", "tracking": {"experiment": "exp"}})
+    assert config.registered_model_name == "exp-random"
+    assert parse_config(config.model_dump(), overrides={"strategy": "high-perplexity"}).registered_model_name == (
+        "exp-high-perplexity"
+    )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

@@ -17,9 +17,10 @@ from activeit.evaluation import (
     rouge_l,
     score_predictions,
 )
-from activeit.generation import greedy_generate, greedy_predictions
+from activeit.generation import greedy_generate
 from activeit.models import load_model
 from activeit.prefix_cache import supports_prefix_reuse
+from activeit.prefix_decoding import greedy_decode
 from activeit.prompts import PromptFormatter
 from activeit.settings import EvaluationSettings
 from activeit.tasks import Instance, Task
@@ -130,7 +131,7 @@ def test_evaluation_decodes_the_same_tokens_as_generate(name: str, early_stops: 
         loaded.model.generation_config.eos_token_id = [loaded.tokenizer.eos_token_id, *stops]
 
     expected = greedy_generate(loaded, full, config.max_new_tokens)
-    shared = greedy_predictions(loaded, [formatter.shared_split(p) for p in encoded], config.max_new_tokens, 400)
+    shared = greedy_decode(loaded, [formatter.shared_split(p) for p in encoded], config.max_new_tokens, 400)
     assert shared == expected
     assert (len({len(tokens) for tokens in shared}) > 1) == early_stops
     report = evaluate_model(loaded, tasks, config, progress=False)

@@ -25,7 +25,8 @@ from activeit.scoring import score_tasks
 from activeit.scoring_reference import forced_nll, reference_scores
 from activeit.settings import ScoringSettings
 from activeit.tasks import Task
-from score_worker import WORKER_CONFIG, handmade_tasks
+from activeit.launch import _free_port as free_port
+from score_worker import WORKER_CONFIG, counting_tokens, handmade_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ScoringSettings(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
@@ -192,9 +193,21 @@ def test_scores_do_not_depend_on_order_or_chunking(llama, tasks: list[Task]) -> 
         assert second[row.task].pp == pytest.approx(row.pp, rel=1e-5)
 
 
-def test_seq2seq_scoring_runs(tasks: list[Task]) -> None:
-    table = score_tasks(load_model("tiny-t5"), tasks[:2], SMALL, progress=False)
-    assert len(table) == 2 and all(0 <= r.pu <= 1 and 0 < r.pp <= 1 for r in table)
+def test_seq2seq_scoring_matches_plain_loop(tasks: list[Task]) -> None:
+    """The encoder-decoder path of the fast scorer against the plain scorer, value by value."""
+    t5 = load_model("tiny-t5")
+    table = score_tasks(t5, tasks[:2], SMALL, progress=False)
+    reference = reference_scores(t5, tasks[:2], SMALL)
+    for task, plain in zip(tasks[:2], reference):
+        detail = table.instances_of(task.name)
+        assert [s.instance_id for s in detail] == [i.instance_id for i in plain.instances]
+        for score, instance in zip(detail, plain.instances):
+            assert score.prediction_tokens == len(instance.target)
+            expected = [math.exp(-value) for value in instance.nll]
+            assert score.p0 == pytest.approx(expected[0], abs=1e-6)
+            assert score.p == pytest.approx(expected[1:], abs=1e-6)
+        assert (table[task.name].pu, table[task.name].pp) == pytest.approx((plain.pu, plain.pp), abs=1e-6)
+    assert len({row.pu for row in table}) == 2 and all(row.pu > 0 for row in table)
 
 
 def test_scoring_errors(llama, tasks: list[Task]) -> None:
@@ -237,18 +250,23 @@ def test_score_table_round_trip(tmp_path: Path, suffix: str) -> None:
 
 
 def test_two_processes_gather_the_single_process_table(tmp_path: Path, llama, tasks: list[Task]) -> None:
+    """Each process scores its share of the pool (fewer tokens than one process scoring
+    all of it) and every process ends with the whole table, equal to one process's."""
     out = tmp_path / "table.json"
     env = os.environ | {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", "29517", str(ROOT / "tests" / "score_worker.py"), str(out),
+        "--main_process_port", str(free_port()), str(ROOT / "tests" / "score_worker.py"), str(out),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     gathered = ScoreTable.from_dict(json.loads(out.read_text()))
     assert gathered.meta["processes"] == 2
-    single = score_tasks(llama, tasks, WORKER_CONFIG, progress=False)
+    with counting_tokens(llama.model) as fed:
+        single = score_tasks(llama, tasks, WORKER_CONFIG, progress=False)
+    shares = [json.loads(Path(f"{out}.rank{rank}.json").read_text())["tokens"] for rank in (0, 1)]
+    assert all(0 < share < fed[0] for share in shares), (shares, fed[0])
     assert gathered.tasks == single.tasks
     for mine, theirs in zip(single, gathered):
         assert theirs.pu == pytest.approx(mine.pu, abs=1e-7)

@@ -7,9 +7,12 @@ import zenml_isolation  # noqa: F401  (must precede zenml)
 from pathlib import Path
 
 import pytest
+from tiny_tasks import constant_task
 
 from activeit.settings import EvaluationSettings, PoolSettings, ScoringSettings, TrainingSettings
-from activeit.models import tiny_model_folder
+from activeit.models import load_model, tiny_model_folder
+from activeit.scoring import score_tasks
+from activeit.strategies import Selection
 from activeit.tasks import TaskPool
 from materializers import ModelFolder, PromptSet
 from steps import accelerate_finetuner, perturber, pool_loader, rouge_evaluator, selector, uncertainty_scorer
@@ -51,32 +54,47 @@ def test_perturber_covers_the_remaining_pool(pool: TaskPool) -> None:
 
 def test_scorer_then_uncertainty_selection(pool: TaskPool, tiny: ModelFolder) -> None:
     candidates = pool.train[:3]
-    prompts = PromptSet(1, perturber.entrypoint(pool, [t.name for t in pool.train[3:]], ScoringSettings(k=2, seed=0), 1).prompts)
+    prompts = PromptSet(1, perturber.entrypoint(pool, [t.name for t in pool.train[3:]], ScoringSettings(k=2, seed=3), 1).prompts)
     scoring = ScoringSettings(n=1, k=2, max_new_tokens=2, max_source_length=192, seed=0, chat=None)
     table, seconds = uncertainty_scorer.entrypoint(tiny, pool, prompts, scoring)
     assert table.tasks == tuple(t.name for t in candidates)
-    assert table.meta["round"] == 1 and seconds > 0
+    assert table.meta["round"] == 1 and isinstance(seconds, float)
+    # the step scores with the model it is given and the round's prompts, nothing else
+    direct = score_tasks(load_model(tiny.path), candidates, scoring, prompts=prompts.prompts, progress=False)
+    assert [(r.task, r.pu, r.pp) for r in table] == [(r.task, r.pu, r.pp) for r in direct]
+    assert len({r.pu for r in table}) == len(candidates)
     chosen, _ = selector.entrypoint(pool, [t.name for t in pool.train[3:]], "uncertainty", 1, 0, None, 1, scores=table)
     assert chosen.tasks == (sorted(table.rows, key=lambda r: (-r.pu, r.task))[0].task,)
 
 
-def test_finetuner_and_evaluator(pool: TaskPool, tmp_path: Path) -> None:
-    training = TrainingSettings(epochs=1, max_steps=1, batch_size=2, max_instances_per_task=1,
-                               max_source_length=128, max_target_length=4, warmup_steps=0)
-    selection, trained = selector.entrypoint(pool, [], "random", 2, 0, None, 0)
-    model, metrics = accelerate_finetuner.entrypoint("tiny-llama", pool, trained, selection, training, 0)
+def test_finetuner_and_evaluator(tmp_path: Path) -> None:
+    """The finetuner trains on the named tasks (a constant answer, learnt), and the
+    evaluator scores the pool's test split with that model (ROUGE-L 100 after, ~0 before)."""
+    pool = TaskPool({"train": (constant_task("say_yes", "yes", n=8), constant_task(n=8, seed=2)),
+                     "test": (constant_task("answer_yes", "yes", n=4, seed=1),)}, name="yes")
+    training = TrainingSettings(epochs=8, batch_size=4, learning_rate=1e-2, warmup_steps=0, max_instances_per_task=8,
+                               max_source_length=64, max_target_length=4, chat=False)
+    selection = Selection("random", 0, 0, ("say_yes",))
+    model, metrics = accelerate_finetuner.entrypoint("tiny-llama", pool, ["say_yes"], selection, training, 0)
     assert (Path(model.path) / "model.safetensors").exists()
     assert model.round == 0 and model.base_model == "tiny-llama"
-    assert metrics["steps"] == 1 and metrics["num_tasks"] == 2
-    small = TaskPool({"train": pool.train[:1], "test": pool.test[:2]}, name="small")
-    report = rouge_evaluator.entrypoint(model, small, EvaluationSettings(max_instances_per_task=1, max_new_tokens=2))
-    assert set(report.per_task) == {t.name for t in pool.test[:2]}
-    assert 0.0 <= report.overall["rougeL"] <= 100.0
+    assert metrics["steps"] == 16 and metrics["num_tasks"] == 1 and metrics["num_examples"] == 8
+    assert metrics["final_loss"] < metrics["loss_curve"][0] / 10
+    evaluation = EvaluationSettings(max_instances_per_task=4, max_new_tokens=3, chat=False)
+    report = rouge_evaluator.entrypoint(model, pool, evaluation)
+    assert set(report.per_task) == {"answer_yes"}
+    assert report.overall["rougeL"] == 100.0 and {p["prediction"] for p in report.predictions} == {"yes"}
+    base = rouge_evaluator.entrypoint(ModelFolder(str(tiny_model_folder("tiny-llama")), "tiny-llama", 0), pool, evaluation)
+    assert base.overall["rougeL"] < 50
 
 
-def test_injected_failure_needs_a_running_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(FAIL_STEP_ENV, "selector_round_0")
-    fail_if_requested()  # called outside a pipeline: nothing to match, no error
+def test_injected_failure_needs_a_running_step(pool: TaskPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step function called directly (tests, notebooks) is not a pipeline step: the
+    failure switch (tests/test_pipeline.py makes real steps fail) leaves it alone."""
+    expected = selector.entrypoint(pool, [], "random", 2, 0, None, 0)
+    monkeypatch.setenv(FAIL_STEP_ENV, "pool_loader,selector_round_0")
+    assert fail_if_requested() is None
+    assert selector.entrypoint(pool, [], "random", 2, 0, None, 0) == expected
 
 
 def test_finetuner_launches_several_processes(pool: TaskPool) -> None:

@@ -75,7 +75,9 @@ def test_round_zero_is_shared_per_seed_through_the_cache(study_dir: Path, stack:
     for seed in (0, 1):
         first, second = (Client().get_pipeline_run(_pair_runs(stack)[s, seed].info.run_name)
                          for s in ("uncertainty", "random"))
-        assert first.steps["accelerate_finetuner_round_0"].status == ExecutionStatus.COMPLETED
+        # the first strategy trained round 0 (or found it cached by an earlier smoke run of this
+        # worker's store); the second one always reuses it
+        assert first.steps["accelerate_finetuner_round_0"].status in (ExecutionStatus.COMPLETED, ExecutionStatus.CACHED)
         assert second.steps["accelerate_finetuner_round_0"].status == ExecutionStatus.CACHED
         assert second.steps["base_evaluator"].status == ExecutionStatus.CACHED
         model = [run.steps["accelerate_finetuner_round_0"].outputs["model_round_0"][0].id for run in (first, second)]
