@@ -31,7 +31,7 @@ def test_shipped_configs_validate(path: Path) -> None:
 REGISTERED_MODELS = {
     "default": "activeit-default-uncertainty", "smoke": "activeit-smoke-uncertainty",
     "niv2": "activeit-niv2-uncertainty", "self_instruct": "activeit-self-instruct-uncertainty",
-    "remote": "activeit-niv2-t5-large-uncertainty",
+    "remote": "activeit-niv2-t5-large-uncertainty", "niv2_study": "activeit-niv2-study-uncertainty",
 }
 
 
