@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -46,6 +46,9 @@ class TrackingSettings(Settings):
 
     experiment: str = "activeit"
     tracking_uri: str | None = None
+    #: Which rounds' models get a registered MLflow version (pointing at the stored ZenML
+    #: artifact; nothing is copied): every round, the last one, or none.
+    log_models: Literal["all", "last", "none"] = "all"
 
 
 class ZenMLSettings(Settings):
@@ -156,6 +159,11 @@ class ExperimentConfig(Settings):
         if self.strategy == "all":
             return self.initial_tasks
         return self.initial_tasks + self.rounds * self.tasks_per_round
+
+    def registers_model(self, round_index: int) -> bool:
+        """Whether round ``round_index``'s model gets a registered version (``tracking.log_models``)."""
+        last = round_index == self.selection_rounds
+        return self.tracking.log_models == "all" or (self.tracking.log_models == "last" and last)
 
     @property
     def registered_model_name(self) -> str:
