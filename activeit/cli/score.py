@@ -21,6 +21,7 @@ from activeit.cli.common import add_pool_arguments, pool_from_args
 from activeit.cli.flags import add_settings_arguments, settings_from_args
 from activeit.devices import place_model, process_state
 from activeit.errors import ActiveITError
+from activeit.launch import score
 from activeit.models import DEFAULT_MODEL, load_model
 from activeit.scoring import score_tasks
 from activeit.settings import ScoringSettings
@@ -62,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if not tasks:
         raise ActiveITError(f"pool '{pool.name}' split '{args.split}' has no tasks to score")
     state = process_state()
-    loaded = place_model(load_model(args.model))
-    table = score_tasks(loaded, tasks, config, progress=not args.no_progress)
+    if state.num_processes > 1:  # started by `accelerate launch` itself: score this process's share
+        table = score_tasks(place_model(load_model(args.model)), tasks, config, progress=not args.no_progress)
+    else:  # here, or in --num-processes processes
+        table = score(args.model, tasks, config, progress=not args.no_progress)
     if state.is_main_process:
         write_outputs(args, config, table, tasks)
     if state.num_processes > 1:

@@ -9,7 +9,7 @@ from typing import Any
 from activeit.cli.common import add_pool_arguments, named_tasks, pool_from_args, read_task_names
 from activeit.cli.flags import add_settings_arguments, settings_from_args
 from activeit.launch import train
-from activeit.models import DEFAULT_MODEL
+from activeit.models import DEFAULT_MODEL, check_lora
 from activeit.settings import TrainingSettings
 from activeit.training import TrainingResult
 
@@ -51,6 +51,7 @@ def format_result(result: TrainingResult) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = settings_from_args(args, TrainingSettings, max_instances_per_task=args.max_instances)
+    check_lora(args.model, config.method, config.lora_target_modules)
     tasks = named_tasks(pool_from_args(args), read_task_names(args.tasks))
     result = train(args.model, tasks, args.out, config, cpu=args.cpu, progress=not args.no_progress)
     print(format_result(result))
