@@ -51,13 +51,27 @@ class TrackingSettings(Settings):
     log_models: Literal["all", "last", "none"] = "all"
 
 
+#: The pipeline steps that run a model: the ones ``zenml.step_settings`` can configure.
+MODEL_STEPS = ("base_evaluator", "uncertainty_scorer", "accelerate_finetuner", "rouge_evaluator")
+
+
 class ZenMLSettings(Settings):
     """Orchestration: a stack to use and pipeline settings passed to ZenML unchanged
     (``docker``, ``resources``, ``orchestrator.<flavor>``, ...)."""
 
     stack: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
+    #: Settings of single steps by step name (``accelerate_finetuner``, ``uncertainty_scorer``,
+    #: ``rouge_evaluator``, ...), on top of ``settings``: e.g. GPUs only for the steps that use them.
+    step_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     enable_cache: bool = True
+
+    @field_validator("step_settings")
+    @classmethod
+    def _model_steps(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            one_of(name, MODEL_STEPS, "step")
+        return value
 
 
 class StudySettings(Settings):
