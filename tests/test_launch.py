@@ -82,3 +82,10 @@ def test_log_models_decides_which_rounds_are_registered(log_models: str, registe
     config = ExperimentConfig(rounds=2, initial_tasks=1, tasks_per_round=1,
                               tracking=TrackingSettings(log_models=log_models))
     assert [r for r in range(3) if config.registers_model(r)] == registered
+
+
+def test_step_settings_name_a_model_step() -> None:
+    config = ExperimentConfig(zenml={"step_settings": {"accelerate_finetuner": {"resources": {"gpu_count": 2}}}})
+    assert config.zenml.step_settings["accelerate_finetuner"]["resources"]["gpu_count"] == 2
+    with pytest.raises(ConfigError, match="unknown step 'trainer'"):
+        ExperimentConfig(zenml={"step_settings": {"trainer": {}}})

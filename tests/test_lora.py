@@ -143,3 +143,18 @@ def test_an_adapter_whose_base_is_missing_is_one_error_line(adapter: TrainingRes
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: adapter ") and "base_model_name_or_path" in last
     assert "Traceback" not in done.stderr and not (tmp_path / "eval").exists()
+
+
+def test_run_py_refuses_lora_without_targets_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import run as run_py
+
+    monkeypatch.delitem(LORA_TARGET_MODULES, "llama")
+    config = tmp_path / "lora.yaml"
+    config.write_text("model: tiny-llama\nrounds: 1\ninitial_tasks: 2\ntasks_per_round: 2\n"
+                      "training:\n  method: lora\n")
+    assert run_py.main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: training.lora_target_modules: no default for model family")
+    assert list(tmp_path.iterdir()) == [config]
