@@ -69,16 +69,31 @@ def score(
     progress: bool = True,
 ) -> ScoreTable:
     """Score ``tasks`` with ``model_name`` here (placed on this process's device), or under
-    ``accelerate launch`` in ``config.num_processes`` processes, the pool split across them
-    and the table gathered (the same table as one process gives)."""
+    ``accelerate launch`` in ``config.num_processes`` processes (the main one writes the
+    gathered table, read back here): the same table as one process gives."""
     from activeit.devices import place_model
     from activeit.models import load_model
     from activeit.scoring import score_tasks
 
     check_processes(config.num_processes, "scoring.num_processes", cpu)
-    if config.num_processes > 1 or (cpu and torch.cuda.is_available()):
-        return launch_score(model_name, tasks, config, prompts, cpu=cpu, progress=progress)
-    return score_tasks(place_model(load_model(model_name)), tasks, config, prompts, progress=progress)
+    if not (config.num_processes > 1 or (cpu and torch.cuda.is_available())):
+        return score_tasks(place_model(load_model(model_name)), tasks, config, prompts, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
+        table_file = Path(work) / "table.json"
+        error = _launch({
+            "kind": "score",
+            "model_name": model_name,
+            "tasks": [t.to_dict() for t in tasks],
+            "prompts": {name: p.to_dict() for name, p in prompts.items()} if prompts is not None else None,
+            "config": config.model_dump(),
+            "progress": progress,
+            "out_file": str(table_file),
+        }, config.num_processes, "no", cpu, Path(work))
+        if error:
+            raise ActiveITError(f"scoring under accelerate launch failed: {error}")
+        if not table_file.exists():
+            raise ActiveITError("the launched scoring finished but wrote no score table")
+        return ScoreTable.from_dict(json.loads(table_file.read_text(encoding="utf-8")))
 
 
 def _free_port() -> int:
@@ -150,37 +165,8 @@ def launch_finetune(
     return TrainingResult(out_dir, json.loads(metrics_path.read_text(encoding="utf-8")))
 
 
-def launch_score(
-    model_name: str,
-    tasks: Sequence[Task],
-    config: ScoringSettings,
-    prompts: Mapping[str, PerturbedPrompts] | None = None,
-    cpu: bool = False,
-    progress: bool = True,
-) -> ScoreTable:
-    """Run :func:`~activeit.scoring.score_tasks` in ``config.num_processes`` processes with
-    ``accelerate launch``; the main process writes the gathered table, read back here.
-    Raises :class:`ActiveITError` when the launched run fails."""
-    with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
-        table_file = Path(work) / "table.json"
-        error = _launch({
-            "kind": "score",
-            "model_name": model_name,
-            "tasks": [t.to_dict() for t in tasks],
-            "prompts": {name: p.to_dict() for name, p in prompts.items()} if prompts is not None else None,
-            "config": config.model_dump(),
-            "progress": progress,
-            "out_file": str(table_file),
-        }, config.num_processes, "no", cpu, Path(work))
-        if error:
-            raise ActiveITError(f"scoring under accelerate launch failed: {error}")
-        if not table_file.exists():
-            raise ActiveITError("the launched scoring finished but wrote no score table")
-        return ScoreTable.from_dict(json.loads(table_file.read_text(encoding="utf-8")))
-
-
 def _run_spec(spec: dict[str, Any]) -> None:
-    """What one launched process does with a spec written by :func:`launch_finetune` or :func:`launch_score`."""
+    """What one launched process does with a spec written by :func:`launch_finetune` or :func:`score`."""
     tasks = [Task.from_dict(t) for t in spec["tasks"]]
     if spec["kind"] == "train":
         finetune(spec["model_name"], tasks, spec["out_dir"], TrainingSettings.model_validate(spec["config"]),
