@@ -33,6 +33,13 @@ from activeit.settings import SOURCES
 from activeit.strategies import STRATEGIES
 
 OUTPUTS = REPO_ROOT / "outputs"
+#: The config keys the command line overrides, and their flags (errors name the flag).
+OVERRIDE_FLAGS = {
+    "strategy": "--strategy", "rounds": "--rounds", "tasks_per_round": "--tasks-per-round",
+    "initial_tasks": "--initial-tasks", "seed": "--seed", "model": "--model", "pool.source": "--pool-source",
+    "pool.path": "--pool-path", "tracking.experiment": "--experiment", "schedule": "--schedule",
+    "study.strategies": "--compare", "study.seeds": "--seeds",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +105,7 @@ def load_experiment(
 ) -> ExperimentConfig:
     """The config file with the command-line overrides applied, validated."""
     pool_path = args.pool_path
-    if pool_path and args.pool_source != "hub" and Path(pool_path).expanduser().exists():
+    if pool_path and args.pool_source != "hub":  # relative to where the command was typed
         pool_path = str(Path(pool_path).expanduser().resolve())
     overrides: dict[str, Any] = {
         "strategy": strategy, "rounds": args.rounds, "tasks_per_round": args.tasks_per_round,
@@ -110,7 +117,7 @@ def load_experiment(
         overrides[f"study.{key}"] = value
     if args.no_cache:
         overrides["zenml.enable_cache"] = False
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, OVERRIDE_FLAGS)
 
 
 def plan_runs(args: argparse.Namespace) -> tuple[list[ExperimentConfig], bool]:
@@ -251,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             pool_size = check_pool(config)
             for each in configs:
                 each.check_budget(pool_size, f"the {each.pool.source} pool")
+            from activeit.models import check_model
+
+            check_model(config.model, config.chat)
             check_resources(config)
 
         from pipelines.stack import prepare_stack, use_repo_source_root

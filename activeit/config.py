@@ -44,7 +44,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 class TrackingSettings(Settings):
     """MLflow: one experiment per config; the stack's tracker URI unless one is given."""
 
-    experiment: str = "activeit"
+    experiment: str = Field(default="activeit", pattern=r"\S", description="MLflow experiment name (not blank)")
     tracking_uri: str | None = None
     #: Which rounds' models get a registered MLflow version (pointing at the stored ZenML
     #: artifact; nothing is copied): every round, the last one, or none.
@@ -241,9 +241,13 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def parse_config(
-    data: Mapping[str, Any] | None, source: str = "<config>", overrides: Mapping[str, Any] | None = None
+    data: Mapping[str, Any] | None,
+    source: str = "<config>",
+    overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> ExperimentConfig:
-    """Validate a config mapping; ``overrides`` maps dotted keys to values (None = keep)."""
+    """Validate a config mapping; ``overrides`` maps dotted keys to values (None = keep).
+    A bad override is blamed on its command-line flag (``flags``: dotted key -> flag)."""
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping of keys to values at the top level")
     merged = json.loads(json.dumps(dict(data or {})))
@@ -254,6 +258,10 @@ def parse_config(
         with validating_config():
             config = ExperimentConfig.model_validate(merged)
     except ValidationError as exc:
+        key = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        if overrides and overrides.get(key) is not None:
+            flag = (flags or {}).get(key, key)
+            raise ConfigError(describe_error(exc, "command line", lambda _: flag)) from None
         raise ConfigError(describe_error(exc, source)) from None
     return config.model_copy(update={"pool": config.pool.model_copy(update={"path": _resolve_pool_path(config.pool)})})
 
@@ -267,17 +275,45 @@ def _resolve_pool_path(pool: PoolSettings) -> str | None:
     return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML config; errors are one line naming the file and key."""
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (the last would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config(
+    path: str | Path = DEFAULT_CONFIG,
+    overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> ExperimentConfig:
+    """Read and validate a YAML config; errors are one line naming the file and key (or the
+    command-line flag of an override, see :func:`parse_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    if not text.strip():
+        raise ConfigError(f"{path}: the config file is empty (start from configs/default.yaml)")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None) or ""
+        detail = f": {problem}" if problem.startswith("duplicate key") else ""
+        raise ConfigError(f"{path}: not valid YAML{where}{detail}") from None
     if isinstance(data, Mapping):
         for section in SECTIONS:
             body = data.get(section)
@@ -285,7 +321,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: Mapping[str, Any] 
                 if isinstance(body, Mapping) and name in body:
                     raise ConfigError(f"{path}: key '{section}.{name}': set '{name}' once, at the top level "
                                       "(it applies to every section)")
-    return parse_config(data, str(path), overrides)
+    return parse_config(data, str(path), overrides, flags)
 
 
 #: The sections that are library settings, by key.

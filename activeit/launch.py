@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from activeit.errors import ActiveITError, ConfigError, TrainingError
+from activeit.outputs import check_output_dir
 from activeit.perturb import PerturbedPrompts
 from activeit.scores import ScoreTable
 from activeit.settings import ScoringSettings, TrainingSettings
@@ -50,13 +51,14 @@ def train(
     *,
     cpu: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainingResult:
     """Fine-tune here, or under ``accelerate launch`` when ``config.num_processes > 1`` or
     when ``cpu`` asks for CPU processes on a machine that has a GPU."""
     check_processes(config.num_processes, "training.num_processes", cpu)
     if config.num_processes > 1 or (cpu and torch.cuda.is_available()):
-        return launch_finetune(model_name, tasks, out_dir, config, cpu=cpu, progress=progress)
-    return finetune(model_name, tasks, out_dir, config, progress=progress)
+        return launch_finetune(model_name, tasks, out_dir, config, cpu=cpu, progress=progress, overwrite=overwrite)
+    return finetune(model_name, tasks, out_dir, config, progress=progress, overwrite=overwrite)
 
 
 def score(
@@ -138,6 +140,7 @@ def launch_finetune(
     config: TrainingSettings = TrainingSettings(),
     cpu: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainingResult:
     """Run :func:`~activeit.training.finetune` in ``config.num_processes`` processes with ``accelerate launch``.
 
@@ -146,7 +149,7 @@ def launch_finetune(
     that talk over gloo; otherwise one process per GPU. Raises :class:`TrainingError`
     when the launched run fails.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "output folder", overwrite)
     cpu = cpu or not torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
         error = _launch({
@@ -156,6 +159,7 @@ def launch_finetune(
             "out_dir": str(out_dir.resolve()),
             "config": config.model_dump(),
             "progress": progress,
+            "overwrite": overwrite,
         }, config.num_processes, resolve_mixed_precision(config.mixed_precision, cpu), cpu, Path(work))
     if error:
         raise TrainingError(error)
@@ -170,7 +174,7 @@ def _run_spec(spec: dict[str, Any]) -> None:
     tasks = [Task.from_dict(t) for t in spec["tasks"]]
     if spec["kind"] == "train":
         finetune(spec["model_name"], tasks, spec["out_dir"], TrainingSettings.model_validate(spec["config"]),
-                 progress=spec["progress"])
+                 progress=spec["progress"], overwrite=spec["overwrite"])
         return
     from activeit.devices import place_model, process_state
     from activeit.models import load_model

@@ -278,6 +278,13 @@ def check_lora(name: str, method: str, given: Sequence[str] | None = None) -> No
         lora_target_modules(model_type)
 
 
+def _missing_base(folder: Path, base: str, problem: ModelLoadError) -> ModelLoadError:
+    return ModelLoadError(
+        f"adapter '{folder}': its base model '{base}' cannot be loaded ({problem}); make "
+        f"base_model_name_or_path in {ADAPTER_CONFIG} name a built-in model, a folder or a reachable hub id"
+    )
+
+
 def _load_adapter(folder: Path, base: str, adapter: AdapterMode, dtype: Any) -> LoadedModel:
     """The base model named by an adapter folder with the adapter on top (see the module docstring)."""
     from peft import PeftModel
@@ -285,10 +292,7 @@ def _load_adapter(folder: Path, base: str, adapter: AdapterMode, dtype: Any) -> 
     try:
         loaded = load_model(base, dtype=dtype)
     except ModelLoadError as exc:
-        raise ModelLoadError(
-            f"adapter '{folder}': its base model '{base}' cannot be loaded ({exc}); make "
-            f"base_model_name_or_path in {ADAPTER_CONFIG} name a built-in model, a folder or a reachable hub id"
-        ) from None
+        raise _missing_base(folder, base, exc) from None
     model = PeftModel.from_pretrained(loaded.model, str(folder), is_trainable=adapter == "train")
     output = model.get_base_model().get_output_embeddings()
     # Merging into an adapted output layer whose weight is tied to the input embeddings
@@ -300,6 +304,53 @@ def _load_adapter(folder: Path, base: str, adapter: AdapterMode, dtype: Any) -> 
         model = model.get_base_model()
     model.train(adapter == "train")
     return LoadedModel(model, loaded.tokenizer, loaded.kind, str(folder), folder, base_model=base)
+
+
+def check_model(name: str, chat: bool | None = None) -> None:
+    """Check, before anything runs, that ``name`` can be loaded: a local folder has a
+    config, complete safetensors weights and a tokenizer (with a chat template when
+    ``chat``); a hub id needs a network. Reads headers, not weights; one
+    :class:`ModelLoadError` line naming the problem and the fix."""
+    source = resolve_model_path(name)
+    local = Path(source).expanduser()
+    if not local.exists():
+        if source.startswith((".", "/", "~")) or source.count("/") > 1:
+            raise ModelLoadError(f"model folder '{source}' does not exist (--model / model: names a folder, "
+                                 f"a hub id or a built-in model: {', '.join((DEFAULT_MODEL, *TINY_MODELS))})")
+        if reason := hub_unreachable_reason():
+            raise ModelLoadError(f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
+                                 "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy")
+        return
+    if (base := adapter_base(local)) is not None:  # a LoRA adapter: check its weights and its base
+        if not (local / ADAPTER_WEIGHTS).is_file():
+            raise ModelLoadError(f"adapter '{local}' has no {ADAPTER_WEIGHTS}")
+        try:
+            check_model(base, chat)
+        except ModelLoadError as exc:
+            raise _missing_base(local, base, exc) from None
+        return
+    if not (local / "config.json").is_file():
+        raise ModelLoadError(f"model folder '{local}' has no config.json: is it a Hugging Face model folder?")
+    weights = sorted(local.glob("*.safetensors"))
+    if not weights:
+        raise ModelLoadError(f"model folder '{local}' has no *.safetensors weights (only safetensors are loaded)")
+    from safetensors import safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelLoadError(f"model weights '{file}' are unreadable ({str(exc).splitlines()[0]}): "
+                                 "truncated or corrupt; save or copy the model again") from None
+    if not any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model")):
+        raise ModelLoadError(f"model folder '{local}' has no tokenizer files (save the tokenizer with the model)")
+    if chat:
+        from transformers import AutoTokenizer
+
+        if not getattr(AutoTokenizer.from_pretrained(str(local)), "chat_template", None):
+            raise ModelLoadError(f"model '{name}' has no chat template, so chat: true / --chat cannot wrap its "
+                                 "prompts; use --no-chat (chat: false) or a chat model")
 
 
 def load_model(

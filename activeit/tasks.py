@@ -186,13 +186,9 @@ class TaskPool:
 
     def save_json(self, path: str | Path) -> None:
         """Write the pool as one JSON file (atomically)."""
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)  # nothing half-written stays behind
+        from activeit.outputs import write_text
+
+        write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load_json(cls, path: str | Path) -> TaskPool:

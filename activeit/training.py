@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +37,7 @@ from activeit.batching import length_grouped_batches, pad, pad_id
 from activeit.devices import PROCESS_GROUP_TIMEOUT
 from activeit.errors import ConfigError, TrainingError
 from activeit.models import LoadedModel, load_model, lora_target_modules
+from activeit.outputs import check_output_dir, output_dir
 from activeit.prompts import PromptFormatter
 from activeit.settings import TrainingSettings
 from activeit.tasks import Task
@@ -214,15 +212,14 @@ def add_lora(loaded: LoadedModel, config: TrainingSettings, base: str) -> Any:
     return model
 
 
-def _save_atomically(
-    loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any], dtype: torch.dtype | None = None
+def _save(
+    loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any], overwrite: bool,
+    dtype: torch.dtype | None = None,
 ) -> None:
     """Write the weights (in ``dtype`` when given), the tokenizer (full models; an adapter
-    loads its base's) and the metrics to a temp folder next to ``out_dir``, then rename."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    try:
+    loads its base's) and the metrics into ``out_dir`` at once (a temporary sibling, renamed
+    at the end): a failure leaves whatever was there before untouched."""
+    with output_dir(out_dir, overwrite) as tmp:
         if dtype is not None:
             model.to(dtype)
         # safetensors only: transformers 5 and peft both write nothing else
@@ -233,12 +230,6 @@ def _save_atomically(
             model.save_pretrained(tmp)
             loaded.tokenizer.save_pretrained(tmp)
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def finetune(
@@ -247,8 +238,10 @@ def finetune(
     out_dir: str | Path,
     config: TrainingSettings = TrainingSettings(),
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainingResult:
-    """Fine-tune ``model_name`` on ``tasks``; write the model to ``out_dir``.
+    """Fine-tune ``model_name`` on ``tasks``; write the model to ``out_dir``, which must be
+    new, empty, or a folder activeit wrote (``overwrite`` replaces anything).
 
     Runs in the current process, or as one of several when started by
     ``accelerate launch`` (then every process calls this with the same arguments and the
@@ -261,7 +254,7 @@ def finetune(
     from transformers import get_constant_schedule_with_warmup
 
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "output folder", overwrite)
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(config.mixed_precision, cpu=not torch.cuda.is_available()
                                                 or parse_flag_from_env("ACCELERATE_USE_CPU")),
@@ -384,8 +377,8 @@ def finetune(
     metrics["wall_time_s"] = time.perf_counter() - started  # loading + training, not saving
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _save_atomically(loaded, accelerator.unwrap_model(model), out_dir, metrics,
-                         SAVE_DTYPES.get(str(accelerator.mixed_precision)))
+        _save(loaded, accelerator.unwrap_model(model), out_dir, metrics, overwrite,
+              SAVE_DTYPES.get(str(accelerator.mixed_precision)))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainingResult(out_dir, metrics)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from activeit.config import REPO_ROOT, ExperimentConfig
 from activeit.errors import ConfigError
@@ -54,7 +55,28 @@ def _tracker_name(tracking_uri: str | None) -> str:
     return f"{LOCAL_TRACKER}-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:8]}"
 
 
+def _setup_lock() -> Any:
+    """A lock held while a run sets up ZenML and MLflow stores, so that two runs started at
+    once on a fresh machine do not both create the same SQLite tables."""
+    import filelock
+    from zenml.config.global_config import GlobalConfiguration
+
+    folder = Path(GlobalConfiguration().config_directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(str(folder / "activeit-setup.lock"), timeout=600)
+
+
 def prepare_stack(config: ExperimentConfig) -> StackInfo:
+    """:func:`_prepare_stack` under the set-up lock; the MLflow store is created there too."""
+    with _setup_lock():
+        info = _prepare_stack(config)
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=info.tracking_uri).search_experiments(max_results=1)  # creates its tables
+    return info
+
+
+def _prepare_stack(config: ExperimentConfig) -> StackInfo:
     """Activate the config's stack if it names one, and make sure it has an MLflow tracker.
 
     A local stack without an experiment tracker gets one: a stack ``activeit-local`` (the

@@ -23,6 +23,13 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser.add_argument_group("task pool"), PoolSettings, skip=("seed",))
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--out DIR`` (required) and ``--overwrite``: outputs never replace someone else's files."""
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help=help)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even when it holds files activeit did not write")
+
+
 def pool_from_args(args: argparse.Namespace) -> TaskPool:
     """The pool the options of :func:`add_pool_arguments` describe (seed: ``args.seed``,
     else 0). Skipped invalid tasks are reported as one ``warning:`` line each on stderr."""

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from activeit.cli.common import add_pool_arguments, named_tasks, pool_from_args, read_task_names
+from activeit.cli.common import (
+    add_output_arguments,
+    add_pool_arguments,
+    named_tasks,
+    pool_from_args,
+    read_task_names,
+)
 from activeit.cli.flags import add_settings_arguments, settings_from_args
 from activeit.devices import place_model
 from activeit.evaluation import METRICS_FILE, PREDICTIONS_FILE, evaluate_model
-from activeit.models import DEFAULT_MODEL, load_model
+from activeit.models import DEFAULT_MODEL, check_model, load_model
+from activeit.outputs import check_output_dir, output_dir
 from activeit.settings import EvaluationSettings
 
 def register(subparsers: Any) -> None:
@@ -27,18 +33,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--split", default="test", help="pool split to evaluate on (default: test)")
     parser.add_argument("--tasks", default=None, metavar="NAMES|FILE",
                         help="evaluate these tasks instead of a split (names or a file, as for train)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    add_output_arguments(parser, "output folder (created; written all at once at the end)")
     add_settings_arguments(parser.add_argument_group("evaluation"), EvaluationSettings, skip=("max_instances_per_task",))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out", args.overwrite)
+    check_model(args.model, args.chat)
     config = settings_from_args(args, EvaluationSettings, max_instances_per_task=args.max_instances)
     pool = pool_from_args(args)
     tasks = named_tasks(pool, read_task_names(args.tasks)) if args.tasks else pool.split(args.split)
     report = evaluate_model(place_model(load_model(args.model)), tasks, config, progress=not args.no_progress)
-    out = report.save(args.out)
+    with output_dir(args.out, args.overwrite) as tmp:
+        report.save(tmp)
+    out = args.out
     where = f"tasks {args.tasks}" if args.tasks else f"split '{args.split}'"
     print(f"{args.model} on {pool.name} {where}: {len(tasks)} tasks, {report.overall['instances']} instances")
     print(report.summary())

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from activeit.cli.common import add_pool_arguments, pool_from_args
+from activeit.outputs import check_output_file, write_text
 
 TOP_CATEGORIES = 12
 
@@ -54,9 +55,11 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     pool = pool_from_args(args)
     if args.out is not None:
-        pool.save_json(args.out)
+        write_text(args.out, json.dumps(pool.to_dict(), ensure_ascii=False))
     summary = pool.summary()
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0

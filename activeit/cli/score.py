@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from activeit.cli.common import add_pool_arguments, pool_from_args
+from activeit.cli.common import add_output_arguments, add_pool_arguments, pool_from_args
 from activeit.cli.flags import add_settings_arguments, settings_from_args
 from activeit.devices import place_model, process_state
 from activeit.errors import ActiveITError
 from activeit.launch import score
-from activeit.models import DEFAULT_MODEL, load_model
+from activeit.models import DEFAULT_MODEL, check_model, load_model
+from activeit.outputs import check_output_dir, output_dir
 from activeit.scoring import score_tasks
 from activeit.settings import ScoringSettings
 from activeit.strategies import STRATEGIES, select_tasks
@@ -43,7 +45,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or folder")
     parser.add_argument("--split", default="train", help="pool split to score (default: train)")
     parser.add_argument("--max-tasks", type=int, default=None, metavar="N", help="score only the first N tasks")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    add_output_arguments(parser, "output folder (created; written all at once at the end)")
     add_settings_arguments(parser.add_argument_group("scoring"), ScoringSettings)
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="score table format")
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
@@ -57,6 +59,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_tasks is not None and args.max_tasks < 1:
         raise ActiveITError(f"--max-tasks must be at least 1, got {args.max_tasks}")
+    check_output_dir(args.out, "--out", args.overwrite)
+    check_model(args.model, args.chat)
     config = settings_from_args(args, ScoringSettings)
     pool = pool_from_args(args)
     tasks = pool.split(args.split)[: args.max_tasks]
@@ -77,18 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
 def write_outputs(args: argparse.Namespace, config: ScoringSettings, table: Any, tasks: Any) -> None:
     """Save the table, the selection, the categories and the map; print a summary."""
+    with output_dir(args.out, args.overwrite) as tmp:
+        selection, categories = _write_files(args, config, table, tasks, tmp)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    path = table.save(out / f"scores.{args.format}")
-    budget = args.budget if args.budget is not None else max(1, round(len(table) / 10))
-    needs = args.strategy not in ("random", "all")
-    selection = select_tasks(args.strategy, tasks, budget, scores=table if needs else None, seed=config.seed)
-    (out / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2))
-    categories = categorize(table)
-    (out / "task_map.json").write_text(json.dumps(categories, indent=2))
-    title = f"Task map: {args.model}, {len(table)} tasks, {args.strategy} picks {len(selection)}"
-    plot_task_map(table, out / "task_map.png", selected=selection.tasks, title=title)
-
+    path = out / f"scores.{args.format}"
     stats = table.meta.get("stats", {})
     print(f"scored {len(table)} tasks of split '{args.split}' with {args.model} "
           f"(n={config.n}, k={config.k}, {config.perturbation}) in {stats.get('wall_s', 0.0):.1f}s")
@@ -98,3 +94,20 @@ def write_outputs(args: argparse.Namespace, config: ScoringSettings, table: Any,
     if len(table) > SHOWN:
         print(f"... {len(table) - SHOWN} more in {path}")
     print(f"saved {path}, {table.instances_path(path).name}, task_map.png, task_map.json, selection.json in {out}")
+
+
+def _write_files(args: argparse.Namespace, config: ScoringSettings, table: Any, tasks: Any, out: Path) -> tuple[Any, dict[str, str]]:
+    """The table, the selection, the categories and the map, in ``out``."""
+    table.save(out / f"scores.{args.format}")
+    budget = args.budget if args.budget is not None else max(1, round(len(table) / 10))
+    if budget > len(table):
+        print(f"warning: --budget {budget} is more than the {len(table)} scored tasks; highlighting all of them",
+              file=sys.stderr)
+    needs = args.strategy not in ("random", "all")
+    selection = select_tasks(args.strategy, tasks, budget, scores=table if needs else None, seed=config.seed)
+    (out / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2))
+    categories = categorize(table)
+    (out / "task_map.json").write_text(json.dumps(categories, indent=2))
+    title = f"Task map: {args.model}, {len(table)} tasks, {args.strategy} picks {len(selection)}"
+    plot_task_map(table, out / "task_map.png", selected=selection.tasks, title=title)
+    return selection, categories

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from activeit.cli.common import add_pool_arguments, named_tasks, pool_from_args, read_task_names
+from activeit.cli.common import (
+    add_output_arguments,
+    add_pool_arguments,
+    named_tasks,
+    pool_from_args,
+    read_task_names,
+)
 from activeit.cli.flags import add_settings_arguments, settings_from_args
 from activeit.launch import train
-from activeit.models import DEFAULT_MODEL, check_lora
+from activeit.models import DEFAULT_MODEL, check_lora, check_model
+from activeit.outputs import check_output_dir
 from activeit.settings import TrainingSettings
 from activeit.training import TrainingResult
 
@@ -29,7 +35,7 @@ def register(subparsers: Any) -> None:
                         "list, or a selection JSON with a 'tasks' key")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"base model name or a model folder to continue from (default: {DEFAULT_MODEL})")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output model folder")
+    add_output_arguments(parser, "output model folder (created; written all at once at the end)")
     add_settings_arguments(parser.add_argument_group("training"), TrainingSettings, skip=("max_instances_per_task",))
     parser.add_argument("--cpu", action="store_true", help="run on CPU processes (gloo between them) even when a GPU is there")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,9 +56,12 @@ def format_result(result: TrainingResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out", args.overwrite)
+    check_model(args.model, args.chat)
     config = settings_from_args(args, TrainingSettings, max_instances_per_task=args.max_instances)
     check_lora(args.model, config.method, config.lora_target_modules)
     tasks = named_tasks(pool_from_args(args), read_task_names(args.tasks))
-    result = train(args.model, tasks, args.out, config, cpu=args.cpu, progress=not args.no_progress)
+    result = train(args.model, tasks, args.out, config, cpu=args.cpu, progress=not args.no_progress,
+                   overwrite=args.overwrite)
     print(format_result(result))
     return 0

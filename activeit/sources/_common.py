@@ -14,7 +14,9 @@ MAX_DEMONSTRATIONS = 2
 
 
 class SkippedTaskWarning(UserWarning):
-    """An invalid task (or a missing task file) was skipped because of ``skip_invalid``."""
+    """Something in the pool was left out or overridden: an invalid task or missing task file
+    under ``skip_invalid``, non-English tasks, a metadata value that could not be used.
+    The command line prints each as one ``warning:`` line."""
 
 
 def skip_or_raise(error: ActiveITError, skip_invalid: bool) -> None:

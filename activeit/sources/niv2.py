@@ -69,6 +69,9 @@ def _text(value: Any, path: Path, field: str) -> str:
         return value[0]
     if isinstance(value, str):
         return value
+    if isinstance(value, list):
+        kinds = sorted({type(v).__name__ for v in value if not isinstance(v, str)})
+        raise TaskFormatError(path, field, f"must be a string or a list of strings, got a list holding {', '.join(kinds)}")
     raise TaskFormatError(path, field, f"must be a string, got {type(value).__name__}")
 
 
@@ -149,6 +152,8 @@ def parse_niv2_task(data: Any, path: Path, name: str | None = None) -> Task:
 
 def read_niv2_task(path: Path) -> tuple[Task, bool]:
     """Parse one task file; returns the task and whether it is English-only."""
+    if not path.is_file():
+        raise TaskFormatError(path, "<file>", "is not a file (a folder?)", "put the task's JSON file there")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -191,6 +196,8 @@ def load_niv2(
         if not split_file.is_file():
             raise PoolError(f"niv2: split file '{split_file}' is missing (an NIV2 split dir has {' and '.join(SPLIT_FILES.values())})")
         names = _split_names(split_file)
+        if not names and split == "train":
+            raise PoolError(f"niv2: the pool is empty: split file '{split_file}' names no train task (one name per line)")
         missing = [n for n in names if n not in present]
         missing_set = set(missing)
         if missing:
@@ -204,7 +211,7 @@ def load_niv2(
                     "or --skip-invalid to load the rest)"
                 )
             warnings.warn(f"skipped: {message}", SkippedTaskWarning, stacklevel=2)
-        tasks = []
+        tasks, dropped = [], []
         for name in names:
             if name in missing_set:
                 continue
@@ -215,5 +222,12 @@ def load_niv2(
                 continue
             if english or not english_only:
                 tasks.append(task)
+            else:
+                dropped.append(name)
+        if dropped:
+            warnings.warn(
+                f"{split_file}: {len(dropped)} non-English task(s) left out, first: {dropped[0]} "
+                "(--all-languages keeps them)", SkippedTaskWarning, stacklevel=2,
+            )
         splits[split] = tuple(tasks)
     return TaskPool(splits, name=f"niv2:{split_dir}")

@@ -25,12 +25,14 @@ Self-Instruct has no test split: ``load_pool(..., test_tasks=N)`` holds out N ta
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from activeit.errors import PoolError, TaskFormatError
 from activeit.sources._common import (
+    SkippedTaskWarning,
     demonstrations_from_instances,
     existing_path,
     skip_or_raise,
@@ -88,6 +90,9 @@ def _instance(item: Any, where: str, field: str, instance_id: str) -> Instance:
 
 def _task(name: str, instruction: str, instances: list[Instance], record: Mapping[str, Any]) -> Task:
     flag = record.get("is_classification")
+    if flag is not None and not isinstance(flag, bool):
+        warnings.warn(f"task '{name}': is_classification {flag!r} is not true/false; using the label-set "
+                      "heuristic instead", SkippedTaskWarning, stacklevel=2)
     outputs = [o for i in instances for o in i.outputs]
     demos, kept = demonstrations_from_instances(instances)
     category = record.get("motivation_app") or record.get("category")
@@ -141,7 +146,7 @@ def read_self_instruct_file(path: Path, *, skip_invalid: bool = False) -> list[T
 def load_self_instruct(path: str | Path | None, *, skip_invalid: bool = False) -> TaskPool:
     """All tasks of a JSONL file, or of every ``*.jsonl`` in a folder, as the train split."""
     path = existing_path(path, "self-instruct", "<a Self-Instruct .jsonl file or a folder of them>")
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    files = sorted(p for p in path.glob("*.jsonl") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise PoolError(f"self-instruct: folder '{path}' holds no .jsonl file")
     tasks = [task for file in files for task in read_self_instruct_file(file, skip_invalid=skip_invalid)]

@@ -1,0 +1,296 @@
+"""Faults: nothing the user had is lost, nothing is half-written, and bad input is one
+`error:` line before any compute. Kills (SIGKILL) in the middle of training and scoring,
+a disk that fills while a model is saved, and the edge inputs of a demanding user."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from activeit.cli import main as cli
+from activeit.config import load_config
+from activeit.errors import ConfigError, ModelLoadError, PoolError
+from activeit.models import check_model, tiny_model_folder
+from activeit.outputs import MARKER, check_output_dir, output_dir
+from activeit.sources import load_pool
+from activeit.sources.niv2 import read_niv2_task
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["train", "--source", "builtin", "--model", "tiny-llama", "--max-steps", "1", "--max-instances", "2",
+         "--tasks", "numbers_add", "--no-progress", "--no-chat"]
+SCORE = ["score", "--source", "builtin", "--model", "tiny-llama", "--max-tasks", "2", "--n", "2", "--k", "2",
+         "--max-new-tokens", "4", "--no-progress", "--no-chat"]
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+@pytest.fixture
+def no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a model fails the test: the error must come before any compute."""
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a model was loaded before the bad input was reported")
+
+    for module in ("activeit.cli.train", "activeit.cli.score", "activeit.cli.evaluate", "activeit.training"):
+        monkeypatch.setattr(f"{module}.load_model", refuse, raising=False)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_train_refuses_a_folder_of_the_users_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   no_compute: None) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli([*TRAIN, "--out", str(tmp_path)]) == 2
+    one_error_line(capsys, str(tmp_path), "did not write", "--overwrite")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_train_replaces_its_own_output_and_overwrite_replaces_anything(tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    assert cli([*TRAIN, "--out", str(out)]) == 0
+    assert (out / MARKER).exists() and (out / "model.safetensors").exists()
+    assert cli([*TRAIN, "--out", str(out)]) == 0  # activeit's own folder: replaced
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert cli([*TRAIN, "--out", str(foreign), "--overwrite"]) == 0
+    assert not (foreign / "notes.txt").exists() and (foreign / "model.safetensors").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+@pytest.mark.parametrize("command", ["score", "evaluate", "train"])
+def test_out_that_is_a_file_is_refused_before_compute(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    file = tmp_path / "f"
+    file.write_text("hi")
+    argv = {"score": SCORE, "train": TRAIN,
+            "evaluate": ["evaluate", "--source", "builtin", "--model", "tiny-llama", "--no-progress"]}[command]
+    assert cli([*argv, "--out", str(file)]) == 2
+    one_error_line(capsys, str(file), "is a file")
+    assert file.read_text() == "hi"
+
+
+def test_an_unwritable_place_is_refused_before_compute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    def read_only(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("activeit.outputs.tempfile.mkstemp", read_only)
+    assert cli([*SCORE, "--out", str(tmp_path / "scores")]) == 2
+    one_error_line(capsys, "cannot write", "read-only file system")
+    assert cli(["pool", "--source", "builtin", "--out", str(tmp_path / "pool.json")]) == 2
+    one_error_line(capsys, "cannot write")
+
+
+def test_pool_out_creates_missing_parents(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "pool.json"
+    assert cli(["pool", "--source", "builtin", "--out", str(target), "--json"]) == 0
+    assert json.loads(target.read_text())["name"] == "builtin"
+
+
+def test_a_full_disk_while_saving_leaves_the_previous_output_intact(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with output_dir(out) as tmp:
+        (tmp / "model.safetensors").write_text("round 1")
+    with pytest.raises(OSError, match="No space"):
+        with output_dir(out) as tmp:
+            (tmp / "model.safetensors").write_text("half of round 2")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert (out / "model.safetensors").read_text() == "round 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_check_output_dir_accepts_new_empty_and_own_folders(tmp_path: Path) -> None:
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="is a file"):
+        (tmp_path / "file").write_text("x")
+        check_output_dir(tmp_path / "file")
+
+
+# ----------------------------------------------------------------------------- kills
+
+
+def _kill_during(argv: list[str], marker: str, cwd: Path) -> None:
+    """Start ``python -m activeit argv`` and SIGKILL it as soon as its progress bar shows ``marker``."""
+    process = subprocess.Popen([sys.executable, "-m", "activeit", *argv], cwd=cwd,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = bytearray()
+
+    def read() -> None:
+        while chunk := process.stderr.read1(4096):  # type: ignore[union-attr]
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while marker.encode() not in seen and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    running = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    reader.join(timeout=5)
+    assert running and marker.encode() in seen, f"not killed while running: {bytes(seen)[-500:]!r}"
+
+
+LONG_TRAIN = ["train", "--source", "builtin", "--model", "tiny-llama", "--max-steps", "300", "--max-instances", "8",
+              "--tasks", "numbers_add,word_lists_first_letter", "--no-chat", "--batch-size", "2"]
+
+
+def test_a_killed_training_leaves_nothing_and_a_rerun_gives_the_same_model(tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    _kill_during([*LONG_TRAIN, "--out", str(out)], "it/s]", tmp_path)  # killed inside the training loop
+    assert not out.exists()
+    short = [*LONG_TRAIN[:6], "20", *LONG_TRAIN[7:], "--no-progress"]
+    assert cli([*short, "--out", str(out)]) == 0
+    assert cli([*short, "--out", str(tmp_path / "again")]) == 0
+    first, second = (json.loads((d / "training_metrics.json").read_text()) for d in (out, tmp_path / "again"))
+    assert first["loss_curve"] == second["loss_curve"] and first["steps"] == 20
+
+
+def test_a_killed_scoring_leaves_no_output_and_a_rerun_scores_the_same(tmp_path: Path) -> None:
+    out = tmp_path / "scores"
+    argv = [a for a in SCORE if a != "--no-progress"] + ["--max-tasks", "6", "--out", str(out)]
+    _kill_during(argv, "scoring", tmp_path)
+    assert not out.exists()
+    quiet = [*argv, "--no-progress"]
+    assert cli(quiet) == 0
+    first = (out / "scores.csv").read_text()
+    assert cli([*quiet[:-2], str(tmp_path / "again"), "--no-progress"]) == 0
+    assert (tmp_path / "again" / "scores.csv").read_text() == first
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def test_task_files_that_are_folders_are_format_errors(tmp_path: Path, write_niv2: Any, niv2_task: Any,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_niv2(tmp_path / "niv2", {"ok": niv2_task(), "ok_test": niv2_task()}, ["ok", "bad"], ["ok_test"])
+    (root / "tasks" / "bad.json").mkdir()
+    with pytest.raises(Exception, match="is not a file"):
+        read_niv2_task(root / "tasks" / "bad.json")
+    with pytest.warns(UserWarning, match="is not a file"):
+        pool = load_pool("niv2", root, skip_invalid=True)
+    assert [t.name for t in pool.train] == ["ok"]
+    folder = tmp_path / "si"
+    folder.mkdir()
+    (folder / "x.jsonl").mkdir()
+    (folder / "good.jsonl").write_text(json.dumps({"instruction": "Say hi.", "instances": [{"input": "", "output": "hi"}]}))
+    assert len(load_pool("self-instruct", folder).train) == 1
+
+
+def test_an_empty_split_file_says_so(tmp_path: Path, write_niv2: Any, niv2_task: Any) -> None:
+    root = write_niv2(tmp_path / "niv2", {"ok": niv2_task()}, [], ["ok"])
+    with pytest.raises(PoolError, match="names no train task") as error:
+        load_pool("niv2", root)
+    assert "all-languages" not in str(error.value)
+
+
+def test_models_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        check_model(str(tmp_path / "missing"))
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    (config_only / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="no \\*.safetensors weights"):
+        check_model(str(config_only))
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    for file in tiny_model_folder("tiny-llama").iterdir():
+        data = file.read_bytes()
+        (truncated / file.name).write_bytes(data[: len(data) // 2] if file.suffix == ".safetensors" else data)
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        check_model(str(truncated))
+    with pytest.raises(ModelLoadError, match="no chat template"):
+        check_model("tiny-gpt2", chat=True)
+    check_model("tiny-llama", chat=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("rounds: 2\nrounds: 3\n", "duplicate key 'rounds'"),
+        ("", "the config file is empty"),
+        ("tracking:\n  experiment: ''\n", "must not be blank"),
+    ],
+)
+def test_config_files_are_strict(text: str, fragment: str, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(path)
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00r")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--experiment", ""], ("command line: --experiment", "must not be blank")),
+        (["--rounds", "-1"], ("command line: --rounds",)),
+        (["--schedule", "x y"], ("command line: --schedule", "not a cron expression")),
+        (["--model", "/no/such/model"], ("model folder '/no/such/model' does not exist",)),
+    ],
+)
+def test_run_py_checks_everything_before_it_starts(
+    argv: list[str], fragments: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = subprocess.run([sys.executable, "run.py", "--config", "configs/smoke.yaml", *argv], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "ZENML_CONFIG_PATH": "/nonexistent/zenml"},
+                            timeout=300)
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err
+    assert not Path("/nonexistent/zenml").exists()  # nothing started: no ZenML store was made
+
+
+def test_relative_pool_path_is_resolved_against_the_current_folder(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", str(ROOT / "configs/smoke.yaml"),
+                             "--pool-source", "niv2", "--pool-path", "here"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and f"'{tmp_path / 'here'}' does not exist" in result.stderr
+
+
+def test_two_first_runs_at_once_on_a_fresh_store_both_finish(tmp_path: Path) -> None:
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false"}
+    env.pop("ACTIVEIT_ZENML_ISOLATED", None)
+    command = [sys.executable, "run.py", "--strategy", "random", "--config", "configs/smoke.yaml", "--rounds", "0"]
+    runs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [o[-2000:] for o in outputs]
+    assert all("Traceback" not in o for o in outputs)
+    from mlflow import MlflowClient
+
+    uri = next(line.split()[-1] for line in outputs[0].splitlines() if "--backend-store-uri" in line)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(load_config(ROOT / "configs/smoke.yaml").tracking.experiment)
+    tracked = client.search_runs([experiment.experiment_id], "tags.complete = 'true'")
+    assert len(tracked) == 2  # one MLflow run each, not mixed
+    assert all([m.step for m in client.get_metric_history(r.info.run_id, "rougeL")] == [0] for r in tracked)
