@@ -153,6 +153,17 @@ def check_pool(config: ExperimentConfig) -> int:
     return len(load_pool_from(config.pool, need_test_tasks=True).train)
 
 
+def check_resources(config: ExperimentConfig) -> None:
+    """Refuse up front what would fail inside a step: LoRA without target modules for the
+    model's family, more GPU processes than GPUs."""
+    from activeit.launch import check_processes
+    from activeit.models import check_lora
+
+    check_lora(config.model, config.training.method, config.training.lora_target_modules)
+    check_processes(config.training.num_processes, "training.num_processes")
+    check_processes(config.scoring.num_processes, "scoring.num_processes")
+
+
 def run_pipeline(config: ExperimentConfig, tracker: str) -> Any:
     """Run (or schedule) the pipeline; a failed step becomes one line naming it."""
     from pipelines.active_tuning import configured
@@ -288,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from activeit.models import check_model
 
             check_model(config.model, config.chat)
+            check_resources(config)
 
         from pipelines.stack import prepare_stack, use_repo_source_root
         from pipelines.study import gather_runs

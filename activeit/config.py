@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -46,6 +46,13 @@ class TrackingSettings(Settings):
 
     experiment: str = Field(default="activeit", pattern=r"\S", description="MLflow experiment name (not blank)")
     tracking_uri: str | None = None
+    #: Which rounds' models get a registered MLflow version (pointing at the stored ZenML
+    #: artifact; nothing is copied): every round, the last one, or none.
+    log_models: Literal["all", "last", "none"] = "all"
+
+
+#: The pipeline steps that run a model: the ones ``zenml.step_settings`` can configure.
+MODEL_STEPS = ("base_evaluator", "uncertainty_scorer", "accelerate_finetuner", "rouge_evaluator")
 
 
 class ZenMLSettings(Settings):
@@ -54,7 +61,17 @@ class ZenMLSettings(Settings):
 
     stack: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
+    #: Settings of single steps by step name (``accelerate_finetuner``, ``uncertainty_scorer``,
+    #: ``rouge_evaluator``, ...), on top of ``settings``: e.g. GPUs only for the steps that use them.
+    step_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     enable_cache: bool = True
+
+    @field_validator("step_settings")
+    @classmethod
+    def _model_steps(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            one_of(name, MODEL_STEPS, "step")
+        return value
 
 
 class StudySettings(Settings):
@@ -156,6 +173,11 @@ class ExperimentConfig(Settings):
         if self.strategy == "all":
             return self.initial_tasks
         return self.initial_tasks + self.rounds * self.tasks_per_round
+
+    def registers_model(self, round_index: int) -> bool:
+        """Whether round ``round_index``'s model gets a registered version (``tracking.log_models``)."""
+        last = round_index == self.selection_rounds
+        return self.tracking.log_models == "all" or (self.tracking.log_models == "last" and last)
 
     @property
     def registered_model_name(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -12,6 +13,9 @@ import torch
 from activeit.models import LoadedModel
 
 FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
+#: How long a process may wait for the others in a collective (NCCL's default is 10
+#: minutes): a process that finishes its share of a pool early waits in the final gather.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=6)
 
 
 def model_device(model: Any) -> torch.device:
@@ -28,7 +32,9 @@ def process_state() -> Any:
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    return PartialState(
+        cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available(), timeout=PROCESS_GROUP_TIMEOUT
+    )
 
 
 def place_model(loaded: LoadedModel) -> LoadedModel:

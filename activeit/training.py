@@ -34,8 +34,9 @@ from typing import Any
 import torch
 
 from activeit.batching import length_grouped_batches, pad, pad_id
-from activeit.errors import TrainingError
-from activeit.models import LoadedModel, load_model
+from activeit.devices import PROCESS_GROUP_TIMEOUT
+from activeit.errors import ConfigError, TrainingError
+from activeit.models import LoadedModel, load_model, lora_target_modules
 from activeit.outputs import check_output_dir, output_dir
 from activeit.prompts import PromptFormatter
 from activeit.settings import TrainingSettings
@@ -43,6 +44,10 @@ from activeit.tasks import Task
 
 METRICS_FILE = "training_metrics.json"
 IGNORE_INDEX = -100
+#: Optimizer steps between two reads of the losses on the host.
+LOG_EVERY = 10
+#: The dtype weights are saved in under each mixed precision: the one they were trained in.
+SAVE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -178,19 +183,52 @@ class Collator:
 # ----------------------------------------------------------------------------- training
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    """``"auto"`` -> bf16 on a CUDA device that supports it, else ``"no"``."""
+def resolve_mixed_precision(setting: str, cpu: bool = False) -> str:
+    """``"auto"`` -> bf16 on a CUDA device with native bf16 (Ampere or newer; not emulated, as
+    on V100 or T4) unless ``cpu`` is asked for, else ``"no"``."""
     if setting != "auto":
         return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if native and not cpu else "no"
 
 
-def _save(loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any], overwrite: bool) -> None:
-    """Write model, tokenizer and metrics into ``out_dir`` at once (a temporary sibling,
-    renamed at the end): a failure leaves whatever was there before untouched."""
+def add_lora(loaded: LoadedModel, config: TrainingSettings, base: str) -> Any:
+    """``loaded.model`` wrapped by peft with a fresh LoRA adapter (only the adapter trains);
+    the adapter records ``base`` (a name, folder or hub id) as the model it belongs to."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(lora_target_modules(loaded.model.config.model_type, config.lora_target_modules)),
+        task_type="SEQ_2_SEQ_LM" if loaded.is_seq2seq else "CAUSAL_LM",
+    )
+    try:
+        model = get_peft_model(loaded.model, lora)
+    except ValueError as exc:  # target modules not in the model
+        raise ConfigError(f"training.lora_target_modules: {str(exc).splitlines()[0]}") from None
+    model.peft_config["default"].base_model_name_or_path = base
+    return model
+
+
+def _save(
+    loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any], overwrite: bool,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write the weights (in ``dtype`` when given), the tokenizer (full models; an adapter
+    loads its base's) and the metrics into ``out_dir`` at once (a temporary sibling, renamed
+    at the end): a failure leaves whatever was there before untouched."""
     with output_dir(out_dir, overwrite) as tmp:
-        model.save_pretrained(tmp)  # transformers 5 always writes safetensors
-        loaded.tokenizer.save_pretrained(tmp)
+        if dtype is not None:
+            model.to(dtype)
+        # safetensors only: transformers 5 and peft both write nothing else
+        if hasattr(model, "peft_config"):  # a LoRA adapter: its weights and config (no model card)
+            model.save_pretrained(tmp, save_embedding_layers=False)
+            (tmp / "README.md").unlink(missing_ok=True)
+        else:
+            model.save_pretrained(tmp)
+            loaded.tokenizer.save_pretrained(tmp)
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 
 
@@ -211,19 +249,23 @@ def finetune(
     or when there is nothing to train on.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import InitProcessGroupKwargs, parse_flag_from_env, set_seed
     from tqdm.auto import tqdm
     from transformers import get_constant_schedule_with_warmup
 
     started = time.perf_counter()
     out_dir = check_output_dir(out_dir, "output folder", overwrite)
     accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(config.mixed_precision),
+        mixed_precision=resolve_mixed_precision(config.mixed_precision, cpu=not torch.cuda.is_available()
+                                                or parse_flag_from_env("ACCELERATE_USE_CPU")),
         gradient_accumulation_steps=config.grad_accum,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)],
     )
     set_seed(config.seed)
 
-    loaded = load_model(model_name)
+    lora = config.method == "lora"
+    # An adapter folder: its base + the adapter, trainable (lora) or merged (full).
+    loaded = load_model(model_name, adapter="train" if lora else "merge")
     formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
     examples = build_examples(formatter, tasks, config)
     if not examples:
@@ -233,6 +275,10 @@ def finetune(
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+        if lora:
+            model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
+    if lora and loaded.base_model is None:
+        model = add_lora(loaded, config, model_name)
     model.train()
 
     sampler = EpochBatchSampler(examples, config.batch_size, config.seed)
@@ -242,7 +288,7 @@ def finetune(
         collate_fn=Collator(pad_id(loaded), loaded.is_seq2seq),
     )
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
     # accelerate steps a prepared scheduler once per process per optimizer step.
     scheduler = get_constant_schedule_with_warmup(
@@ -258,7 +304,27 @@ def finetune(
                disable=not (progress and accelerator.is_local_main_process))
 
     loss_curve: list[float] = []
-    step_losses: list[torch.Tensor] = []
+    # Per-micro-step losses stay on the device and are read in one transfer every
+    # LOG_EVERY optimizer steps (a host sync per step stalls a GPU): (loss, step, epoch, batch).
+    pending: list[tuple[torch.Tensor, int, int, int]] = []
+
+    def read_losses() -> None:
+        if not pending:
+            return
+        values = torch.stack([p[0] for p in pending]).tolist()
+        per_step: dict[int, list[float]] = {}
+        for value, (_, at, epoch_at, micro_at) in zip(values, pending):
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"non-finite loss ({value}) at step {at + 1} of {total_steps} (epoch {epoch_at + 1}, "
+                    f"batch {micro_at + 1}); no model was written. Lower the learning rate (now "
+                    f"{config.learning_rate}) or check the data"
+                )
+            per_step.setdefault(at, []).append(value)
+        loss_curve.extend(sum(v) / len(v) for _, v in sorted(per_step.items()))
+        pending.clear()
+        bar.set_postfix(loss=f"{loss_curve[-1]:.4f}", epoch=epoch + 1)
+
     counts = torch.zeros(2, dtype=torch.long, device=accelerator.device)
     step = 0
     loop_started = time.perf_counter()
@@ -270,14 +336,7 @@ def finetune(
             counts += batch.pop("num_tokens")
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
-                mean_loss = accelerator.reduce(loss.detach().float(), "mean")
-                if not torch.isfinite(mean_loss):
-                    raise TrainingError(
-                        f"non-finite loss ({mean_loss.item()}) at step {step + 1} of {total_steps} "
-                        f"(epoch {epoch + 1}, batch {micro + 1}); no model was written. Lower the "
-                        f"learning rate (now {config.learning_rate}) or check the data"
-                    )
-                step_losses.append(mean_loss)
+                pending.append((accelerator.reduce(loss.detach().float(), "mean"), step, epoch, micro))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -286,12 +345,12 @@ def finetune(
                 optimizer.zero_grad()
             if accelerator.sync_gradients:
                 step += 1
-                loss_curve.append(torch.stack(step_losses).mean().item())
-                step_losses = []
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_curve[-1]:.4f}", epoch=epoch + 1)
+                if step % LOG_EVERY == 0 or step >= total_steps:
+                    read_losses()
                 if step >= total_steps:
                     break
+    read_losses()
     train_time = time.perf_counter() - loop_started
     bar.close()
 
@@ -309,13 +368,17 @@ def finetune(
         "num_examples": len(examples),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
+        "method": config.method,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "model_name": model_name,
+        "base_model": loaded.base_model or model_name,
         "config": config.model_dump(),
     }
     metrics["wall_time_s"] = time.perf_counter() - started  # loading + training, not saving
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _save(loaded, accelerator.unwrap_model(model), out_dir, metrics, overwrite)
+        _save(loaded, accelerator.unwrap_model(model), out_dir, metrics, overwrite,
+              SAVE_DTYPES.get(str(accelerator.mixed_precision)))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainingResult(out_dir, metrics)

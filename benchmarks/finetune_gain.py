@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from activeit.evaluation import EvalReport, evaluate_model
+from activeit.devices import place_model
 from activeit.models import DEFAULT_MODEL, load_model
 from activeit.sources import load_pool
 from activeit.tasks import Task
@@ -83,14 +84,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{args.train_instances} train / {args.eval_instances} held-out instances per task; "
           f"model {args.model}, {args.epochs} epochs, lr {args.lr}, batch size {args.batch_size}")
     eval_config = EvaluationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
-    before = evaluate_model(load_model(args.model), eval_tasks, eval_config)
+    before = evaluate_model(place_model(load_model(args.model)), eval_tasks, eval_config)
 
     config = TrainingSettings(epochs=args.epochs, learning_rate=args.lr, warmup_steps=args.warmup_steps,
                             batch_size=args.batch_size, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp) / "model"
         result = finetune(args.model, train_tasks, out, config)
-        after = evaluate_model(load_model(str(out)), eval_tasks, eval_config)
+        after = evaluate_model(place_model(load_model(str(out))), eval_tasks, eval_config)
     m = result.metrics
     print(f"trained: {m['steps']} steps, loss {m['loss_curve'][0]:.3f} -> {m['final_loss']:.3f}, "
           f"{m['tokens_seen']} tokens, padding {100 * m['padding_share']:.1f}%, {m['train_time_s']:.0f} s")

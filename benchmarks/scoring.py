@@ -84,7 +84,9 @@ def setup(args: argparse.Namespace) -> tuple[LoadedModel, list[Task], torch.devi
 
 
 def config_of(args: argparse.Namespace) -> ScoringSettings:
-    return ScoringSettings(n=args.n, k=args.k, max_new_tokens=args.max_new_tokens, token_budget=args.token_budget)
+    # bf16 comes from the weights (--bf16), for both scorers alike; never from autocast
+    return ScoringSettings(n=args.n, k=args.k, max_new_tokens=args.max_new_tokens, token_budget=args.token_budget,
+                           bf16_on_cuda=False)
 
 
 @dataclass

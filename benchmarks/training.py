@@ -22,7 +22,9 @@ The last line is ``speedup=<naive time / our time>``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,14 +32,17 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from activeit.devices import process_state  # noqa: E402
 from activeit.models import DEFAULT_MODEL, load_model
 from activeit.prompts import PromptFormatter
 from activeit.sources import load_pool
 from activeit.tasks import Instance, Task
 from activeit.settings import TrainingSettings
-from activeit.training import TrainingExample, build_examples, finetune
+from activeit.training import SAVE_DTYPES, TrainingExample, build_examples, finetune, resolve_mixed_precision
 
-ROOT = Path(__file__).resolve().parents[1]
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
 
 
@@ -63,8 +68,13 @@ def our_loop(model_name: str, tasks: Sequence[Task], config: TrainingSettings, s
 def naive_loop(
     model_name: str, examples: Sequence[TrainingExample], config: TrainingSettings, steps: int
 ) -> dict[str, float]:
-    """The baseline: shuffled order, every batch padded to the dataset's longest example."""
+    """The baseline: shuffled order, every batch padded to the dataset's longest example; on
+    the same device and in the same mixed precision as ours."""
     loaded = load_model(model_name)
+    device = process_state().device
+    loaded.model.to(device)
+    precision = SAVE_DTYPES.get(resolve_mixed_precision(config.mixed_precision, cpu=device.type == "cpu"))
+    autocast = (lambda: torch.autocast(device.type, dtype=precision)) if precision else contextlib.nullcontext
     model, pad_id, seq2seq = loaded.model, loaded.tokenizer.pad_token_id, loaded.is_seq2seq
     model.train()
     torch.manual_seed(config.seed)
@@ -82,16 +92,19 @@ def naive_loop(
     started = time.perf_counter()
     for step in range(steps):
         batch = [pairs[i] for i in order[step * config.batch_size : (step + 1) * config.batch_size]]
-        input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x, _ in batch])
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch])
-        labels = torch.tensor([y + [-100] * (label_width - len(y)) for _, y in batch])
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x, _ in batch], device=device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device)
+        labels = torch.tensor([y + [-100] * (label_width - len(y)) for _, y in batch], device=device)
+        with autocast():
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
         real += sum(len(x) for x, _ in batch) + (sum(len(y) for _, y in batch) if seq2seq else 0)
         total += input_ids.numel() + (labels.numel() if seq2seq else 0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
     return {"time_s": elapsed, "tokens": real, "padding_share": 1 - real / total, "tokens_per_s": real / elapsed}
 
@@ -106,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--max-source-length", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16", "auto"),
+                        help="both loops (auto: bf16 on a GPU with native bf16)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run each loop this many times (alternating order) and keep the fastest")
@@ -117,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = TrainingSettings(
         epochs=1, learning_rate=5e-5, warmup_steps=0, batch_size=args.batch_size,
         max_instances_per_task=args.instances, max_source_length=args.max_source_length,
-        seed=args.seed, mixed_precision="no",
+        seed=args.seed, mixed_precision=args.mixed_precision,
     )
     examples = build_examples(PromptFormatter.for_model(load_model(args.model), config.max_source_length),
                               tasks, config)
@@ -127,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"data: {len(tasks)} NIV2-subset train tasks, {len(examples)} examples, "
           f"lengths {min(lengths)}-{max(lengths)} (mean {sum(lengths) / len(lengths):.0f}); "
           f"model {args.model}, batch size {args.batch_size}, {steps} steps, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, device {process_state().device}, mixed precision "
+          f"{resolve_mixed_precision(args.mixed_precision)}")
 
     ours_runs, naive_runs = [], []
     for repeat in range(args.repeats):  # alternate the order; keep each loop's best run

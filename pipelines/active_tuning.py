@@ -37,12 +37,18 @@ def _in_round(step: Any, round_index: int) -> Any:
     return step.with_options(substitutions={"round": str(round_index)})
 
 
+def _with_settings(step: Any, config: ExperimentConfig) -> Any:
+    """The step with its own settings from ``zenml.step_settings`` (e.g. its GPUs), if any."""
+    settings = config.zenml.step_settings.get(step.name)
+    return step.with_options(settings=settings) if settings else step
+
+
 @pipeline(name=PIPELINE_NAME)
 def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = None) -> None:
     """Rounds 0..R of active instruction tuning; each round logged to MLflow when an
     experiment tracker (a stack component name) is given."""
     pool = pool_loader(pool=config.pool)
-    base_report = base_evaluator(base_model=config.model, pool=pool, evaluation=config.evaluation)
+    base_report = _with_settings(base_evaluator, config)(base_model=config.model, pool=pool, evaluation=config.evaluation)
     track = None
     if experiment_tracker:
         from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import (
@@ -71,7 +77,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
                     pool=pool, training_tasks=training_tasks, scoring=config.scoring, round_index=r,
                     id=f"perturber_round_{r}",
                 )
-                scores, scoring_time = _in_round(uncertainty_scorer, r)(
+                scores, scoring_time = _in_round(_with_settings(uncertainty_scorer, config), r)(
                     model=model, pool=pool, prompts=prompts, scoring=config.scoring,
                     id=f"uncertainty_scorer_round_{r}",
                 )
@@ -81,12 +87,12 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             id=f"selector_round_{r}",
         )
         continues = config.training.mode == "continue" and r > 0
-        model, training_metrics = _in_round(accelerate_finetuner, r)(
+        model, training_metrics = _in_round(_with_settings(accelerate_finetuner, config), r)(
             base_model=config.model, pool=pool, training_tasks=training_tasks, selection=selection,
             training=config.training, round_index=r, previous_model=model if continues else None,
             id=f"accelerate_finetuner_round_{r}",
         )
-        report = _in_round(rouge_evaluator, r)(
+        report = _in_round(_with_settings(rouge_evaluator, config), r)(
             model=model, pool=pool, evaluation=config.evaluation, id=f"rouge_evaluator_round_{r}"
         )
         if track is not None:

@@ -39,8 +39,6 @@ STUDY_KEY_TAG = "study_key"
 COMPLETE_TAG = "complete"
 #: Tag on model versions: the ZenML artifact they were logged from (no duplicates on resume).
 SOURCE_TAG = "zenml_artifact_id"
-#: Files of a model folder that are bookkeeping, not model.
-NOT_MODEL_FILES = ("model_folder.json", "summary.md")
 #: MLflow 3 opens an experiment in its model-training view (runs table, charts) instead of
 #: the GenAI view (traces) when this experiment tag says so.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -180,12 +178,15 @@ def log_round(
             mlflow.log_artifact(str(png), folder)
 
 
-def log_and_register_model(
-    model_dir: str | Path, registered_name: str, round_index: int, source_id: str
-) -> int:
-    """Log the model folder under ``round_<r>/model`` and register it as a new version of
-    ``registered_name``; returns the version. A model already registered from the same
-    ZenML artifact (a resumed or cached round) is not logged twice: its version is returned.
+def register_model(source_uri: str, registered_name: str, round_index: int, source_id: str) -> int:
+    """Register the stored ZenML model artifact at ``source_uri`` as a new version of
+    ``registered_name``; returns the version.
+
+    Nothing is copied: the version's source is the artifact's own location (its folder in
+    the artifact store), so each round's weights exist once. The artifact store is the copy
+    the pipeline itself loads, caches and resumes from; MLflow's registry is the catalogue
+    that points at it. A model already registered from the same ZenML artifact (a resumed or
+    cached round) is not registered twice: its version is returned.
     """
     client = MlflowClient()
     try:
@@ -197,17 +198,12 @@ def log_and_register_model(
         if version.tags.get(SOURCE_TAG) == source_id:
             mlflow.set_tag(f"model_round_{round_index}", f"{registered_name}/{version.version}")
             return int(version.version)
-    artifact_path = f"round_{round_index}/model"
-    for file in sorted(Path(model_dir).iterdir()):
-        if file.is_file() and file.name not in NOT_MODEL_FILES:
-            mlflow.log_artifact(str(file), artifact_path)
-    run_id = mlflow.active_run().info.run_id
     version = client.create_model_version(
         registered_name,
-        source=mlflow.get_artifact_uri(artifact_path),
-        run_id=run_id,
+        source=source_uri,
+        run_id=mlflow.active_run().info.run_id,
         tags={"round": str(round_index), SOURCE_TAG: source_id},
-        description=f"round {round_index}",
+        description=f"round {round_index} (the ZenML artifact {source_id})",
     )
     mlflow.set_tag(f"model_round_{round_index}", f"{registered_name}/{version.version}")
     return int(version.version)

@@ -18,10 +18,10 @@ from materializers.artifacts import ModelFolder
 from steps.common import fail_if_requested
 from steps.mlflow_logging import (
     describe_model_version,
-    log_and_register_model,
     log_config,
     log_round,
     quiet_autolog_warning,
+    register_model,
 )
 
 quiet_autolog_warning()
@@ -41,13 +41,16 @@ def tracker(
     base_report: EvalReport | None = None,
 ) -> Annotated[int, "model_version_round_{round}"]:
     """Log the round's metrics and files (round 0: with the untuned base model's
-    ``base_report``); returns the registered model version."""
+    ``base_report``); returns the registered model version (0: not registered, see
+    ``tracking.log_models``)."""
     fail_if_requested()
     if round_index == 0:
         log_config(config)
     log_round(config, round_index, selection, training_tasks, report, training_metrics, scores, scoring_time_s,
               base_report)
-    model_artifact = get_step_context().inputs["model"][0]
-    version = log_and_register_model(model.path, config.registered_model_name, round_index, str(model_artifact.id))
+    if not config.registers_model(round_index):
+        return 0
+    artifact = get_step_context().inputs["model"][0]
+    version = register_model(artifact.uri, config.registered_model_name, round_index, str(artifact.id))
     describe_model_version(config, version, round_index, training_tasks, report)
     return version

@@ -7,10 +7,8 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.devices import place_model
-from activeit.models import load_model
+from activeit.launch import score
 from activeit.scores import ScoreTable
-from activeit.scoring import score_tasks
 from activeit.settings import ScoringSettings
 from activeit.tasks import TaskPool
 from materializers.artifacts import ModelFolder, PromptSet
@@ -21,11 +19,11 @@ from steps.common import fail_if_requested
 def uncertainty_scorer(
     model: ModelFolder, pool: TaskPool, prompts: PromptSet, scoring: ScoringSettings
 ) -> tuple[Annotated[ScoreTable, "scores_round_{round}"], Annotated[float, "scoring_time_round_{round}"]]:
-    """The score table of the tasks in ``prompts``, and the scoring wall time in seconds."""
+    """The score table of the tasks in ``prompts``, and the scoring wall time in seconds
+    (``scoring.num_processes > 1``: under ``accelerate launch``, the table gathered)."""
     fail_if_requested()
     started = time.perf_counter()
-    loaded = place_model(load_model(model.path))
-    table = score_tasks(loaded, pool.tasks(prompts.prompts), scoring, prompts.prompts)
+    table = score(model.path, pool.tasks(prompts.prompts), scoring, prompts.prompts)
     elapsed = time.perf_counter() - started
     meta = {**table.meta, "round": prompts.round, "scored_with": f"model_round_{model.round}"}
     return ScoreTable(table.rows, table.instances, meta), elapsed

@@ -51,6 +51,8 @@ def add_settings_arguments(
             options.update(action="store_const", const=not extra.get("invert"), help=extra.get("flag_help", field.description))
         elif kind is bool:
             options.update(action=argparse.BooleanOptionalAction, help=field.description)
+        elif typing.get_origin(kind) in (list, tuple):
+            options.update(nargs="+", type=typing.get_args(kind)[0], metavar=extra.get("metavar", name.upper()))
         elif typing.get_origin(kind) is Literal or "choices" in extra:
             options.update(choices=extra.get("choices") or typing.get_args(kind))
         else:

@@ -22,6 +22,7 @@ from activeit.cli.common import add_output_arguments, add_pool_arguments, pool_f
 from activeit.cli.flags import add_settings_arguments, settings_from_args
 from activeit.devices import place_model, process_state
 from activeit.errors import ActiveITError
+from activeit.launch import score
 from activeit.models import DEFAULT_MODEL, check_model, load_model
 from activeit.outputs import check_output_dir, output_dir
 from activeit.scoring import score_tasks
@@ -66,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if not tasks:
         raise ActiveITError(f"pool '{pool.name}' split '{args.split}' has no tasks to score")
     state = process_state()
-    loaded = place_model(load_model(args.model))
-    table = score_tasks(loaded, tasks, config, progress=not args.no_progress)
+    if state.num_processes > 1:  # started by `accelerate launch` itself: score this process's share
+        table = score_tasks(place_model(load_model(args.model)), tasks, config, progress=not args.no_progress)
+    else:  # here, or in --num-processes processes
+        table = score(args.model, tasks, config, progress=not args.no_progress)
     if state.is_main_process:
         write_outputs(args, config, table, tasks)
     if state.num_processes > 1:

@@ -14,7 +14,7 @@ from activeit.cli.common import (
 )
 from activeit.cli.flags import add_settings_arguments, settings_from_args
 from activeit.launch import train
-from activeit.models import DEFAULT_MODEL, check_model
+from activeit.models import DEFAULT_MODEL, check_lora, check_model
 from activeit.outputs import check_output_dir
 from activeit.settings import TrainingSettings
 from activeit.training import TrainingResult
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out", args.overwrite)
     check_model(args.model, args.chat)
     config = settings_from_args(args, TrainingSettings, max_instances_per_task=args.max_instances)
+    check_lora(args.model, config.method, config.lora_target_modules)
     tasks = named_tasks(pool_from_args(args), read_task_names(args.tasks))
     result = train(args.model, tasks, args.out, config, cpu=args.cpu, progress=not args.no_progress,
                    overwrite=args.overwrite)
