@@ -183,7 +183,8 @@ def register_model(source_uri: str, registered_name: str, round_index: int, sour
     ``registered_name``; returns the version.
 
     Nothing is copied: the version's source is the artifact's own location (its folder in
-    the artifact store), so each round's weights exist once. The artifact store is the copy
+    the artifact store), so each round's weights exist once. Only a local artifact store
+    under a remote tracking server is uploaded, since the server cannot read this disk. The artifact store is the copy
     the pipeline itself loads, caches and resumes from; MLflow's registry is the catalogue
     that points at it. A model already registered from the same ZenML artifact (a resumed or
     cached round) is not registered twice: its version is returned.
@@ -198,9 +199,16 @@ def register_model(source_uri: str, registered_name: str, round_index: int, sour
         if version.tags.get(SOURCE_TAG) == source_id:
             mlflow.set_tag(f"model_round_{round_index}", f"{registered_name}/{version.version}")
             return int(version.version)
+    source = source_uri
+    if "://" not in source_uri and mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        # A tracking server cannot point at this machine's disk (it refuses a local source):
+        # the model goes to the server's artifact store once, the only copy the server can serve.
+        artifact_path = f"round_{round_index}/model"
+        mlflow.log_artifacts(source_uri, artifact_path)
+        source = mlflow.get_artifact_uri(artifact_path)
     version = client.create_model_version(
         registered_name,
-        source=source_uri,
+        source=source,
         run_id=mlflow.active_run().info.run_id,
         tags={"round": str(round_index), SOURCE_TAG: source_id},
         description=f"round {round_index} (the ZenML artifact {source_id})",

@@ -106,7 +106,7 @@ def test_pipeline_logs_to_a_tracking_server(server: str, tracked: tuple[Experime
     run_id = find_run_id(server, EXPERIMENT, run.name)
     mlflow_run = client.get_run(run_id)
     description = mlflow_run.data.tags[DESCRIPTION_TAG]
-    assert all(word in description for word in ("uncertainty", "seed 0", "tiny-llama", "builtin"))
+    assert all(word in description for word in ("uncertainty", "seed 0", "tiny-llama", config.pool.source))
     rounds = list(range(config.rounds + 1))
     tasks = [config.initial_tasks + r * config.tasks_per_round for r in rounds]
     for key in ("rougeL", "exact_match", "num_training_tasks", "train_loss"):
