@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from activeit.cli.common import add_pool_arguments, pool_from_args
-from activeit.outputs import check_output_file, write_text
+from activeit.outputs import check_output_file
 
 TOP_CATEGORIES = 12
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out, "--out")
     pool = pool_from_args(args)
     if args.out is not None:
-        write_text(args.out, json.dumps(pool.to_dict(), ensure_ascii=False))
+        pool.save_json(args.out)
     summary = pool.summary()
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
