@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 
 from activeit.errors import ConfigError
 from activeit.settings import (
+    REPO_ROOT,
     SHARED_FIELDS,
     EvaluationSettings,
     PoolSettings,
@@ -31,12 +32,11 @@ from activeit.settings import (
     TrainingSettings,
     describe_error,
     one_of,
+    repo_path,
     validating_config,
 )
 from activeit.strategies import STRATEGIES
 
-#: The repository root: relative paths in configs resolve against it.
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
@@ -271,8 +271,7 @@ def _resolve_pool_path(pool: PoolSettings) -> str | None:
     id, which names no local file, is left as it is."""
     if pool.path is None or pool.source == "hub":
         return pool.path
-    path = Path(pool.path).expanduser()
-    return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
+    return str(repo_path(pool.path).resolve())
 
 
 class _StrictLoader(yaml.SafeLoader):

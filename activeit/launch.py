@@ -26,7 +26,7 @@ from activeit.errors import ActiveITError, ConfigError, TrainingError
 from activeit.outputs import check_output_dir
 from activeit.perturb import PerturbedPrompts
 from activeit.scores import ScoreTable
-from activeit.settings import ScoringSettings, TrainingSettings
+from activeit.settings import ScoringSettings, TrainingSettings, repo_path
 from activeit.tasks import Task
 from activeit.training import METRICS_FILE, TrainingResult, finetune, resolve_mixed_precision
 
@@ -53,10 +53,11 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
 ) -> TrainingResult:
-    """Fine-tune here, or under ``accelerate launch`` when ``config.num_processes > 1`` or
-    when ``cpu`` asks for CPU processes on a machine that has a GPU."""
+    """Fine-tune here, or under ``accelerate launch`` when ``config.num_processes > 1``, when
+    ``config.accelerate_config`` names a launch config, or when ``cpu`` asks for CPU
+    processes on a machine that has a GPU."""
     check_processes(config.num_processes, "training.num_processes", cpu)
-    if config.num_processes > 1 or (cpu and torch.cuda.is_available()):
+    if _launched(config, cpu):
         return launch_finetune(model_name, tasks, out_dir, config, cpu=cpu, progress=progress, overwrite=overwrite)
     return finetune(model_name, tasks, out_dir, config, progress=progress, overwrite=overwrite)
 
@@ -78,7 +79,7 @@ def score(
     from activeit.scoring import score_tasks
 
     check_processes(config.num_processes, "scoring.num_processes", cpu)
-    if not (config.num_processes > 1 or (cpu and torch.cuda.is_available())):
+    if not _launched(config, cpu):
         return score_tasks(place_model(load_model(model_name)), tasks, config, prompts, progress=progress)
     with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
         table_file = Path(work) / "table.json"
@@ -90,7 +91,7 @@ def score(
             "config": config.model_dump(),
             "progress": progress,
             "out_file": str(table_file),
-        }, config.num_processes, "no", cpu, Path(work))
+        }, config.num_processes, "no", cpu, Path(work), config.accelerate_config)
         if error:
             raise ActiveITError(f"scoring under accelerate launch failed: {error}")
         if not table_file.exists():
@@ -98,32 +99,49 @@ def score(
         return ScoreTable.from_dict(json.loads(table_file.read_text(encoding="utf-8")))
 
 
-def _free_port() -> int:
+def _launched(config: ScoringSettings | TrainingSettings, cpu: bool) -> bool:
+    """Whether the work runs under ``accelerate launch`` rather than in this process."""
+    return config.num_processes > 1 or config.accelerate_config is not None or (cpu and torch.cuda.is_available())
+
+
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _launch(spec: dict[str, Any], num_processes: int, mixed_precision: str, cpu: bool, work: Path) -> str:
+def _launch(
+    spec: dict[str, Any], num_processes: int, mixed_precision: str, cpu: bool, work: Path,
+    accelerate_config: str | None = None,
+) -> str:
     """Run ``python -m activeit.launch SPEC`` under ``accelerate launch``; returns the
-    error the main process reported ("" when it succeeded)."""
+    error the main process reported ("" when it succeeded).
+
+    With ``accelerate_config`` the file lays out the processes (distributed type, FSDP or
+    DeepSpeed, machines, port) and ``num_processes`` overrides its count only when above 1;
+    without it, ``num_processes`` local processes (one per GPU, or CPU processes over gloo).
+    The mixed precision is always the caller's (the trained weights' dtype follows it).
+    """
     cpu = cpu or not torch.cuda.is_available()
     spec_path, error_file = work / "spec.json", work / "error.txt"
     spec_path.write_text(json.dumps(spec | {"error_file": str(error_file)}), encoding="utf-8")
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--num_processes", str(num_processes), "--num_machines", "1",
-        "--main_process_port", str(_free_port()),
-        "--mixed_precision", mixed_precision,
-        "--dynamo_backend", "no",
-    ]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--mixed_precision", mixed_precision]
+    if accelerate_config is not None:
+        command += ["--config_file", str(repo_path(accelerate_config))]
+        if num_processes > 1:
+            command += ["--num_processes", str(num_processes)]
+    else:
+        command += [
+            "--num_processes", str(num_processes), "--num_machines", "1",
+            "--main_process_port", str(free_port()), "--dynamo_backend", "no",
+        ]
+        if num_processes > 1:  # torchrun-style workers; on CPU they talk over gloo
+            command.append("--multi_gpu")
     env = dict(os.environ)
-    if num_processes > 1:  # torchrun-style workers; on CPU they talk over gloo
-        command.append("--multi_gpu")
     if cpu:
         env["ACCELERATE_USE_CPU"] = "true"
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
-        if num_processes == 1:
+        if num_processes == 1 and accelerate_config is None:
             command.append("--cpu")
     command += ["-m", "activeit.launch", str(spec_path)]
     completed = subprocess.run(command, env=env, check=False)
@@ -160,7 +178,8 @@ def launch_finetune(
             "config": config.model_dump(),
             "progress": progress,
             "overwrite": overwrite,
-        }, config.num_processes, resolve_mixed_precision(config.mixed_precision, cpu), cpu, Path(work))
+        }, config.num_processes, resolve_mixed_precision(config.mixed_precision, cpu), cpu, Path(work),
+            config.accelerate_config)
     if error:
         raise TrainingError(error)
     metrics_path = out_dir / METRICS_FILE

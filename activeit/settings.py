@@ -15,13 +15,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any, Literal, get_args
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from activeit.errors import ConfigError
 from activeit.perturb import PERTURBATIONS
 
+#: The repository root: relative paths in settings and configs resolve against it (it is
+#: also the code root of a pipeline's container image), not the working directory.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Padded tokens of one forward batch (and of one pool of prefix caches) while scoring or
 #: evaluating. On the 2-core CPU it is as fast as 16384 with two thirds of the memory;
 #: raise it on a GPU.
@@ -104,6 +108,37 @@ def _seed() -> Any:
     return Field(default=0, description="seed of every sampling, perturbation and shuffle")
 
 
+def _accelerate_config() -> Any:
+    return Field(
+        default=None,
+        description="an accelerate config file (`accelerate config`: multi-GPU, FSDP, DeepSpeed, several "
+        "machines) for `accelerate launch`; it lays out the processes (num_processes > 1 overrides its count)",
+        json_schema_extra={"metavar": "FILE", "path": True},
+    )
+
+
+def repo_path(value: str) -> Path:
+    """A settings path: ``~`` expanded, a relative one taken from the repository root."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def existing_file(value: str | None, what: str) -> str | None:
+    """``value`` (kept as written, so a config stays portable) if it names an existing file."""
+    if value is None:
+        return None
+    path = repo_path(value)
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        where = "" if Path(value).expanduser().is_absolute() else f" (relative paths start at {REPO_ROOT})"
+        raise ValueError(f"{what} '{value}' {problem}{where}; give the path of an existing file")
+    return value
+
+
+#: An accelerate config file's path, checked to exist when the settings are made.
+AccelerateConfigFile = Annotated[str | None, AfterValidator(lambda value: existing_file(value, "accelerate config file"))]
+
+
 def _chat() -> Any:
     return Field(
         default=None,
@@ -184,6 +219,7 @@ class ScoringSettings(Settings):
         default=1, ge=1, description=">1 scores under `accelerate launch`, the pool split across this many "
         "processes and the table gathered (CPU: gloo; GPU: one each)",
     )
+    accelerate_config: AccelerateConfigFile = _accelerate_config()
     seed: int = _seed()
     chat: bool | None = _chat()
 
@@ -242,6 +278,7 @@ class TrainingSettings(Settings):
         "continue: from the previous round's model on the newly selected tasks",
         json_schema_extra={"cli": False},
     )
+    accelerate_config: AccelerateConfigFile = _accelerate_config()
     seed: int = _seed()
     chat: bool | None = _chat()
 

@@ -212,22 +212,34 @@ def add_lora(loaded: LoadedModel, config: TrainingSettings, base: str) -> Any:
     return model
 
 
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``state`` in ``dtype``; tensors that share storage (tied embeddings) still share it,
+    so they are written once."""
+    cast: dict[tuple[int, torch.dtype, torch.Size], torch.Tensor] = {}
+    for tensor in state.values():
+        key = (tensor.data_ptr(), tensor.dtype, tensor.shape)
+        if key not in cast:
+            cast[key] = tensor.to(dtype)
+    return {name: cast[tensor.data_ptr(), tensor.dtype, tensor.shape] for name, tensor in state.items()}
+
+
 def _save(
-    loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any], overwrite: bool,
-    dtype: torch.dtype | None = None,
+    loaded: LoadedModel, model: Any, state: dict[str, torch.Tensor], out_dir: Path, metrics: dict[str, Any],
+    overwrite: bool, dtype: torch.dtype | None = None,
 ) -> None:
-    """Write the weights (in ``dtype`` when given), the tokenizer (full models; an adapter
-    loads its base's) and the metrics into ``out_dir`` at once (a temporary sibling, renamed
-    at the end): a failure leaves whatever was there before untouched."""
+    """Write the weights ``state`` (the whole model's, gathered from every process's shard
+    under FSDP or DeepSpeed; in ``dtype`` when given), the tokenizer (full models; an
+    adapter loads its base's) and the metrics into ``out_dir`` at once (a temporary sibling,
+    renamed at the end): a failure leaves whatever was there before untouched."""
+    if dtype is not None:
+        state = _cast(state, dtype)
     with output_dir(out_dir, overwrite) as tmp:
-        if dtype is not None:
-            model.to(dtype)
         # safetensors only: transformers 5 and peft both write nothing else
         if hasattr(model, "peft_config"):  # a LoRA adapter: its weights and config (no model card)
-            model.save_pretrained(tmp, save_embedding_layers=False)
+            model.save_pretrained(tmp, state_dict=state, save_embedding_layers=False)
             (tmp / "README.md").unlink(missing_ok=True)
         else:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp, state_dict=state)
             loaded.tokenizer.save_pretrained(tmp)
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 
@@ -376,8 +388,9 @@ def finetune(
     }
     metrics["wall_time_s"] = time.perf_counter() - started  # loading + training, not saving
     accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)  # on every process: gathers FSDP / ZeRO-3 shards
     if accelerator.is_main_process:
-        _save(loaded, accelerator.unwrap_model(model), out_dir, metrics, overwrite,
+        _save(loaded, accelerator.unwrap_model(model), state, out_dir, metrics, overwrite,
               SAVE_DTYPES.get(str(accelerator.mixed_precision)))
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -1,20 +1,22 @@
 """Step: log one round to the pipeline run's MLflow run and register its model.
 
 Never cached: a resumed run logs every round again (its models are not registered twice).
-The experiment tracker is attached when the pipeline is built, not here.
+The experiment tracker is attached when the pipeline is built, not here. The round's model
+comes in unmaterialized: registering it needs only its artifact's location and id, so no
+weights are read (or downloaded from a remote artifact store) here.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from zenml import get_step_context, step
+from zenml import step
+from zenml.artifacts.unmaterialized_artifact import UnmaterializedArtifact
 
 from activeit.config import ExperimentConfig
 from activeit.evaluation import EvalReport
 from activeit.scores import ScoreTable
 from activeit.strategies import Selection
-from materializers.artifacts import ModelFolder
 from steps.common import fail_if_requested
 from steps.mlflow_logging import (
     describe_model_version,
@@ -35,7 +37,7 @@ def tracker(
     training_tasks: list[str],
     report: EvalReport,
     training_metrics: dict[str, Any],
-    model: ModelFolder,
+    model: UnmaterializedArtifact,
     scores: ScoreTable | None = None,
     scoring_time_s: float | None = None,
     base_report: EvalReport | None = None,
@@ -50,7 +52,6 @@ def tracker(
               base_report)
     if not config.registers_model(round_index):
         return 0
-    artifact = get_step_context().inputs["model"][0]
-    version = register_model(artifact.uri, config.registered_model_name, round_index, str(artifact.id))
+    version = register_model(model.uri, config.registered_model_name, round_index, str(model.id))
     describe_model_version(config, version, round_index, training_tasks, report)
     return version

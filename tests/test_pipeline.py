@@ -24,11 +24,13 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 from safetensors.torch import load_file
+from zenml import get_step_context
 from zenml.client import Client
 from zenml.enums import ExecutionStatus
 
 import run as run_py
 from activeit.config import CONFIG_DIR, ExperimentConfig, load_config
+from materializers.model_folder import ModelFolderMaterializer
 from pipelines.active_tuning import PIPELINE_NAME, configured
 from pipelines.study import find_run_id
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
@@ -75,14 +77,28 @@ def _run(config: ExperimentConfig, stack: StackInfo, **options: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def interrupted(config: ExperimentConfig, stack: StackInfo) -> tuple[Any, Any]:
+def model_loads() -> list[str]:
+    """The steps that loaded a round's model (its weights) in the interrupted and resumed runs."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def interrupted(config: ExperimentConfig, stack: StackInfo, model_loads: list[str]) -> tuple[Any, Any]:
     """The smoke config with round 2's fine-tuning failing on purpose, then run again."""
+    load = ModelFolderMaterializer.load
+
+    def recording_load(self: ModelFolderMaterializer, data_type: type[Any]) -> Any:
+        model_loads.append(get_step_context().step_name)
+        return load(self, data_type)
+
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ModelFolderMaterializer, "load", recording_load)
         patch.setenv(FAIL_STEP_ENV, FAIL_AT)
         with pytest.raises(RuntimeError, match=FAIL_AT):
             _run(config, stack)
-    failed = Client().get_pipeline(PIPELINE_NAME).last_run
-    resumed = _run(config, stack)
+        patch.delenv(FAIL_STEP_ENV)
+        failed = Client().get_pipeline(PIPELINE_NAME).last_run
+        resumed = _run(config, stack)
     return Client().get_pipeline_run(failed.id), Client().get_pipeline_run(resumed.id)
 
 
@@ -242,6 +258,13 @@ def test_registered_model_has_one_version_per_round(resumed: Any, config: Experi
     assert sorted(int(v.tags["round"]) for v in versions) == list(range(config.rounds + 1))
 
 
+def test_tracker_registers_models_without_loading_them(resumed: Any, model_loads: list[str]) -> None:
+    """Registering a round's model needs only its artifact's location: no weights are read
+    (on a remote artifact store, none downloaded) by the tracker."""
+    assert any(name.startswith("rouge_evaluator_round_") for name in model_loads), model_loads
+    assert not [name for name in model_loads if name.startswith("tracker_round_")]
+
+
 def test_no_project_artifact_is_pickled(resumed: Any) -> None:
     for step in resumed.steps.values():
         for artifacts in step.outputs.values():
@@ -387,7 +410,8 @@ def test_remote_config_settings_are_valid_zenml_settings() -> None:
     remote = load_config(CONFIG_DIR / "remote.yaml")
     built = configured(remote)
     assert {"docker", "resources", "orchestrator.kubernetes"} <= set(built.configuration.settings)
-    assert remote.training.num_processes > 1 and remote.training.mixed_precision == "bf16"
+    assert remote.training.mixed_precision == "bf16" and remote.scoring.num_processes > 1
+    assert remote.training.accelerate_config == "configs/accelerate/fsdp_4gpu.yaml"  # kept relative: portable
     assert remote.tracking.tracking_uri.startswith("https://")
 
 

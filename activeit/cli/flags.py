@@ -12,6 +12,7 @@ import argparse
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
@@ -67,12 +68,19 @@ def flag_of(settings: type[Settings], name: str) -> str:
     return extra.get("flag", "--" + name.replace("_", "-"))
 
 
+def _from_here(value: str) -> str:
+    """A path given on the command line: relative to the current folder (settings take
+    relative paths from the repository root)."""
+    return str(Path(value).expanduser().resolve())
+
+
 def settings_from_args(args: argparse.Namespace, settings: type[S], **given: Any) -> S:
     """``settings`` built from the flags of :func:`add_settings_arguments` that were given,
     plus ``given`` (which wins); the rest keep the settings' defaults. A bad value is one
     :class:`ConfigError` line naming the flag."""
     values = {
-        name: getattr(args, name)
+        name: _from_here(getattr(args, name)) if (settings.model_fields[name].json_schema_extra or {}).get("path")
+        else getattr(args, name)
         for name in settings.model_fields
         if getattr(args, name, None) is not None
     }
