@@ -1,4 +1,5 @@
-"""Where a model runs: this process's accelerate device, several processes, CPU attention."""
+"""Where and how a model runs: this process's accelerate device, several processes, CPU
+attention, bf16 autocast with fp32 logits."""
 
 from __future__ import annotations
 
@@ -61,3 +62,36 @@ def grouped_query_attention() -> Iterator[None]:
             os.environ.pop(FORCE_GQA, None)
         else:
             os.environ[FORCE_GQA] = previous
+
+
+@contextlib.contextmanager
+def bf16_autocast_fp32_logits(model: Any) -> Iterator[None]:
+    """bf16 autocast for an fp32 model, with its output layer (the logits) left in fp32.
+
+    Under autocast the output layer returns bf16 logits, rounded before any softmax
+    (logits of 16-32 to steps of 0.125): zero-mean noise in each ``p_ij`` that
+    ``|p_ij - p_i0|`` turns into a positive bias of prompt uncertainty. The final hidden
+    states are fp32 here (the residual stream of an fp32 model), so the output layer runs
+    with autocast off on its own fp32 weights, at the kept positions only.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        with torch.autocast(model_device(model).type, dtype=torch.bfloat16):
+            yield
+        return
+    own = head.__dict__.get("forward")  # an instance-level forward (e.g. an accelerate hook) is kept
+    bf16_forward = head.forward
+
+    def fp32_forward(hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):
+            return bf16_forward(hidden.float(), *args, **kwargs)
+
+    head.forward = fp32_forward
+    try:
+        with torch.autocast(model_device(model).type, dtype=torch.bfloat16):
+            yield
+    finally:
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own

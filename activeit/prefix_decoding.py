@@ -50,16 +50,19 @@ class _RoomyLayer(DynamicLayer):
 
     transformers' dynamic layer concatenates the whole cache at every step; here a step
     copies only its own keys and values, and dropping finished rows copies the rest once.
+    Keys are kept in the values' dtype: under bf16 autocast an fp32 model's keys come out
+    fp32 (rotary embeddings) and its values bf16, and attention reads both in bf16, so fp32
+    keys would cost half again the cache's memory and a cast at every step.
     """
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
         super().__init__()
         rows, heads, length, dim = keys.shape
-        self.key_buffer = keys.new_empty((rows, heads, length + room, dim))
+        self.key_buffer = values.new_empty((rows, heads, length + room, dim))
         self.value_buffer = values.new_empty((rows, heads, length + room, dim))
         self.key_buffer[:, :, :length] = keys
         self.value_buffer[:, :, :length] = values
-        self.length, self.dtype, self.device, self.is_initialized = length, keys.dtype, keys.device, True
+        self.length, self.dtype, self.device, self.is_initialized = length, values.dtype, keys.device, True
         self._expose()
 
     def _expose(self) -> None:
@@ -205,7 +208,10 @@ def _decode(
     """
     rows = logits.shape[0]
     device = logits.device
-    tokens: list[list[int]] = [[] for _ in range(rows)]
+    # The chosen tokens stay on the device until the end; the one host sync per step is
+    # the count of rows that stopped (rows leave the batch only at steps where some did).
+    generated = torch.zeros((rows, max_new_tokens), dtype=torch.long, device=device)
+    lengths = torch.zeros(rows, dtype=torch.long, device=device)
     nll_sum = torch.zeros(rows, dtype=torch.float64, device=device)
     if final_token is None:
         nll_sum.fill_(math.nan)
@@ -217,14 +223,15 @@ def _decode(
             scored = torch.where(done, torch.full_like(chosen, final_token), chosen)
             nll_sum[active] += token_nll(logits, scored).double()
             stats.logit_positions += len(chosen)
-        going = (~done).nonzero()[:, 0]
-        if len(going) == 0:
+        stopped = int(done.sum())
+        if stopped == len(chosen):
             break
-        if len(going) < len(chosen):
+        if stopped:
+            going = (~done).nonzero()[:, 0]
             cache.batch_select_indices(going)  # type: ignore[attr-defined]
             mask, position, chosen, active = mask[going], position[going], chosen[going], active[going]
-        for row, token in zip(active.tolist(), chosen.tolist()):
-            tokens[row].append(token)
+        generated[active, step] = chosen
+        lengths[active] = step + 1
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
         logits = model(
             input_ids=chosen[:, None],
@@ -238,6 +245,6 @@ def _decode(
         stats.padded_tokens += len(active)
         stats.forward_passes += 1
     return [
-        ScoredContinuation(tuple(row), float(total) / (len(row) + 1))
-        for row, total in zip(tokens, nll_sum.tolist())
+        ScoredContinuation(tuple(row[:length]), float(total) / (length + 1))
+        for row, length, total in zip(generated.tolist(), lengths.tolist(), nll_sum.tolist())
     ]

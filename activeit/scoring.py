@@ -16,8 +16,9 @@ cache is expanded over the instances (:mod:`activeit.prefix_decoding`); finished
 the batch, and the log-probabilities of the chosen tokens give ``L_i0`` directly. Then every
 (perturbed prompt, prediction) pair is teacher-forced (:mod:`activeit.forcing`), one
 forward pass per batch, no ``generate``, the same prefix sharing, and logits only at the
-prediction positions. In reduced precision (bf16 on CUDA) ``j = 0`` is teacher-forced too,
-so that ``|p_ij - p_i0|`` compares like with like. Seq2seq and sliding-window models use
+prediction positions. In reduced precision (``bf16_on_cuda``: bf16 autocast, the logits
+still fp32, the KV cache all bf16) ``j = 0`` is teacher-forced too, so that
+``|p_ij - p_i0|`` compares like with like. Seq2seq and sliding-window models use
 batched ``generate`` and plain teacher forcing of all ``k + 1`` prompts. Under several
 processes (``accelerate launch``) the tasks are split across processes and the results
 gathered on every process.
@@ -35,7 +36,7 @@ from typing import Any, NamedTuple
 import torch
 
 from activeit.batching import Ids
-from activeit.devices import grouped_query_attention, model_device, process_state
+from activeit.devices import bf16_autocast_fp32_logits, grouped_query_attention, model_device, process_state
 from activeit.errors import ActiveITError
 from activeit.forcing import ForcedPair, ForcingStats, teacher_forced_nll
 from activeit.generation import greedy_generate
@@ -57,6 +58,12 @@ class RowKey(NamedTuple):
     i: int
 
 
+def bf16_applies(config: ScoringSettings, model: torch.nn.Module) -> bool:
+    """Whether scoring runs under bf16 autocast: ``bf16_on_cuda``, an fp32 model, on CUDA."""
+    parameter = next(model.parameters())
+    return config.bf16_on_cuda and parameter.device.type == "cuda" and parameter.dtype == torch.float32
+
+
 class _Scorer:
     """Scores chunks of tasks with one model and config."""
 
@@ -70,12 +77,9 @@ class _Scorer:
         self.forcing, self.decoding = ForcingStats(), DecodingStats()
         self.timing = {"generation_s": 0.0, "teacher_forcing_s": 0.0}
         device = model_device(loaded.model)
-        use_bf16 = (
-            config.bf16_on_cuda and device.type == "cuda"
-            and next(loaded.model.parameters()).dtype == torch.float32
-        )
+        use_bf16 = bf16_applies(config, loaded.model)
         self.autocast = (
-            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16
+            (lambda: bf16_autocast_fp32_logits(loaded.model)) if use_bf16
             else grouped_query_attention if device.type == "cpu" else contextlib.nullcontext
         )
         # L_i0 is read off the greedy decoding only where that computation matches teacher
@@ -182,7 +186,8 @@ def score_tasks(
     ``prompts`` (from :func:`activeit.perturb.perturb_tasks`) are built from ``config`` when
     not given (when given, ``k`` is theirs). Under several accelerate processes each scores its share of the tasks and
     every process returns the full table. The model is used where it is (see
-    :func:`place_model`); on CUDA an fp32 model runs under bf16 autocast.
+    :func:`place_model`); with ``config.bf16_on_cuda`` an fp32 model on CUDA runs under bf16
+    autocast with fp32 logits (:func:`~activeit.devices.bf16_autocast_fp32_logits`).
     """
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm

@@ -213,7 +213,8 @@ class ScoringSettings(Settings):
     )
     bf16_on_cuda: bool = Field(
         default=False,
-        description="score an fp32 model under bf16 autocast on CUDA (faster, but bf16 logits bias PU upward)",
+        description="score an fp32 model under bf16 autocast on CUDA (faster; the logits stay fp32, since "
+        "bf16-rounded logits bias PU upward; PU then differs from fp32 scoring by bf16 noise)",
     )
     num_processes: int = Field(
         default=1, ge=1, description=">1 scores under `accelerate launch`, the pool split across this many "

@@ -9,9 +9,9 @@ than 8 minutes), so a crash or a hang in one is reported and the others still ru
 * ``scoring``: ``benchmarks/scoring.py --bf16`` on NIV2-subset tasks: our scorer against
   the naive reference loop, both on bf16 weights (the PU check within 1e-3), speedup and
   share of the bf16 peak, flat memory over two pool sizes;
-* ``pu_bias``: the same tasks scored in fp32, with bf16 weights and under bf16 autocast:
-  the Spearman correlation of PU against fp32 and the mean PU shift (bf16 rounding of the
-  logits inflates PU);
+* ``pu_bias``: the same tasks scored in fp32, with bf16 weights (bf16 logits) and under
+  ``bf16_on_cuda`` (bf16 autocast, fp32 logits): the Spearman correlation of PU against
+  fp32 and the mean PU shift (bf16 rounding of the logits inflates PU);
 * ``training``: ``benchmarks/training.py --mixed-precision bf16``: our loop against the
   naive loop, both on the GPU in bf16 mixed precision;
 * ``pipeline_full`` / ``pipeline_lora``: ``run.py`` on the offline default config cut to one
@@ -115,7 +115,7 @@ def check_pu_bias(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def pu_bias_worker(args: argparse.Namespace) -> None:
-    """Score the same tasks in fp32, with bf16 weights and under bf16 autocast; print JSON."""
+    """Score the same tasks in fp32, with bf16 weights and under bf16 autocast (fp32 logits); print JSON."""
     import torch
     from scipy.stats import spearmanr
 
@@ -134,7 +134,7 @@ def pu_bias_worker(args: argparse.Namespace) -> None:
     fp32.model.to(torch.bfloat16)
     weights = score_tasks(fp32, tasks, config, progress=False)
     out = {}
-    for name, table in (("bf16 autocast", autocast), ("bf16 weights", weights)):
+    for name, table in (("bf16 autocast, fp32 logits", autocast), ("bf16 weights and logits", weights)):
         pus = [table[t.name].pu for t in tasks]
         ref = [reference[t.name].pu for t in tasks]
         out[name] = {"spearman": float(spearmanr(ref, pus).statistic),

@@ -25,7 +25,7 @@ from activeit.scoring import score_tasks
 from activeit.scoring_reference import forced_nll, reference_scores
 from activeit.settings import ScoringSettings
 from activeit.tasks import Task
-from activeit.launch import _free_port as free_port
+from activeit.launch import free_port
 from score_worker import WORKER_CONFIG, counting_tokens, handmade_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,3 +287,40 @@ def test_forcing_edge_cases(llama) -> None:
         teacher_forced_nll(llama, [ForcedPair(prompt, (), ())])
     with pytest.raises(ActiveITError, match="non-empty prompt"):
         teacher_forced_nll(llama, [ForcedPair((), (), (eos,))])
+
+
+def test_bf16_scoring_reads_fp32_logits_from_a_one_dtype_cache(llama, tasks: list[Task], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bf16_on_cuda``'s path, run on the CPU (autocast works there too): every logit the
+    scorer reads is fp32 (the output layer runs outside autocast on its fp32 weights), the
+    KV caches hold keys and values in one dtype (bf16), the output layer is restored after,
+    and PU stays within bf16 noise of fp32 scoring."""
+    from activeit import prefix_cache, prefix_decoding, scoring
+
+    config = SMALL.replace(bf16_on_cuda=True)
+    fp32 = score_tasks(llama, tasks[:3], config, progress=False)  # on the CPU: no autocast
+    monkeypatch.setattr(scoring, "bf16_applies", lambda config, model: config.bf16_on_cuda)
+    head = llama.model.get_output_embeddings()
+    logits: set[torch.dtype] = set()
+    caches: set[tuple[torch.dtype, torch.dtype]] = set()
+    hook = head.register_forward_hook(lambda module, args, out: logits.add(out.dtype))
+    pool_init, layer_init = prefix_cache.PrefixPool.__init__, prefix_decoding._RoomyLayer.__init__
+
+    def recording_pool(self, *args, **kwargs) -> None:
+        pool_init(self, *args, **kwargs)
+        caches.update((keys.dtype, values.dtype) for keys, values in self.layers)
+
+    def recording_layer(self, *args, **kwargs) -> None:
+        layer_init(self, *args, **kwargs)
+        caches.add((self.key_buffer.dtype, self.value_buffer.dtype))
+
+    monkeypatch.setattr(prefix_cache.PrefixPool, "__init__", recording_pool)
+    monkeypatch.setattr(prefix_decoding._RoomyLayer, "__init__", recording_layer)
+    try:
+        bf16 = score_tasks(llama, tasks[:3], config, progress=False)
+    finally:
+        hook.remove()
+    assert logits == {torch.float32}
+    assert caches == {(torch.bfloat16, torch.bfloat16)}
+    assert "forward" not in head.__dict__
+    assert [row.pu for row in bf16] == pytest.approx([row.pu for row in fp32], abs=0.02)
+    assert [row.pu for row in bf16] != [row.pu for row in fp32]  # bf16 did run

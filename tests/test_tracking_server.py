@@ -9,7 +9,6 @@ import zenml_isolation  # noqa: F401  (must precede zenml)
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from mlflow import MlflowClient
 from zenml.client import Client
 
 from activeit.config import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_config
+from activeit.launch import free_port
 from pipelines.active_tuning import configured
 from pipelines.stack import prepare_stack
 from pipelines.study import find_run_id
@@ -31,12 +31,6 @@ from steps.mlflow_logging import BY_TASKS_PREFIX, DESCRIPTION_TAG, EXPERIMENT_KI
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "activeit-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -70,7 +64,7 @@ def _server(command: list[str], health_url: str, log: Path, timeout: float = 240
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mlflow server``: SQLite backend, its own artifact root, a free loopback port."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
                "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1"]
@@ -139,7 +133,7 @@ def test_mlflow_ui_and_zenml_dashboard_in_a_browser(server: str, tracked: tuple[
         pytest.skip("no chromium on the PATH (Debian: apt-get install chromium; .ci/run installs it)")
     pytest.importorskip("websockets", reason="the ZenML server requirements (install.sh) bring websockets")
     pytest.importorskip("zenml.zen_server.zen_server_api", reason="the ZenML server requirements (install.sh)")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = zenml_isolation.ROOT / "zenml-server.log"
     with _server([_zenml_cli(), "login", "--local", "--blocking", "--port", str(port)], f"{url}/health", log):
