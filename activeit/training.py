@@ -36,7 +36,7 @@ import torch
 from activeit.batching import length_grouped_batches, pad, pad_id
 from activeit.devices import PROCESS_GROUP_TIMEOUT
 from activeit.errors import ConfigError, TrainingError
-from activeit.models import LoadedModel, load_model, lora_target_modules
+from activeit.models import LoadedModel, load_model, lora_target_modules, no_hf_progress_bars
 from activeit.outputs import check_output_dir, output_dir
 from activeit.prompts import PromptFormatter
 from activeit.settings import TrainingSettings
@@ -233,7 +233,7 @@ def _save(
     renamed at the end): a failure leaves whatever was there before untouched."""
     if dtype is not None:
         state = _cast(state, dtype)
-    with output_dir(out_dir, overwrite) as tmp:
+    with output_dir(out_dir, overwrite) as tmp, no_hf_progress_bars():  # no "Writing model shards" bar
         # safetensors only: transformers 5 and peft both write nothing else
         if hasattr(model, "peft_config"):  # a LoRA adapter: its weights and config (no model card)
             model.save_pretrained(tmp, state_dict=state, save_embedding_layers=False)

@@ -90,17 +90,19 @@ def test_a_missing_accelerate_config_file_is_one_line_before_anything_runs(tmp_p
     with pytest.raises(ConfigError, match=r"accelerate config file 'no/such.yaml' does not exist \(relative paths "
                        r"start at .*\); give the path of an existing file"):
         TrainingSettings(accelerate_config="no/such.yaml")
+    # on the command line a relative path starts at the current folder
+    (tmp_path / "fsdp.yaml").mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "activeit", "train", "--source", "builtin", "--model", "tiny-llama", "--tasks",
-         "x", "--accelerate-config", str(tmp_path), "--out", str(tmp_path / "model")],
-        capture_output=True, text=True, check=False,
+         "x", "--accelerate-config", "fsdp.yaml", "--out", "model"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"error: command line: --accelerate-config: accelerate config file '{tmp_path}' is a folder; "
-        "give the path of an existing file"
+        f"error: command line: --accelerate-config: accelerate config file '{tmp_path / 'fsdp.yaml'}' is a "
+        "folder; give the path of an existing file"
     ]
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["fsdp.yaml"]
 
 
 def test_more_gpu_processes_than_gpus_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
