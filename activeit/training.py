@@ -224,15 +224,21 @@ def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch
 
 
 def _save(
-    loaded: LoadedModel, model: Any, state: dict[str, torch.Tensor], out_dir: Path, metrics: dict[str, Any],
-    overwrite: bool, dtype: torch.dtype | None = None,
+    loaded: LoadedModel, model: Any, out_dir: Path, metrics: dict[str, Any], overwrite: bool,
+    dtype: torch.dtype | None = None, gathered: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write the weights ``state`` (the whole model's, gathered from every process's shard
-    under FSDP or DeepSpeed; in ``dtype`` when given), the tokenizer (full models; an
-    adapter loads its base's) and the metrics into ``out_dir`` at once (a temporary sibling,
-    renamed at the end): a failure leaves whatever was there before untouched."""
-    if dtype is not None:
-        state = _cast(state, dtype)
+    """Write the weights (in ``dtype`` when given), the tokenizer (full models; an adapter
+    loads its base's) and the metrics into ``out_dir`` at once (a temporary sibling, renamed
+    at the end): a failure leaves whatever was there before untouched.
+
+    The weights are ``model``'s own, cast in place (no second copy in memory), or under
+    FSDP / DeepSpeed the ``gathered`` state dict, whole, that every process helped build.
+    """
+    state = None
+    if gathered is not None:
+        state = _cast(gathered, dtype) if dtype is not None else gathered
+    elif dtype is not None:
+        model.to(dtype)
     with output_dir(out_dir, overwrite) as tmp, no_hf_progress_bars():  # no "Writing model shards" bar
         # safetensors only: transformers 5 and peft both write nothing else
         if hasattr(model, "peft_config"):  # a LoRA adapter: its weights and config (no model card)
@@ -261,7 +267,7 @@ def finetune(
     or when there is nothing to train on.
     """
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, parse_flag_from_env, set_seed
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs, parse_flag_from_env, set_seed
     from tqdm.auto import tqdm
     from transformers import get_constant_schedule_with_warmup
 
@@ -388,10 +394,12 @@ def finetune(
     }
     metrics["wall_time_s"] = time.perf_counter() - started  # loading + training, not saving
     accelerator.wait_for_everyone()
-    state = accelerator.get_state_dict(model)  # on every process: gathers FSDP / ZeRO-3 shards
+    # sharded weights are gathered whole, a collective every process joins
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    gathered = accelerator.get_state_dict(model) if sharded else None
     if accelerator.is_main_process:
-        _save(loaded, accelerator.unwrap_model(model), state, out_dir, metrics, overwrite,
-              SAVE_DTYPES.get(str(accelerator.mixed_precision)))
+        _save(loaded, accelerator.unwrap_model(model), out_dir, metrics, overwrite,
+              SAVE_DTYPES.get(str(accelerator.mixed_precision)), gathered)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainingResult(out_dir, metrics)

@@ -210,3 +210,17 @@ def test_one_reference_is_drawn_among_several(tmp_path: Path) -> None:
     config = TrainingSettings(epochs=2, learning_rate=1e-3, warmup_steps=0, batch_size=8, chat=False)
     result = finetune("tiny-llama", [task], tmp_path / "m", config, progress=False)
     assert result.metrics["steps"] == 2 and result.metrics["num_examples"] == 8
+
+
+def test_casting_a_gathered_state_keeps_tied_weights_shared() -> None:
+    """Under FSDP the gathered weights are cast before saving; tied embeddings must stay one
+    tensor (else the file holds the output layer twice)."""
+    from activeit.training import _cast
+
+    embeddings, norm = torch.randn(8, 4), torch.randn(4)
+    state = {"model.embed_tokens.weight": embeddings, "lm_head.weight": embeddings, "model.norm.weight": norm}
+    cast = _cast(state, torch.bfloat16)
+    assert {tensor.dtype for tensor in cast.values()} == {torch.bfloat16}
+    assert cast["lm_head.weight"] is cast["model.embed_tokens.weight"]
+    assert cast["model.norm.weight"] is not cast["lm_head.weight"]
+    assert torch.equal(cast["model.norm.weight"], norm.to(torch.bfloat16))
