@@ -158,7 +158,7 @@ LONG_TRAIN = ["train", "--source", "builtin", "--model", "tiny-llama", "--max-st
 
 def test_a_killed_training_leaves_nothing_and_a_rerun_gives_the_same_model(tmp_path: Path) -> None:
     out = tmp_path / "model"
-    _kill_during([*LONG_TRAIN, "--out", str(out)], "it/s]", tmp_path)  # killed inside the training loop
+    _kill_during([*LONG_TRAIN, "--out", str(out)], "step/s, epoch=", tmp_path)  # killed inside the training loop
     assert not out.exists()
     short = [*LONG_TRAIN[:6], "20", *LONG_TRAIN[7:], "--no-progress"]
     assert cli([*short, "--out", str(out)]) == 0
