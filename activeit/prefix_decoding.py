@@ -208,10 +208,9 @@ def _decode(
     """
     rows = logits.shape[0]
     device = logits.device
-    # The chosen tokens stay on the device until the end; the one host sync per step is
-    # the count of rows that stopped (rows leave the batch only at steps where some did).
-    generated = torch.zeros((rows, max_new_tokens), dtype=torch.long, device=device)
-    lengths = torch.zeros(rows, dtype=torch.long, device=device)
+    # The chosen tokens stay on the device until the end (-1: none); the one host sync per
+    # step is the count of rows that stopped (rows leave the batch only at steps where some did).
+    generated = torch.full((rows, max_new_tokens), -1, dtype=torch.long, device=device)
     nll_sum = torch.zeros(rows, dtype=torch.float64, device=device)
     if final_token is None:
         nll_sum.fill_(math.nan)
@@ -231,7 +230,6 @@ def _decode(
             cache.batch_select_indices(going)  # type: ignore[attr-defined]
             mask, position, chosen, active = mask[going], position[going], chosen[going], active[going]
         generated[active, step] = chosen
-        lengths[active] = step + 1
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
         logits = model(
             input_ids=chosen[:, None],
@@ -246,5 +244,5 @@ def _decode(
         stats.forward_passes += 1
     return [
         ScoredContinuation(tuple(row[:length]), float(total) / (length + 1))
-        for row, length, total in zip(generated.tolist(), lengths.tolist(), nll_sum.tolist())
+        for row, length, total in zip(generated.tolist(), (generated >= 0).sum(1).tolist(), nll_sum.tolist())
     ]
