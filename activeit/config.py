@@ -16,10 +16,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from activeit.errors import ConfigError
 from activeit.settings import (
@@ -41,10 +41,18 @@ CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
 class TrackingSettings(Settings):
     """MLflow: one experiment per config; the stack's tracker URI unless one is given."""
 
-    experiment: str = Field(default="activeit", pattern=r"\S", description="MLflow experiment name (not blank)")
+    experiment: Annotated[str, AfterValidator(_not_blank)] = Field(
+        default="activeit", description="MLflow experiment name (not blank)"
+    )
     tracking_uri: str | None = None
     #: Which rounds' models get a registered MLflow version (pointing at the stored ZenML
     #: artifact; nothing is copied): every round, the last one, or none.

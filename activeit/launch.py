@@ -100,7 +100,11 @@ def score(
 
 
 def _launched(config: ScoringSettings | TrainingSettings, cpu: bool) -> bool:
-    """Whether the work runs under ``accelerate launch`` rather than in this process."""
+    """Whether the work runs under a new ``accelerate launch`` rather than in this process.
+    A process that ``accelerate launch`` already started (``WORLD_SIZE`` > 1) does its own
+    share here: the command line run as ``accelerate launch -m activeit ...``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return False
     return config.num_processes > 1 or config.accelerate_config is not None or (cpu and torch.cuda.is_available())
 
 

@@ -285,8 +285,7 @@ def check_lora(name: str, method: str, given: Sequence[str] | None = None) -> No
     if method != "lora" or given:
         return
     source = Path(resolve_model_path(name))
-    base = adapter_base(source) if source.is_dir() else None
-    if base is not None:
+    if (base := adapter_base(source)) is not None:
         source = Path(resolve_model_path(base))
     if (source / "config.json").is_file():
         model_type = json.loads((source / "config.json").read_text(encoding="utf-8")).get("model_type", "")
@@ -321,20 +320,29 @@ def _load_adapter(folder: Path, base: str, adapter: AdapterMode, dtype: Any) -> 
     return LoadedModel(model, loaded.tokenizer, loaded.kind, str(folder), folder, base_model=base)
 
 
+def _local_folder(name: str) -> Path | None:
+    """``name``'s local folder, or None for a hub id while the hub is reachable; a missing
+    folder or an unreachable hub is one :class:`ModelLoadError` line."""
+    source = resolve_model_path(name)
+    local = Path(source).expanduser()
+    if local.exists():
+        return local
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelLoadError(f"model folder '{source}' does not exist (--model / model: names a folder, "
+                             f"a hub id or a built-in model: {', '.join((DEFAULT_MODEL, *TINY_MODELS))})")
+    if reason := hub_unreachable_reason():
+        raise ModelLoadError(f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
+                             "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy")
+    return None
+
+
 def check_model(name: str, chat: bool | None = None) -> None:
     """Check, before anything runs, that ``name`` can be loaded: a local folder has a
     config, complete safetensors weights and a tokenizer (with a chat template when
     ``chat``); a hub id needs a network. Reads headers, not weights; one
     :class:`ModelLoadError` line naming the problem and the fix."""
-    source = resolve_model_path(name)
-    local = Path(source).expanduser()
-    if not local.exists():
-        if source.startswith((".", "/", "~")) or source.count("/") > 1:
-            raise ModelLoadError(f"model folder '{source}' does not exist (--model / model: names a folder, "
-                                 f"a hub id or a built-in model: {', '.join((DEFAULT_MODEL, *TINY_MODELS))})")
-        if reason := hub_unreachable_reason():
-            raise ModelLoadError(f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
-                                 "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy")
+    local = _local_folder(name)
+    if local is None:  # a hub id, and the hub is reachable
         return
     if (base := adapter_base(local)) is not None:  # a LoRA adapter: check its weights and its base
         if not (local / ADAPTER_WEIGHTS).is_file():
@@ -389,17 +397,10 @@ def load_model(
         AutoTokenizer,
     )
 
-    source = resolve_model_path(name)
-    local = Path(source)
-    if local.is_dir() and (base := adapter_base(local)) is not None:
+    local = _local_folder(name)
+    if local is not None and (base := adapter_base(local)) is not None:
         return _load_adapter(local, base, adapter, dtype)
-    if not local.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
-        raise ModelLoadError(f"model folder '{source}' does not exist")
-    if not local.exists() and (reason := hub_unreachable_reason()):
-        raise ModelLoadError(
-            f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
-            "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy"
-        )
+    source = str(local) if local is not None else resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -414,9 +415,9 @@ def load_model(
             )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "" if local.exists() else " (a hub id needs a network; pass a local folder offline)"
+        hint = "" if local is not None else " (a hub id needs a network; pass a local folder offline)"
         raise ModelLoadError(f"cannot load model '{name}': {first_line}{hint}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    return LoadedModel(model, tokenizer, kind, name, local if local.exists() else None)
+    return LoadedModel(model, tokenizer, kind, name, local)

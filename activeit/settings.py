@@ -51,8 +51,6 @@ def describe_error(error: ValidationError, source: str, name: Callable[[str], st
         message = f"must be at least {ctx['ge']}, got {first['input']!r}"
     elif first["type"] == "greater_than":
         message = f"must be greater than {ctx['gt']}, got {first['input']!r}"
-    elif first["type"] == "string_pattern_mismatch" and ctx.get("pattern") == r"\S":
-        message = "must not be blank"
     elif first["type"] == "less_than_equal":
         message = f"must be at most {ctx['le']}, got {first['input']!r}"
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from activeit.errors import PoolError
+from activeit.outputs import write_text
 
 #: Classification heuristic used when a source has no metadata: at most this many
 #: distinct reference outputs over the task's instances ...
@@ -186,8 +187,6 @@ class TaskPool:
 
     def save_json(self, path: str | Path) -> None:
         """Write the pool as one JSON file (atomically)."""
-        from activeit.outputs import write_text
-
         write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod

@@ -20,14 +20,13 @@ from typing import Any
 
 from activeit.cli.common import add_output_arguments, add_pool_arguments, pool_from_args
 from activeit.cli.flags import add_settings_arguments, settings_from_args
-from activeit.devices import place_model, process_state
+from activeit.devices import process_state
 from activeit.errors import ActiveITError
 from activeit.launch import score
-from activeit.models import DEFAULT_MODEL, check_model, load_model
+from activeit.models import DEFAULT_MODEL, check_model
 from activeit.outputs import check_output_dir, output_dir
-from activeit.scoring import score_tasks
 from activeit.settings import ScoringSettings
-from activeit.strategies import STRATEGIES, select_tasks
+from activeit.strategies import NEEDS_SCORES, STRATEGIES, select_tasks
 from activeit.taskmap import categorize, plot_task_map
 
 SHOWN = 10
@@ -67,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if not tasks:
         raise ActiveITError(f"pool '{pool.name}' split '{args.split}' has no tasks to score")
     state = process_state()
-    if state.num_processes > 1:  # started by `accelerate launch` itself: score this process's share
-        table = score_tasks(place_model(load_model(args.model)), tasks, config, progress=not args.no_progress)
-    else:  # here, or in --num-processes processes
-        table = score(args.model, tasks, config, progress=not args.no_progress)
+    table = score(args.model, tasks, config, progress=not args.no_progress)
     if state.is_main_process:
         write_outputs(args, config, table, tasks)
     if state.num_processes > 1:
@@ -82,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 def write_outputs(args: argparse.Namespace, config: ScoringSettings, table: Any, tasks: Any) -> None:
     """Save the table, the selection, the categories and the map; print a summary."""
     with output_dir(args.out, args.overwrite) as tmp:
-        selection, categories = _write_files(args, config, table, tasks, tmp)
+        categories = _write_files(args, config, table, tasks, tmp)
     out: Path = args.out
     path = out / f"scores.{args.format}"
     stats = table.meta.get("stats", {})
@@ -96,18 +92,18 @@ def write_outputs(args: argparse.Namespace, config: ScoringSettings, table: Any,
     print(f"saved {path}, {table.instances_path(path).name}, task_map.png, task_map.json, selection.json in {out}")
 
 
-def _write_files(args: argparse.Namespace, config: ScoringSettings, table: Any, tasks: Any, out: Path) -> tuple[Any, dict[str, str]]:
+def _write_files(args: argparse.Namespace, config: ScoringSettings, table: Any, tasks: Any, out: Path) -> dict[str, str]:
     """The table, the selection, the categories and the map, in ``out``."""
     table.save(out / f"scores.{args.format}")
     budget = args.budget if args.budget is not None else max(1, round(len(table) / 10))
     if budget > len(table):
         print(f"warning: --budget {budget} is more than the {len(table)} scored tasks; highlighting all of them",
               file=sys.stderr)
-    needs = args.strategy not in ("random", "all")
+    needs = args.strategy in NEEDS_SCORES
     selection = select_tasks(args.strategy, tasks, budget, scores=table if needs else None, seed=config.seed)
     (out / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2))
     categories = categorize(table)
     (out / "task_map.json").write_text(json.dumps(categories, indent=2))
     title = f"Task map: {args.model}, {len(table)} tasks, {args.strategy} picks {len(selection)}"
     plot_task_map(table, out / "task_map.png", selected=selection.tasks, title=title)
-    return selection, categories
+    return categories

@@ -71,7 +71,8 @@ def _text(value: Any, path: Path, field: str) -> str:
         return value
     if isinstance(value, list):
         kinds = sorted({type(v).__name__ for v in value if not isinstance(v, str)})
-        raise TaskFormatError(path, field, f"must be a string or a list of strings, got a list holding {', '.join(kinds)}")
+        got = f"a list holding {', '.join(kinds)}" if kinds else "an empty list"
+        raise TaskFormatError(path, field, f"must be a string or a list of strings, got {got}")
     raise TaskFormatError(path, field, f"must be a string, got {type(value).__name__}")
 
 
