@@ -17,6 +17,7 @@ cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
 MIN=(3 10)
 MAX=(3 14)
+RANGE="${MIN[0]}.${MIN[1]} to ${MAX[0]}.${MAX[1]}"
 
 fail() { echo "install.sh: $*" >&2; exit 1; }
 
@@ -27,15 +28,16 @@ supported() {  # supported PYTHON: a Python whose version is within MIN..MAX
 
 if [[ -n "${PYTHON:-}" ]]; then
     command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON: no such interpreter"
-    supported "$PYTHON" || fail "PYTHON=$PYTHON is $("$PYTHON" -V 2>&1); activeit needs Python 3.10 to 3.14"
+    supported "$PYTHON" || fail "PYTHON=$PYTHON is $("$PYTHON" -V 2>&1); activeit needs Python $RANGE"
 else
-    for candidate in python3 python3.14 python3.13 python3.12 python3.11 python3.10 python; do
+    minors=$(seq "${MAX[1]}" -1 "${MIN[1]}")
+    for candidate in python3 $(printf "python${MAX[0]}.%s " $minors) python; do
         if command -v "$candidate" >/dev/null && supported "$candidate"; then
             PYTHON="$candidate"
             break
         fi
     done
-    [[ -n "${PYTHON:-}" ]] || fail "no Python 3.10 to 3.14 on the PATH; install one (Debian/Ubuntu: apt-get install python3 python3-venv) or name it: PYTHON=/path/to/python3 ./install.sh"
+    [[ -n "${PYTHON:-}" ]] || fail "no Python $RANGE on the PATH; install one (Debian/Ubuntu: apt-get install python3 python3-venv) or name it: PYTHON=/path/to/python3 ./install.sh"
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then

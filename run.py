@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from activeit.config import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig, load_config
+from activeit.config import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig, is_server_uri, load_config
 from activeit.errors import ActiveITError, ConfigError
 from activeit.settings import SOURCES
 from activeit.strategies import STRATEGIES
@@ -154,11 +154,12 @@ def check_pool(config: ExperimentConfig) -> int:
 
 
 def check_resources(config: ExperimentConfig) -> None:
-    """Refuse up front what would fail inside a step: LoRA without target modules for the
-    model's family, more GPU processes than GPUs."""
+    """Refuse up front what would fail inside a step: a model that cannot be loaded, LoRA
+    without target modules for the model's family, more GPU processes than GPUs."""
     from activeit.launch import check_processes
-    from activeit.models import check_lora
+    from activeit.models import check_lora, check_model
 
+    check_model(config.model, config.chat)
     check_lora(config.model, config.training.method, config.training.lora_target_modules)
     check_processes(config.training.num_processes, "training.num_processes")
     check_processes(config.scoring.num_processes, "scoring.num_processes")
@@ -215,9 +216,11 @@ def print_ui_commands(tracking_uri: str, experiment: str) -> None:
     and the ZenML dashboard, set apart from the log above."""
     from mlflow import MlflowClient
 
+    from steps.mlflow_logging import MODEL_TRAINING_VIEW
+
     found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
-    page = f"#/experiments/{found.experiment_id}?workflowType=machine_learning" if found else ""
-    if tracking_uri.startswith(("http://", "https://")):
+    page = f"#/experiments/{found.experiment_id}?{MODEL_TRAINING_VIEW}" if found else ""
+    if is_server_uri(tracking_uri):
         mlflow_lines = [f"  open {tracking_uri.rstrip('/')}/{page}"]
     else:
         mlflow_lines = [f"  {_tool('mlflow')} ui --backend-store-uri {tracking_uri}",
@@ -296,9 +299,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             pool_size = check_pool(config)
             for each in configs:
                 each.check_budget(pool_size, f"the {each.pool.source} pool")
-            from activeit.models import check_model
-
-            check_model(config.model, config.chat)
             check_resources(config)
 
         from pipelines.stack import prepare_stack, use_repo_source_root

@@ -47,6 +47,11 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def is_server_uri(tracking_uri: str) -> bool:
+    """Whether an MLflow tracking URI names a tracking server (rather than a local store)."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 class TrackingSettings(Settings):
     """MLflow: one experiment per config; the stack's tracker URI unless one is given."""
 

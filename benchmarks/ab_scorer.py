@@ -29,7 +29,7 @@ import activeit.forcing as new_forcing  # noqa: E402
 import activeit.prefix_decoding as new_decoding  # noqa: E402
 import activeit.scoring as scoring  # noqa: E402
 from activeit.devices import grouped_query_attention  # noqa: E402
-from activeit.models import load_model  # noqa: E402
+from activeit.models import DEFAULT_MODEL, load_model  # noqa: E402
 from activeit.settings import ScoringSettings  # noqa: E402
 from activeit.sources import load_pool  # noqa: E402
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scoring.greedy_decode_scored, scoring.teacher_forced_nll = capture_decoding, capture_forcing
     tasks = list(load_pool("niv2", args.niv2, split_dir="available").train)[: args.tasks]
-    loaded = load_model("smollm2-135m-instruct")
+    loaded = load_model(DEFAULT_MODEL)
     config = ScoringSettings(n=10, k=10, max_new_tokens=64)
     scoring.score_tasks(loaded, tasks, config, progress=False)
     eos = loaded.tokenizer.eos_token_id

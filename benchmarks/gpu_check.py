@@ -121,7 +121,7 @@ def pu_bias_worker(args: argparse.Namespace) -> None:
     import torch
     from scipy.stats import spearmanr
 
-    from activeit.models import load_model
+    from activeit.models import DEFAULT_MODEL, load_model
     from activeit.scoring import score_tasks
     from activeit.settings import ScoringSettings
     from activeit.sources import load_pool
@@ -129,7 +129,7 @@ def pu_bias_worker(args: argparse.Namespace) -> None:
     pool = load_pool("niv2", args.niv2, split_dir="available", seed=0)
     tasks = list(pool.train)[: args.pu_tasks]
     config = ScoringSettings(n=5, k=5, max_new_tokens=32, token_budget=65536)
-    fp32 = load_model("smollm2-135m-instruct")
+    fp32 = load_model(DEFAULT_MODEL)
     fp32.model.to("cuda")
     reference = score_tasks(fp32, tasks, config, progress=False)
     autocast = score_tasks(fp32, tasks, config.replace(bf16_on_cuda=True), progress=False)
@@ -195,18 +195,19 @@ def check_multi_process(args: argparse.Namespace) -> tuple[str, str]:
 def multi_worker(args: argparse.Namespace) -> None:
     """Two-process scoring against one process, and two-process fine-tuning; print JSON."""
     from activeit.launch import score, train
+    from activeit.models import DEFAULT_MODEL
     from activeit.settings import ScoringSettings, TrainingSettings
     from activeit.sources import load_pool
 
     pool = load_pool("niv2", args.niv2, split_dir="available", max_instances_per_task=16, seed=0)
     tasks = list(pool.train)[:8]
     config = ScoringSettings(n=4, k=4, max_new_tokens=32, token_budget=65536)
-    one = score("smollm2-135m-instruct", tasks, config, progress=False)
-    two = score("smollm2-135m-instruct", tasks, config.replace(num_processes=2), progress=False)
+    one = score(DEFAULT_MODEL, tasks, config, progress=False)
+    two = score(DEFAULT_MODEL, tasks, config.replace(num_processes=2), progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         training = TrainingSettings(epochs=1, max_steps=4, batch_size=4, max_instances_per_task=8,
                                     warmup_steps=0, num_processes=2)
-        result = train("smollm2-135m-instruct", tasks[:4], Path(tmp) / "m", training, progress=False)
+        result = train(DEFAULT_MODEL, tasks[:4], Path(tmp) / "m", training, progress=False)
     print(json.dumps({"max_pu_diff": max(abs(a.pu - b.pu) for a, b in zip(one, two)),
                       "score_processes": two.meta["processes"], "train_processes": result.metrics["num_processes"],
                       "train_loss": result.metrics["final_loss"]}))

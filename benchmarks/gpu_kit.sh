@@ -85,7 +85,6 @@ tar -C "$(dirname "$NIV2")" -cf "$work/niv2.tar" "$(basename "$NIV2")"
 
 rm -rf "$KIT"
 mkdir -p "$KIT"
-grep -qx "/$KIT/" .git/info/exclude 2>/dev/null || grep -qx "$KIT/" .gitignore || echo "$KIT/" >> .gitignore
 part=1 used=0
 files=("$work"/niv2.tar "$work"/model/* "$work"/wheels/*)
 for file in "${files[@]}"; do

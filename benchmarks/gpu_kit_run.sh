@@ -11,11 +11,9 @@ cd "$(dirname "$0")/.."
 KIT="${KIT:-/root/activeit-kit}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$KIT/files"
-manifest=""
 for part in .gpukit/part*; do
     [[ -d "$part" ]] || continue
     cp -r "$part"/. "$KIT/files/"
-    manifest="$part/MANIFEST"
     echo "gpu_kit_run: stored $part ($(du -sh "$part" | cut -f1))"
 done
 [[ -f "$KIT/files/MANIFEST" ]] || { echo "gpu_kit_run: no part carried (carry .gpukit/part1, ...)" >&2; exit 2; }

@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.devices import process_state  # noqa: E402
+from activeit.devices import model_device, place_model, process_state  # noqa: E402
 from activeit.models import DEFAULT_MODEL, load_model
 from activeit.prompts import PromptFormatter
 from activeit.sources import load_pool
@@ -70,9 +70,8 @@ def naive_loop(
 ) -> dict[str, float]:
     """The baseline: shuffled order, every batch padded to the dataset's longest example; on
     the same device and in the same mixed precision as ours."""
-    loaded = load_model(model_name)
-    device = process_state().device
-    loaded.model.to(device)
+    loaded = place_model(load_model(model_name))
+    device = model_device(loaded.model)
     precision = SAVE_DTYPES.get(resolve_mixed_precision(config.mixed_precision, cpu=device.type == "cpu"))
     autocast = (lambda: torch.autocast(device.type, dtype=precision)) if precision else contextlib.nullcontext
     model, pad_id, seq2seq = loaded.model, loaded.tokenizer.pad_token_id, loaded.is_seq2seq

@@ -36,9 +36,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from steps.mlflow_logging import BY_TASKS_PREFIX, MODEL_TRAINING_VIEW as ML_VIEW  # noqa: E402
+
 WIDTH, HEIGHT = 1600, 1100
-ML_VIEW = "workflowType=machine_learning"  # MLflow 3 opens the GenAI view unless told
-ROUND_METRICS = ("rougeL", "exact_match", "num_training_tasks", "train_loss", "by_training_tasks")
+#: Text the run's metrics page must show: per-round charts and the by-training-tasks section.
+EXPECTED_CHARTS = ("rougeL", "exact_match", "num_training_tasks", "train_loss", BY_TASKS_PREFIX.rstrip("/"))
 
 
 def chromium_binary() -> str | None:
@@ -206,7 +209,7 @@ def check_mlflow(page: Page, report: Report, url: str, experiment: str, out: Pat
         return ""
     run = pipeline_runs[0]
     run_url = f"{base}/runs/{run.info.run_id}"
-    report.check(page, "mlflow_run_metrics", f"{run_url}/model-metrics?{ML_VIEW}", [run.info.run_name, *ROUND_METRICS],
+    report.check(page, "mlflow_run_metrics", f"{run_url}/model-metrics?{ML_VIEW}", [run.info.run_name, *EXPECTED_CHARTS],
                  out, height=3200)
     report.check(page, "mlflow_task_map", f"{run_url}/artifacts/round_1/task_map.png?{ML_VIEW}",
                  ['alt="round_1/task_map.png"', 'src="blob:'], out)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from activeit.config import REPO_ROOT, ExperimentConfig
+from activeit.config import REPO_ROOT, ExperimentConfig, is_server_uri
 from activeit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def _tracker_configuration(tracking_uri: str | None) -> dict[str, str]:
     one way to authenticate with a server (http/https): MLflow's own variables give it."""
     if not tracking_uri:
         return {}
-    if not tracking_uri.startswith(("http://", "https://")):
+    if not is_server_uri(tracking_uri):
         return {"tracking_uri": tracking_uri}
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     username, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
@@ -74,6 +74,22 @@ def _tracker_configuration(tracking_uri: str | None) -> dict[str, str]:
         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a server without authentication takes "
         "any token, e.g. MLFLOW_TRACKING_TOKEN=none)"
     )
+
+
+def _ensure_tracker(client: Any, tracking_uri: str | None) -> str:
+    """The name of activeit's MLflow tracker component for ``tracking_uri``: created, or
+    updated when the credentials in the environment changed since (a new token is used,
+    not the one the component was first made with)."""
+    from zenml.enums import StackComponentType
+
+    kind = StackComponentType.EXPERIMENT_TRACKER
+    name, configuration = _tracker_name(tracking_uri), _tracker_configuration(tracking_uri)
+    if not client.list_stack_components(type=kind, name=name).items:
+        client.create_stack_component(name=name, flavor="mlflow", component_type=kind, configuration=configuration)
+    elif any(client.get_stack_component(kind, name).configuration.get(key) != value
+             for key, value in configuration.items()):
+        client.update_stack_component(name, kind, configuration=configuration)
+    return name
 
 
 def _setup_lock() -> Any:
@@ -116,18 +132,15 @@ def _prepare_stack(config: ExperimentConfig) -> StackInfo:
             raise ConfigError(f"ZenML stack '{config.zenml.stack}' is not registered (zenml stack list)") from None
     stack = client.active_stack
     created = False
+    if stack.experiment_tracker is not None and stack.experiment_tracker.name == _tracker_name(config.tracking.tracking_uri):
+        _ensure_tracker(client, config.tracking.tracking_uri)  # ours: today's credentials
     if stack.experiment_tracker is None:
         if not _is_local(stack):
             raise ConfigError(
                 f"ZenML stack '{stack.name}' has no experiment tracker; register an MLflow tracker "
                 f"and add it to the stack (zenml experiment-tracker register ... --flavor=mlflow)"
             )
-        tracker = _tracker_name(config.tracking.tracking_uri)
-        if not client.list_stack_components(type=StackComponentType.EXPERIMENT_TRACKER, name=tracker).items:
-            client.create_stack_component(
-                name=tracker, flavor="mlflow", component_type=StackComponentType.EXPERIMENT_TRACKER,
-                configuration=_tracker_configuration(config.tracking.tracking_uri),
-            )
+        tracker = _ensure_tracker(client, config.tracking.tracking_uri)
         name = LOCAL_STACK if tracker == LOCAL_TRACKER else f"{LOCAL_STACK}-{tracker[-8:]}"
         if not client.list_stacks(name=name).items:
             components = {kind: [c.id for c in found][0] for kind, found in client.active_stack_model.components.items()}

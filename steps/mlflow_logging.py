@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from activeit.config import ExperimentConfig
+from activeit.config import ExperimentConfig, is_server_uri
 from activeit.evaluation import EvalReport
 from activeit.scores import ScoreTable
 from activeit.strategies import Selection
@@ -43,6 +43,8 @@ SOURCE_TAG = "zenml_artifact_id"
 #: the GenAI view (traces) when this experiment tag says so.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+#: The MLflow UI's query for its model-training view (MLflow 3 opens the GenAI view unless told).
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 #: MLflow's tag for a run's description (shown on the run page and in the runs table).
 DESCRIPTION_TAG = "mlflow.note.content"
 #: The evaluation metrics again with ``step`` = training tasks (the base model at 0), so
@@ -178,66 +180,57 @@ def log_round(
             mlflow.log_artifact(str(png), folder)
 
 
-def register_model(source_uri: str, registered_name: str, round_index: int, source_id: str) -> int:
-    """Register the stored ZenML model artifact at ``source_uri`` as a new version of
-    ``registered_name``; returns the version.
+def register_model(
+    config: ExperimentConfig, source_uri: str, source_id: str, round_index: int, training_tasks: Sequence[str],
+    report: EvalReport,
+) -> int:
+    """Register the stored ZenML model artifact at ``source_uri`` as a new version of the
+    config's registered model, described in words and tagged (round, strategy, seed,
+    training tasks, the round's metrics); returns the version.
 
     Nothing is copied: the version's source is the artifact's own location (its folder in
     the artifact store), so each round's weights exist once. Only a local artifact store
-    under a remote tracking server is uploaded, since the server cannot read this disk. The artifact store is the copy
-    the pipeline itself loads, caches and resumes from; MLflow's registry is the catalogue
-    that points at it. A model already registered from the same ZenML artifact (a resumed or
-    cached round) is not registered twice: its version is returned.
+    under a remote tracking server is uploaded, since the server cannot read this disk. The
+    artifact store is the copy the pipeline itself loads, caches and resumes from; MLflow's
+    registry is the catalogue that points at it. A model already registered from the same
+    ZenML artifact (a resumed or cached round) is not registered twice: its version is returned.
     """
     client = MlflowClient()
+    name = config.registered_model_name
     try:
-        client.create_registered_model(registered_name, description="One version per active-tuning round.")
+        client.create_registered_model(name, description=(
+            f"One version per round of active instruction tuning with the {config.strategy} strategy "
+            f"(experiment {config.tracking.experiment}): `{config.model}` fine-tuned on the tasks selected so far "
+            f"from the {config.pool.source} pool. Version tags: round, seed, training tasks, ROUGE-L."
+        ))
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    for version in client.search_model_versions(f"name='{registered_name}'"):
+    for version in client.search_model_versions(f"name='{name}'"):
         if version.tags.get(SOURCE_TAG) == source_id:
-            mlflow.set_tag(f"model_round_{round_index}", f"{registered_name}/{version.version}")
+            mlflow.set_tag(f"model_round_{round_index}", f"{name}/{version.version}")
             return int(version.version)
     source = source_uri
-    if "://" not in source_uri and mlflow.get_tracking_uri().startswith(("http://", "https://")):
+    if "://" not in source_uri and is_server_uri(mlflow.get_tracking_uri()):
         # A tracking server cannot point at this machine's disk (it refuses a local source):
         # the model goes to the server's artifact store once, the only copy the server can serve.
         artifact_path = f"round_{round_index}/model"
         mlflow.log_artifacts(source_uri, artifact_path)
         source = mlflow.get_artifact_uri(artifact_path)
-    version = client.create_model_version(
-        registered_name,
-        source=source,
-        run_id=mlflow.active_run().info.run_id,
-        tags={"round": str(round_index), SOURCE_TAG: source_id},
-        description=f"round {round_index} (the ZenML artifact {source_id})",
-    )
-    mlflow.set_tag(f"model_round_{round_index}", f"{registered_name}/{version.version}")
-    return int(version.version)
-
-
-def describe_model_version(
-    config: ExperimentConfig, version: int, round_index: int, training_tasks: Sequence[str], report: EvalReport
-) -> None:
-    """A description of the registered model (what its versions are) and of the round's
-    version, and the version's tags: round, strategy, seed, training tasks, ROUGE-L."""
-    client = MlflowClient()
-    name = config.registered_model_name
-    client.update_registered_model(name, description=(
-        f"One version per round of active instruction tuning with the {config.strategy} strategy "
-        f"(experiment {config.tracking.experiment}): `{config.model}` fine-tuned on the tasks selected so far "
-        f"from the {config.pool.source} pool. Version tags: round, seed, training tasks, ROUGE-L."
-    ))
     metrics = report_metrics(report)
     rouge = f", ROUGE-L {metrics['rougeL']:.2f} on the test tasks" if "rougeL" in metrics else ""
-    client.update_model_version(name, str(version), description=(
-        f"Round {round_index} of {config.strategy}, seed {config.seed}: fine-tuned on {len(training_tasks)} tasks{rouge}."
-    ))
     tags = {"round": round_index, "strategy": config.strategy, "seed": config.seed,
             "num_training_tasks": len(training_tasks), **{k: f"{v:.4f}" for k, v in metrics.items()}}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, str(value))
+    version = client.create_model_version(
+        name,
+        source=source,
+        run_id=mlflow.active_run().info.run_id,
+        tags={SOURCE_TAG: source_id, **{key: str(value) for key, value in tags.items()}},
+        description=f"Round {round_index} of {config.strategy}, seed {config.seed}: fine-tuned on "
+        f"{len(training_tasks)} tasks{rouge}.",
+    )
+    mlflow.set_tag(f"model_round_{round_index}", f"{name}/{version.version}")
+    return int(version.version)
 
 
 def metric_rows(tracking_uri: str, run_id: str, keys: Iterable[str] = ROUND_METRICS) -> list[dict[str, Any]]:

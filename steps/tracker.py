@@ -19,7 +19,6 @@ from activeit.scores import ScoreTable
 from activeit.strategies import Selection
 from steps.common import fail_if_requested
 from steps.mlflow_logging import (
-    describe_model_version,
     log_config,
     log_round,
     quiet_autolog_warning,
@@ -52,6 +51,4 @@ def tracker(
               base_report)
     if not config.registers_model(round_index):
         return 0
-    version = register_model(model.uri, config.registered_model_name, round_index, str(model.id))
-    describe_model_version(config, version, round_index, training_tasks, report)
-    return version
+    return register_model(config, model.uri, str(model.id), round_index, training_tasks, report)

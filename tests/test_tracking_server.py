@@ -139,3 +139,19 @@ def test_mlflow_ui_and_zenml_dashboard_in_a_browser(server: str, tracked: tuple[
     with _server([_zenml_cli(), "login", "--local", "--blocking", "--port", str(port)], f"{url}/health", log):
         assert ui_check(["--mlflow", server, "--experiment", EXPERIMENT, "--zenml", url,
                          "--out", str(REPO_ROOT / "outputs" / "ui")]) == 0
+
+
+def test_a_new_token_reaches_the_existing_tracker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracker component for a server is made once; a later run with other credentials
+    in the environment updates it instead of logging with the first token."""
+    from zenml.enums import StackComponentType
+
+    from pipelines.stack import _ensure_tracker
+
+    uri = "https://mlflow.example.com/token-check"
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "first")
+    name = _ensure_tracker(Client(), uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "second")
+    assert _ensure_tracker(Client(), uri) == name
+    configuration = Client().get_stack_component(StackComponentType.EXPERIMENT_TRACKER, name).configuration
+    assert (configuration["tracking_uri"], configuration["tracking_token"]) == (uri, "second")
