@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from activeit.config import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig, is_server_uri, load_config
+from activeit.config.experiment import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig, is_server_uri, load_config
 from activeit.errors import ActiveITError, ConfigError
-from activeit.settings import SOURCES
-from activeit.strategies import STRATEGIES
+from activeit.config.settings import SOURCES
+from activeit.selection.strategies import STRATEGIES
 
 OUTPUTS = REPO_ROOT / "outputs"
 #: The config keys the command line overrides, and their flags (errors name the flag).
@@ -148,7 +148,7 @@ def plan_runs(args: argparse.Namespace) -> tuple[list[ExperimentConfig], bool]:
 def check_pool(config: ExperimentConfig) -> int:
     """Load the pool once before starting anything: a bad path fails in one line. Returns
     the number of selectable (train) tasks."""
-    from activeit.sources import load_pool_from
+    from activeit.data.sources import load_pool_from
 
     return len(load_pool_from(config.pool, need_test_tasks=True).train)
 
@@ -157,7 +157,7 @@ def check_resources(config: ExperimentConfig) -> None:
     """Refuse up front what would fail inside a step: a model that cannot be loaded, LoRA
     without target modules for the model's family, more GPU processes than GPUs."""
     from activeit.launch import check_processes
-    from activeit.models import check_lora, check_model
+    from activeit.models.loading import check_lora, check_model
 
     check_model(config.model, config.chat)
     check_lora(config.model, config.training.method, config.training.lora_target_modules)
@@ -185,7 +185,7 @@ def print_rounds(tracking_uri: str, run_id: str) -> None:
     base model's line (0 tasks)."""
     from mlflow import MlflowClient
 
-    from steps.mlflow_logging import BASE_PREFIX, metric_rows
+    from tracking.mlflow import BASE_PREFIX, metric_rows
 
     columns = (("rougeL", "ROUGE-L", ".2f"), ("exact_match", "EM", ".2f"), ("train_loss", "loss", ".4f"),
                ("training_time_s", "train s", ".1f"), ("scoring_time_s", "score s", ".1f"))
@@ -216,7 +216,7 @@ def print_ui_commands(tracking_uri: str, experiment: str) -> None:
     and the ZenML dashboard, set apart from the log above."""
     from mlflow import MlflowClient
 
-    from steps.mlflow_logging import MODEL_TRAINING_VIEW
+    from tracking.mlflow import MODEL_TRAINING_VIEW
 
     found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
     page = f"#/experiments/{found.experiment_id}?{MODEL_TRAINING_VIEW}" if found else ""

@@ -22,8 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from activeit.settings import EvaluationSettings
-from activeit.tasks import Instance, Task
+from activeit.config.settings import EvaluationSettings
+from activeit.data.tasks import Instance, Task
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -196,8 +196,8 @@ def evaluate_model(
     """
     from tqdm.auto import tqdm
 
-    from activeit.prefix_decoding import greedy_decode
-    from activeit.prompts import PromptFormatter
+    from activeit.scoring.engine.decoding import greedy_decode
+    from activeit.data.prompts import PromptFormatter
 
     formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
     pairs = [(t, i) for t in tasks for i in t.sample_instances(config.max_instances_per_task, config.seed)]

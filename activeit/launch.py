@@ -2,8 +2,8 @@
 
 :func:`train` and :func:`score` are the one dispatch used by the pipeline steps and the
 command line. Under ``accelerate launch`` the tasks and settings travel as a JSON file,
-every process runs :func:`~activeit.training.finetune` (or
-:func:`~activeit.scoring.score_tasks` on its share of the pool) with them, and the result
+every process runs :func:`~activeit.training.finetune.finetune` (or
+:func:`~activeit.scoring.scorer.score_tasks` on its share of the pool) with them, and the result
 is read back: the model from the output folder, the gathered score table from a JSON file
 the main process writes.
 """
@@ -24,11 +24,11 @@ import torch
 
 from activeit.errors import ActiveITError, ConfigError, TrainingError
 from activeit.outputs import check_output_dir
-from activeit.perturb import PerturbedPrompts
-from activeit.scores import ScoreTable
-from activeit.settings import ScoringSettings, TrainingSettings, repo_path
-from activeit.tasks import Task
-from activeit.training import METRICS_FILE, TrainingResult, finetune, resolve_mixed_precision
+from activeit.data.perturbations import PerturbedPrompts
+from activeit.scoring.scores import ScoreTable
+from activeit.config.settings import ScoringSettings, TrainingSettings, repo_path
+from activeit.data.tasks import Task
+from activeit.training.finetune import METRICS_FILE, TrainingResult, finetune, resolve_mixed_precision
 
 
 def check_processes(num_processes: int, field: str, cpu: bool = False) -> None:
@@ -74,9 +74,9 @@ def score(
     """Score ``tasks`` with ``model_name`` here (placed on this process's device), or under
     ``accelerate launch`` in ``config.num_processes`` processes (the main one writes the
     gathered table, read back here): the same table as one process gives."""
-    from activeit.devices import place_model
-    from activeit.models import load_model
-    from activeit.scoring import score_tasks
+    from activeit.models.devices import place_model
+    from activeit.models.loading import load_model
+    from activeit.scoring.scorer import score_tasks
 
     check_processes(config.num_processes, "scoring.num_processes", cpu)
     if not _launched(config, cpu):
@@ -164,7 +164,7 @@ def launch_finetune(
     progress: bool = True,
     overwrite: bool = False,
 ) -> TrainingResult:
-    """Run :func:`~activeit.training.finetune` in ``config.num_processes`` processes with ``accelerate launch``.
+    """Run :func:`~activeit.training.finetune.finetune` in ``config.num_processes`` processes with ``accelerate launch``.
 
     The tasks and the config travel as a JSON file; the result (model and metrics) is
     read back from ``out_dir``. ``cpu=True`` (implied without CUDA) runs CPU processes
@@ -199,9 +199,9 @@ def _run_spec(spec: dict[str, Any]) -> None:
         finetune(spec["model_name"], tasks, spec["out_dir"], TrainingSettings.model_validate(spec["config"]),
                  progress=spec["progress"], overwrite=spec["overwrite"])
         return
-    from activeit.devices import place_model, process_state
-    from activeit.models import load_model
-    from activeit.scoring import score_tasks
+    from activeit.models.devices import place_model, process_state
+    from activeit.models.loading import load_model
+    from activeit.scoring.scorer import score_tasks
 
     prompts = spec["prompts"] and {name: PerturbedPrompts.from_dict(p) for name, p in spec["prompts"].items()}
     state = process_state()

@@ -2,7 +2,7 @@
 
     python benchmarks/ab_scorer.py --before /path/to/other/checkout [--tasks 2] [--repeats 4]
 
-Loads ``activeit/prefix_decoding.py`` and ``activeit/forcing.py`` of another checkout (a
+Loads ``activeit/scoring/engine/decoding.py`` and ``activeit/scoring/engine/forcing.py`` of another checkout (a
 ``git worktree`` of the base commit) next to this tree's, captures the exact inputs that
 one scoring call gives them (SmolLM2, NIV2-subset tasks), then times both versions on those
 inputs, alternating (old-new, new-old, ...) so drift on a noisy machine hits both alike.
@@ -25,13 +25,13 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import activeit.forcing as new_forcing  # noqa: E402
-import activeit.prefix_decoding as new_decoding  # noqa: E402
-import activeit.scoring as scoring  # noqa: E402
-from activeit.devices import grouped_query_attention  # noqa: E402
-from activeit.models import DEFAULT_MODEL, load_model  # noqa: E402
-from activeit.settings import ScoringSettings  # noqa: E402
-from activeit.sources import load_pool  # noqa: E402
+import activeit.scoring.engine.forcing as new_forcing  # noqa: E402
+import activeit.scoring.engine.decoding as new_decoding  # noqa: E402
+import activeit.scoring.scorer as scoring  # noqa: E402
+from activeit.models.devices import grouped_query_attention  # noqa: E402
+from activeit.models.loading import DEFAULT_MODEL, load_model  # noqa: E402
+from activeit.config.settings import ScoringSettings  # noqa: E402
+from activeit.data.sources import load_pool  # noqa: E402
 
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
 

@@ -25,14 +25,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.config import load_config
+from activeit.config.experiment import load_config
 from activeit.evaluation import EvalReport, evaluate_model, score_predictions
-from activeit.generation import greedy_generate
-from activeit.models import LoadedModel, load_model
-from activeit.prompts import PromptFormatter
-from activeit.settings import EvaluationSettings
-from activeit.sources import load_pool_from
-from activeit.tasks import Task
+from activeit.scoring.engine.generation import greedy_generate
+from activeit.models.loading import LoadedModel, load_model
+from activeit.data.prompts import PromptFormatter
+from activeit.config.settings import EvaluationSettings
+from activeit.data.sources import load_pool_from
+from activeit.data.tasks import Task
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,7 +4,7 @@ A seeded sample of ``--tasks`` NIV2-subset train tasks with short outputs (media
 reference at most ``--max-output-words`` words, so that CPU generation stays quick);
 per task ``--train-instances`` instances to train on and ``--eval-instances`` *other*
 instances to evaluate on. The model is evaluated, fine-tuned with
-:func:`activeit.training.finetune`, and evaluated again. The last line is
+:func:`activeit.training.finetune.finetune`, and evaluated again. The last line is
 ``gain=<ROUGE-L after - before>``.
 
     python benchmarks/finetune_gain.py --tasks 3 --train-instances 32 --eval-instances 20 --epochs 2
@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from activeit.evaluation import EvalReport, evaluate_model
-from activeit.devices import place_model
-from activeit.models import DEFAULT_MODEL, load_model
-from activeit.sources import load_pool
-from activeit.tasks import Task
-from activeit.settings import EvaluationSettings, TrainingSettings
-from activeit.training import finetune
+from activeit.models.devices import place_model
+from activeit.models.loading import DEFAULT_MODEL, load_model
+from activeit.data.sources import load_pool
+from activeit.data.tasks import Task
+from activeit.config.settings import EvaluationSettings, TrainingSettings
+from activeit.training.finetune import finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"

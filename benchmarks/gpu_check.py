@@ -121,10 +121,10 @@ def pu_bias_worker(args: argparse.Namespace) -> None:
     import torch
     from scipy.stats import spearmanr
 
-    from activeit.models import DEFAULT_MODEL, load_model
-    from activeit.scoring import score_tasks
-    from activeit.settings import ScoringSettings
-    from activeit.sources import load_pool
+    from activeit.models.loading import DEFAULT_MODEL, load_model
+    from activeit.scoring.scorer import score_tasks
+    from activeit.config.settings import ScoringSettings
+    from activeit.data.sources import load_pool
 
     pool = load_pool("niv2", args.niv2, split_dir="available", seed=0)
     tasks = list(pool.train)[: args.pu_tasks]
@@ -195,9 +195,9 @@ def check_multi_process(args: argparse.Namespace) -> tuple[str, str]:
 def multi_worker(args: argparse.Namespace) -> None:
     """Two-process scoring against one process, and two-process fine-tuning; print JSON."""
     from activeit.launch import score, train
-    from activeit.models import DEFAULT_MODEL
-    from activeit.settings import ScoringSettings, TrainingSettings
-    from activeit.sources import load_pool
+    from activeit.models.loading import DEFAULT_MODEL
+    from activeit.config.settings import ScoringSettings, TrainingSettings
+    from activeit.data.sources import load_pool
 
     pool = load_pool("niv2", args.niv2, split_dir="available", max_instances_per_task=16, seed=0)
     tasks = list(pool.train)[:8]

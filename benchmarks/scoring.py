@@ -1,6 +1,6 @@
 """Scoring speed: the project's scorer against a naive reference-style loop, same tasks and model.
 
-The naive loop (:mod:`activeit.scoring_reference`, the plain PU computation) is what the
+The naive loop (:mod:`activeit.scoring.reference`, the plain PU computation) is what the
 reference implementation does per task: one instance at a time, generate its prediction,
 then one separate forward pass per prompt (original and k perturbed), no batching and no
 prefix reuse. Both must give the same PU per task (within 1e-3). Printed: tasks/minute of
@@ -32,12 +32,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.models import DEFAULT_MODEL, LoadedModel, load_model
-from activeit.scoring import score_tasks
-from activeit.scoring_reference import ReferenceTask, reference_scores
-from activeit.settings import TOKEN_BUDGET, ScoringSettings
-from activeit.sources import load_pool
-from activeit.tasks import Task
+from activeit.models.loading import DEFAULT_MODEL, LoadedModel, load_model
+from activeit.scoring.scorer import score_tasks
+from activeit.scoring.reference import ReferenceTask, reference_scores
+from activeit.config.settings import TOKEN_BUDGET, ScoringSettings
+from activeit.data.sources import load_pool
+from activeit.data.tasks import Task
 
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
 PU_TOLERANCE = 1e-3

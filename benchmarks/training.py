@@ -5,7 +5,7 @@ rate for one pass over the same examples: NIV2-subset train tasks (a seeded samp
 ``--tasks`` tasks, ``--instances`` instances each, first reference only so both loops see
 identical targets), rendered with the project's prompt format.
 
-* ours: :func:`activeit.training.finetune` (length-grouped batches: padding to the batch
+* ours: :func:`activeit.training.finetune.finetune` (length-grouped batches: padding to the batch
   maximum of similar-length examples);
 * naive, written below: plain shuffled order, every batch padded to the longest example
   of the whole dataset, no grouping.
@@ -35,13 +35,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.devices import model_device, place_model, process_state  # noqa: E402
-from activeit.models import DEFAULT_MODEL, load_model
-from activeit.prompts import PromptFormatter
-from activeit.sources import load_pool
-from activeit.tasks import Instance, Task
-from activeit.settings import TrainingSettings
-from activeit.training import SAVE_DTYPES, TrainingExample, build_examples, finetune, resolve_mixed_precision
+from activeit.models.devices import model_device, place_model, process_state  # noqa: E402
+from activeit.models.loading import DEFAULT_MODEL, load_model
+from activeit.data.prompts import PromptFormatter
+from activeit.data.sources import load_pool
+from activeit.data.tasks import Instance, Task
+from activeit.config.settings import TrainingSettings
+from activeit.training.finetune import SAVE_DTYPES, TrainingExample, build_examples, finetune, resolve_mixed_precision
 
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from activeit.perturb import PerturbedPrompts
+from activeit.data.perturbations import PerturbedPrompts
 
 
 @dataclass(frozen=True)

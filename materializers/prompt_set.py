@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from zenml.enums import VisualizationType
 
-from activeit.perturb import PerturbedPrompts
+from activeit.data.perturbations import PerturbedPrompts
 from materializers.artifacts import PromptSet
 from materializers.base import FileMaterializer
 

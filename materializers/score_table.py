@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from zenml.enums import VisualizationType
 
-from activeit.scores import ScoreTable
+from activeit.scoring.scores import ScoreTable
 from materializers.base import FileMaterializer, markdown_table
 
 TABLE_FILE = "scores.parquet"
@@ -47,7 +47,7 @@ class ScoreTableMaterializer(FileMaterializer):
         return metadata
 
     def save_visualizations(self, data: ScoreTable) -> dict[str, VisualizationType]:
-        from activeit.taskmap import plot_task_map
+        from activeit.selection.taskmap import plot_task_map
 
         top = sorted(data.rows, key=lambda row: -row.pu)[:SUMMARY_ROWS]
         rows = [[r.task, r.pu, r.pp, r.perplexity, r.category, r.is_classification] for r in top]

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from zenml.enums import VisualizationType
 
-from activeit.strategies import Selection
+from activeit.selection.strategies import Selection
 from materializers.base import FileMaterializer, markdown_table
 
 SELECTION_FILE = "selection.json"

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from zenml.enums import VisualizationType
 
-from activeit.tasks import TaskPool
+from activeit.data.tasks import TaskPool
 from materializers.base import FileMaterializer, markdown_table
 
 POOL_FILE = "pool.json"

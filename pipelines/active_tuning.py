@@ -15,8 +15,8 @@ from typing import Any
 from zenml import pipeline
 from zenml.config.schedule import Schedule
 
-from activeit.config import ExperimentConfig
-from activeit.strategies import NEEDS_SCORES
+from activeit.config.experiment import ExperimentConfig
+from activeit.selection.strategies import NEEDS_SCORES
 from steps import (
     accelerate_finetuner,
     base_evaluator,
@@ -55,7 +55,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             MLFlowExperimentTrackerSettings,
         )
 
-        from steps.mlflow_logging import run_tags
+        from tracking.mlflow import run_tags
 
         track = tracker.with_options(
             experiment_tracker=experiment_tracker,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from activeit.config import REPO_ROOT, ExperimentConfig, is_server_uri
+from activeit.config.experiment import REPO_ROOT, ExperimentConfig, is_server_uri
 from activeit.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 The runs of a study may execute anywhere and in any order (locally one after the other, or
 as separate pipeline runs on a remote stack); everything here reads only what they logged,
 so ``run.py --report EXPERIMENT`` rebuilds the same study as the run that made it. The
-statistics are :mod:`activeit.study`'s; this module finds the runs, writes the files and
+statistics are :mod:`activeit.study.statistics`'s; this module finds the runs, writes the files and
 logs one parent MLflow run under which the pairs' runs are grouped.
 """
 
@@ -17,11 +17,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from activeit.config import shared_params
+from activeit.config.experiment import shared_params
 from activeit.errors import ConfigError
-from activeit.study import CATEGORIES, METRICS, Study
-from activeit.study_plots import plot_learning_curve, plot_overlap
-from steps.mlflow_logging import COMPLETE_TAG, STUDY_KEY_TAG, mark_model_training, read_run_record
+from activeit.study.statistics import CATEGORIES, METRICS, Study
+from activeit.study.plots import plot_learning_curve, plot_overlap
+from tracking.mlflow import COMPLETE_TAG, STUDY_KEY_TAG, mark_model_training, read_run_record
 
 #: Tag of the parent run that holds a study's files.
 STUDY_TAG = "study"

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from zenml import step
 
 from activeit.launch import train
-from activeit.settings import TrainingSettings
-from activeit.strategies import Selection
-from activeit.tasks import TaskPool
+from activeit.config.settings import TrainingSettings
+from activeit.selection.strategies import Selection
+from activeit.data.tasks import TaskPool
 from materializers.artifacts import ModelFolder
 from steps.common import fail_if_requested, local_output_dir
 

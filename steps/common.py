@@ -9,7 +9,7 @@ from zenml import get_step_context
 from zenml.steps.step_context import StepContext
 
 from activeit.errors import ActiveITError
-from activeit.tasks import Task, TaskPool
+from activeit.data.tasks import Task, TaskPool
 
 #: Set to a step id (``accelerate_finetuner_round_2``) to make that step fail on purpose:
 #: how the tests interrupt a run to check that a re-run resumes from the cache.

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.perturb import perturb_tasks
-from activeit.settings import ScoringSettings
-from activeit.tasks import TaskPool
+from activeit.data.perturbations import perturb_tasks
+from activeit.config.settings import ScoringSettings
+from activeit.data.tasks import TaskPool
 from materializers.artifacts import PromptSet
 from steps.common import fail_if_requested, remaining_tasks
 

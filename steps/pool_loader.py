@@ -6,9 +6,9 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.settings import PoolSettings
-from activeit.sources import load_pool_from
-from activeit.tasks import TaskPool
+from activeit.config.settings import PoolSettings
+from activeit.data.sources import load_pool_from
+from activeit.data.tasks import TaskPool
 
 
 @step

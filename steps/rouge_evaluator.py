@@ -6,11 +6,11 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.devices import place_model
+from activeit.models.devices import place_model
 from activeit.evaluation import EvalReport, evaluate_model
-from activeit.models import load_model
-from activeit.settings import EvaluationSettings
-from activeit.tasks import TaskPool
+from activeit.models.loading import load_model
+from activeit.config.settings import EvaluationSettings
+from activeit.data.tasks import TaskPool
 from materializers.artifacts import ModelFolder
 from steps.common import fail_if_requested
 

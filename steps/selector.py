@@ -6,9 +6,9 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.scores import ScoreTable
-from activeit.strategies import Selection, select_tasks
-from activeit.tasks import TaskPool
+from activeit.scoring.scores import ScoreTable
+from activeit.selection.strategies import Selection, select_tasks
+from activeit.data.tasks import TaskPool
 from steps.common import fail_if_requested, remaining_tasks
 
 

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 from zenml import step
 from zenml.artifacts.unmaterialized_artifact import UnmaterializedArtifact
 
-from activeit.config import ExperimentConfig
+from activeit.config.experiment import ExperimentConfig
 from activeit.evaluation import EvalReport
-from activeit.scores import ScoreTable
-from activeit.strategies import Selection
+from activeit.scoring.scores import ScoreTable
+from activeit.selection.strategies import Selection
 from steps.common import fail_if_requested
-from steps.mlflow_logging import (
+from tracking.mlflow import (
     log_config,
     log_round,
     quiet_autolog_warning,

@@ -8,9 +8,9 @@ from typing import Annotated
 from zenml import step
 
 from activeit.launch import score
-from activeit.scores import ScoreTable
-from activeit.settings import ScoringSettings
-from activeit.tasks import TaskPool
+from activeit.scoring.scores import ScoreTable
+from activeit.config.settings import ScoringSettings
+from activeit.data.tasks import TaskPool
 from materializers.artifacts import ModelFolder, PromptSet
 from steps.common import fail_if_requested
 

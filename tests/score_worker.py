@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from activeit.settings import ScoringSettings
-from activeit.tasks import Example, Instance, Task
+from activeit.config.settings import ScoringSettings
+from activeit.data.tasks import Example, Instance, Task
 
 WORDS = "the cat dog sat ran on under a mat tree quickly slowly red blue big small house river".split()
 WORKER_CONFIG = ScoringSettings(n=3, k=3, max_new_tokens=6, token_budget=700, tasks_per_chunk=2)
@@ -64,9 +64,9 @@ def counting_tokens(model: Any) -> Iterator[list[int]]:
 
 
 def main(out: str, model: str = "tiny-llama") -> None:
-    from activeit.models import load_model
-    from activeit.devices import process_state
-    from activeit.scoring import score_tasks
+    from activeit.models.loading import load_model
+    from activeit.models.devices import process_state
+    from activeit.scoring.scorer import score_tasks
 
     state = process_state()
     loaded = load_model(model)

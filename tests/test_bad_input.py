@@ -13,7 +13,7 @@ import pytest
 
 from activeit.cli import main
 from activeit.errors import ActiveITError, PoolError, TaskFormatError
-from activeit.sources import SkippedTaskWarning, load_pool
+from activeit.data.sources import SkippedTaskWarning, load_pool
 
 
 @dataclass(frozen=True)

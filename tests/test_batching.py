@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from activeit.batching import longest_first, plan_batches, prefix_grouped_orders
+from activeit.models.batching import longest_first, plan_batches, prefix_grouped_orders
 
 
 def test_token_budget_counts_rows_times_widest_plus_longest() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from activeit.cli import main
-from activeit.tasks import TaskPool
+from activeit.data.tasks import TaskPool
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import pytest
 
 from activeit.cli import main
 from activeit.launch import free_port
-from activeit.scores import ScoreTable
+from activeit.scoring.scores import ScoreTable
 
 FAST = ["--source", "builtin", "--model", "tiny-llama", "--n", "2", "--k", "2", "--max-new-tokens", "4",
         "--max-tasks", "4", "--no-progress"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from activeit.config import (
+from activeit.config.experiment import (
     CONFIG_DIR, REPO_ROOT, ExperimentConfig, flatten, load_config, parse_config,
 )
 from activeit.errors import ConfigError
@@ -45,7 +45,7 @@ def test_registered_model_follows_the_strategy() -> None:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_sections_are_the_library_settings_with_seed_and_chat_shared(path: Path) -> None:
-    from activeit.settings import EvaluationSettings, ScoringSettings, TrainingSettings
+    from activeit.config.settings import EvaluationSettings, ScoringSettings, TrainingSettings
 
     config = load_config(path)
     scoring, training, evaluation = config.scoring, config.training, config.evaluation
@@ -70,7 +70,7 @@ def test_seed_and_chat_follow_the_top_level_and_are_set_only_there(tmp_path: Pat
 
 
 def test_shipped_pools_and_budgets_fit() -> None:
-    from activeit.sources import load_pool
+    from activeit.data.sources import load_pool
 
     for name in ("default", "smoke", "niv2", "self_instruct"):
         config = load_config(CONFIG_DIR / f"{name}.yaml")
@@ -149,8 +149,8 @@ def test_flat_params_and_stable_digest() -> None:
 def test_cli_flags_are_generated_from_the_settings() -> None:
     import argparse
 
-    from activeit.cli.flags import add_settings_arguments, settings_from_args
-    from activeit.settings import ScoringSettings, TrainingSettings
+    from activeit.config.flags import add_settings_arguments, settings_from_args
+    from activeit.config.settings import ScoringSettings, TrainingSettings
 
     parser = argparse.ArgumentParser()
     add_settings_arguments(parser, ScoringSettings)

@@ -17,13 +17,13 @@ from activeit.evaluation import (
     rouge_l,
     score_predictions,
 )
-from activeit.generation import greedy_generate
-from activeit.models import load_model
-from activeit.prefix_cache import supports_prefix_reuse
-from activeit.prefix_decoding import greedy_decode
-from activeit.prompts import PromptFormatter
-from activeit.settings import EvaluationSettings
-from activeit.tasks import Instance, Task
+from activeit.scoring.engine.generation import greedy_generate
+from activeit.models.loading import load_model
+from activeit.scoring.engine.prefix_cache import supports_prefix_reuse
+from activeit.scoring.engine.decoding import greedy_decode
+from activeit.data.prompts import PromptFormatter
+from activeit.config.settings import EvaluationSettings
+from activeit.data.tasks import Instance, Task
 
 
 def test_rouge_l_uses_the_stemmer_and_the_default_tokenizer() -> None:

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from activeit.cli import main as cli
-from activeit.config import load_config
+from activeit.config.experiment import load_config
 from activeit.errors import ConfigError, ModelLoadError, PoolError
-from activeit.models import check_model, tiny_model_folder
+from activeit.models.loading import check_model, tiny_model_folder
 from activeit.outputs import MARKER, check_output_dir, output_dir
-from activeit.sources import load_pool
-from activeit.sources.niv2 import read_niv2_task
+from activeit.data.sources import load_pool
+from activeit.data.sources.niv2 import read_niv2_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--source", "builtin", "--model", "tiny-llama", "--max-steps", "1", "--max-instances", "2",
@@ -46,7 +46,7 @@ def no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    for module in ("activeit.cli.train", "activeit.cli.score", "activeit.cli.evaluate", "activeit.training"):
+    for module in ("activeit.cli.train", "activeit.cli.score", "activeit.cli.evaluate", "activeit.training.finetune"):
         monkeypatch.setattr(f"{module}.load_model", refuse, raising=False)
 
 

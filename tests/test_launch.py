@@ -17,14 +17,14 @@ from safetensors.torch import load_file
 from score_worker import handmade_tasks
 from tiny_tasks import constant_task
 
-from activeit.config import CONFIG_DIR, ExperimentConfig, TrackingSettings
+from activeit.config.experiment import CONFIG_DIR, ExperimentConfig, TrackingSettings
 from activeit.errors import ConfigError
 from activeit.launch import check_processes, free_port, launch_finetune, score, train
-from activeit.models import tiny_model_folder
-from activeit.perturb import perturb_tasks
-from activeit.settings import ScoringSettings, TrainingSettings
-from activeit.tasks import TaskPool
-from activeit.training import resolve_mixed_precision
+from activeit.models.loading import tiny_model_folder
+from activeit.data.perturbations import perturb_tasks
+from activeit.config.settings import ScoringSettings, TrainingSettings
+from activeit.data.tasks import TaskPool
+from activeit.training.finetune import resolve_mixed_precision
 from materializers import ModelFolder, PromptSet
 from steps import uncertainty_scorer
 

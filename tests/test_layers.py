@@ -44,8 +44,8 @@ def test_layers_only_point_down(layer: str, forbidden: tuple[str, ...]) -> None:
 
 def test_light_modules_do_not_import_torch() -> None:
     """Validating a config, selecting, plotting a task map and reading scores need no torch."""
-    light = ("activeit.config", "activeit.settings", "activeit.scores", "activeit.strategies",
-             "activeit.taskmap", "activeit.evaluation", "activeit.sources", "activeit.cli.flags")
+    light = ("activeit.config.experiment", "activeit.config.settings", "activeit.scoring.scores", "activeit.selection.strategies",
+             "activeit.selection.taskmap", "activeit.evaluation", "activeit.data.sources", "activeit.config.flags")
     code = f"import sys\nimport {', '.join(light)}\nprint('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
@@ -58,4 +58,4 @@ def test_strategy_names_are_declared_once() -> None:
         if "tests" not in path.parts and not path.relative_to(ROOT).parts[0].startswith(".")  # not .venv
         if '"high-perplexity", "low-perplexity"' in path.read_text(encoding="utf-8")
     ]
-    assert declaring == ["activeit/strategies.py"]
+    assert declaring == ["activeit/selection/strategies.py"]

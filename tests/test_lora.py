@@ -17,11 +17,11 @@ from tiny_tasks import constant_task
 
 from activeit.errors import ConfigError, ModelLoadError
 from activeit.evaluation import evaluate_model
-from activeit.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_TARGET_MODULES, check_lora, load_model, tiny_model_folder
-from activeit.scoring import score_tasks
-from activeit.settings import EvaluationSettings, TrainingSettings
-from activeit.tasks import Task, TaskPool
-from activeit.training import TrainingResult, finetune
+from activeit.models.loading import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_TARGET_MODULES, check_lora, load_model, tiny_model_folder
+from activeit.scoring.scorer import score_tasks
+from activeit.config.settings import EvaluationSettings, TrainingSettings
+from activeit.data.tasks import Task, TaskPool
+from activeit.training.finetune import TrainingResult, finetune
 from materializers import ModelFolder
 from steps import accelerate_finetuner
 
@@ -97,7 +97,7 @@ def test_continue_mode_trains_the_previous_rounds_adapter(yes_task: Task, adapte
 
 
 def _selection(*tasks: str):
-    from activeit.strategies import Selection
+    from activeit.selection.strategies import Selection
 
     return Selection(strategy="random", round=1, seed=0, tasks=tasks)
 

@@ -15,11 +15,11 @@ from zenml.client import Client
 from zenml.enums import VisualizationType
 
 from activeit.evaluation import score_predictions
-from activeit.perturb import perturb_tasks
-from activeit.scores import InstanceScore, ScoreTable, TaskScore
-from activeit.sources import load_pool
-from activeit.strategies import Selection
-from activeit.tasks import TaskPool
+from activeit.data.perturbations import perturb_tasks
+from activeit.scoring.scores import InstanceScore, ScoreTable, TaskScore
+from activeit.data.sources import load_pool
+from activeit.selection.strategies import Selection
+from activeit.data.tasks import TaskPool
 from materializers import (
     EvalReportMaterializer, ModelFolder, ModelFolderMaterializer, PromptSet, PromptSetMaterializer,
     ScoreTableMaterializer, SelectionMaterializer, TaskPoolMaterializer,

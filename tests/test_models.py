@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from activeit.errors import ModelLoadError
-from activeit.generation import greedy_generate
-from activeit.models import DEFAULT_MODEL, hub_unreachable_reason, load_model
-from activeit.prompts import PromptFormatter
-from activeit.tasks import Example
+from activeit.scoring.engine.generation import greedy_generate
+from activeit.models.loading import DEFAULT_MODEL, hub_unreachable_reason, load_model
+from activeit.data.prompts import PromptFormatter
+from activeit.data.tasks import Example
 
 
 @pytest.mark.usefixtures("offline")

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from activeit.errors import ActiveITError
-from activeit.perturb import (
+from activeit.data.perturbations import (
     PARAPHRASE_TEMPLATES,
     PERTURBATIONS,
     PerturbedPrompts,
@@ -19,7 +19,7 @@ from activeit.perturb import (
     perturb_task,
     perturb_tasks,
 )
-from activeit.tasks import Example, Instance, Task
+from activeit.data.tasks import Example, Instance, Task
 
 
 def make_task(name: str = "t", words: int = 40) -> Task:

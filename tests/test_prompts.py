@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from activeit.prompts import OUTPUT_HEADER, PromptFormatter, definition_text, render_tk_prompt, with_end_punctuation
-from activeit.tasks import Example, Instance, Task
+from activeit.data.prompts import OUTPUT_HEADER, PromptFormatter, definition_text, render_tk_prompt, with_end_punctuation
+from activeit.data.tasks import Example, Instance, Task
 
 DEFINITION = "Answer the question"
 EXAMPLES = (Example("What is 2+2?", "4"), Example("Capital of France", "Paris"))

@@ -14,17 +14,17 @@ import pytest
 import torch
 
 from activeit.errors import ActiveITError
-from activeit.generation import greedy_generate
-from activeit.prefix_decoding import greedy_decode_scored
-from activeit.models import load_model
-from activeit.perturb import perturb_tasks
-from activeit.prompts import PromptFormatter
-from activeit.forcing import ForcedPair, teacher_forced_nll
-from activeit.scores import InstanceScore, ScoreTable, TaskScore, summarize_task, task_metrics
-from activeit.scoring import score_tasks
-from activeit.scoring_reference import forced_nll, reference_scores
-from activeit.settings import ScoringSettings
-from activeit.tasks import Task
+from activeit.scoring.engine.generation import greedy_generate
+from activeit.scoring.engine.decoding import greedy_decode_scored
+from activeit.models.loading import load_model
+from activeit.data.perturbations import perturb_tasks
+from activeit.data.prompts import PromptFormatter
+from activeit.scoring.engine.forcing import ForcedPair, teacher_forced_nll
+from activeit.scoring.scores import InstanceScore, ScoreTable, TaskScore, summarize_task, task_metrics
+from activeit.scoring.scorer import score_tasks
+from activeit.scoring.reference import forced_nll, reference_scores
+from activeit.config.settings import ScoringSettings
+from activeit.data.tasks import Task
 from activeit.launch import free_port
 from score_worker import WORKER_CONFIG, counting_tokens, handmade_tasks
 
@@ -294,7 +294,8 @@ def test_bf16_scoring_reads_fp32_logits_from_a_one_dtype_cache(llama, tasks: lis
     scorer reads is fp32 (the output layer runs outside autocast on its fp32 weights), the
     KV caches hold keys and values in one dtype (bf16), the output layer is restored after,
     and PU stays within bf16 noise of fp32 scoring."""
-    from activeit import prefix_cache, prefix_decoding, scoring
+    from activeit.scoring import scorer as scoring
+    from activeit.scoring.engine import decoding as prefix_decoding, prefix_cache
 
     config = SMALL.replace(bf16_on_cuda=True)
     fp32 = score_tasks(llama, tasks[:3], config, progress=False)  # on the CPU: no autocast

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from activeit.errors import PoolError
-from activeit.sources import SOURCES, SkippedTaskWarning, load_pool
-from activeit.sources.builtin import load_builtin
-from activeit.sources.hub import load_hub, tasks_from_rows
-from activeit.sources.niv2 import definition_names_labels, niv2_is_classification
-from activeit.tasks import Example, Instance, TaskPool, looks_like_classification
+from activeit.data.sources import SOURCES, SkippedTaskWarning, load_pool
+from activeit.data.sources.builtin import load_builtin
+from activeit.data.sources.hub import load_hub, tasks_from_rows
+from activeit.data.sources.niv2 import definition_names_labels, niv2_is_classification
+from activeit.data.tasks import Example, Instance, TaskPool, looks_like_classification
 
 
 # ---------------------------------------------------------------- NIV2 (real subset)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from tiny_tasks import constant_task
 
-from activeit.settings import EvaluationSettings, PoolSettings, ScoringSettings, TrainingSettings
-from activeit.models import load_model, tiny_model_folder
-from activeit.scoring import score_tasks
-from activeit.strategies import Selection
-from activeit.tasks import TaskPool
+from activeit.config.settings import EvaluationSettings, PoolSettings, ScoringSettings, TrainingSettings
+from activeit.models.loading import load_model, tiny_model_folder
+from activeit.scoring.scorer import score_tasks
+from activeit.selection.strategies import Selection
+from activeit.data.tasks import TaskPool
 from materializers import ModelFolder, PromptSet
 from steps import accelerate_finetuner, perturber, pool_loader, rouge_evaluator, selector, uncertainty_scorer
 from steps.common import FAIL_STEP_ENV, fail_if_requested, remaining_tasks

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from activeit.errors import ActiveITError
-from activeit.scores import ScoreTable, TaskScore
-from activeit.strategies import (
+from activeit.scoring.scores import ScoreTable, TaskScore
+from activeit.selection.strategies import (
     NEEDS_SCORES,
     STRATEGIES,
     Selection,
@@ -14,7 +14,7 @@ from activeit.strategies import (
     average_ranks,
     select_tasks,
 )
-from activeit.tasks import Instance, Task
+from activeit.data.tasks import Instance, Task
 
 #            name  PU    PP   perplexity  classification
 SCORES = [

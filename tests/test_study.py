@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from activeit.errors import ActiveITError
-from activeit.study import RoundRecord, RunRecord, Study, jaccard, paired_difference, summarize
-from activeit.study_plots import plot_learning_curve, plot_overlap
+from activeit.study.statistics import RoundRecord, RunRecord, Study, jaccard, paired_difference, summarize
+from activeit.study.plots import plot_learning_curve, plot_overlap
 
 #: ROUGE-L per (strategy, seed) at rounds 0, 1, 2 with 2, 4, 6 training tasks.
 SCORES = {

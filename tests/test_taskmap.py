@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from activeit.scores import ScoreTable, TaskScore
-from activeit.taskmap import CATEGORIES, _labelled, categorize, plot_task_map
+from activeit.scoring.scores import ScoreTable, TaskScore
+from activeit.selection.taskmap import CATEGORIES, _labelled, categorize, plot_task_map
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

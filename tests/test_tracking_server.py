@@ -22,12 +22,12 @@ import pytest
 from mlflow import MlflowClient
 from zenml.client import Client
 
-from activeit.config import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_config
+from activeit.config.experiment import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_config
 from activeit.launch import free_port
 from pipelines.active_tuning import configured
 from pipelines.stack import prepare_stack
 from pipelines.study import find_run_id
-from steps.mlflow_logging import BY_TASKS_PREFIX, DESCRIPTION_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING
+from tracking.mlflow import BY_TASKS_PREFIX, DESCRIPTION_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "activeit-server"

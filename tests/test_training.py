@@ -12,14 +12,14 @@ from tiny_tasks import constant_task
 
 from activeit.errors import ConfigError, TrainingError
 from activeit.evaluation import evaluate_model
-from activeit.settings import EvaluationSettings
-from activeit.generation import greedy_generate
-from activeit.models import load_model
-from activeit.prompts import PromptFormatter
-from activeit.batching import length_grouped_batches
-from activeit.settings import TrainingSettings
-from activeit.tasks import Instance, Task
-from activeit.training import (
+from activeit.config.settings import EvaluationSettings
+from activeit.scoring.engine.generation import greedy_generate
+from activeit.models.loading import load_model
+from activeit.data.prompts import PromptFormatter
+from activeit.models.batching import length_grouped_batches
+from activeit.config.settings import TrainingSettings
+from activeit.data.tasks import Instance, Task
+from activeit.training.finetune import (
     IGNORE_INDEX,
     METRICS_FILE,
     Collator,
@@ -153,8 +153,8 @@ def test_non_finite_loss_stops_the_step(tmp_path: Path) -> None:
     """The pipeline's fine-tuning step stops on a non-finite loss (the run fails there)."""
     import zenml_isolation  # noqa: F401  (must precede zenml)
     from steps import accelerate_finetuner
-    from activeit.strategies import Selection
-    from activeit.tasks import TaskPool
+    from activeit.selection.strategies import Selection
+    from activeit.data.tasks import TaskPool
 
     pool = TaskPool({"train": (constant_task(n=16),), "test": (constant_task("say_kiwi", "kiwi", n=2),)})
     config = TrainingSettings(epochs=2, learning_rate=float("inf"), warmup_steps=0, batch_size=8, chat=False)
@@ -215,7 +215,7 @@ def test_one_reference_is_drawn_among_several(tmp_path: Path) -> None:
 def test_casting_a_gathered_state_keeps_tied_weights_shared() -> None:
     """Under FSDP the gathered weights are cast before saving; tied embeddings must stay one
     tensor (else the file holds the output layer twice)."""
-    from activeit.training import _cast
+    from activeit.training.finetune import _cast
 
     embeddings, norm = torch.randn(8, 4), torch.randn(4)
     state = {"model.embed_tokens.weight": embeddings, "lm_head.weight": embeddings, "model.norm.weight": norm}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from activeit.tasks import Example, Instance, Task
+from activeit.data.tasks import Example, Instance, Task
 
 WORDS = "apple river stone cloud green music table orange window paper".split()
 

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from activeit.cli.flags import add_settings_arguments, settings_from_args
-from activeit.settings import PoolSettings
-from activeit.sources import SkippedTaskWarning, load_pool_from
+from activeit.config.flags import add_settings_arguments, settings_from_args
+from activeit.config.settings import PoolSettings
+from activeit.data.sources import SkippedTaskWarning, load_pool_from
 from activeit.errors import PoolError
-from activeit.tasks import Task, TaskPool
+from activeit.data.tasks import Task, TaskPool
 
 
 def add_pool_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,12 +12,12 @@ from activeit.cli.common import (
     pool_from_args,
     read_task_names,
 )
-from activeit.cli.flags import add_settings_arguments, settings_from_args
-from activeit.devices import place_model
+from activeit.config.flags import add_settings_arguments, settings_from_args
+from activeit.models.devices import place_model
 from activeit.evaluation import METRICS_FILE, PREDICTIONS_FILE, evaluate_model
-from activeit.models import DEFAULT_MODEL, check_model, load_model
+from activeit.models.loading import DEFAULT_MODEL, check_model, load_model
 from activeit.outputs import check_output_dir, output_dir
-from activeit.settings import EvaluationSettings
+from activeit.config.settings import EvaluationSettings
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(

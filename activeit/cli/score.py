@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from activeit.cli.common import add_output_arguments, add_pool_arguments, pool_from_args
-from activeit.cli.flags import add_settings_arguments, settings_from_args
-from activeit.devices import process_state
+from activeit.config.flags import add_settings_arguments, settings_from_args
+from activeit.models.devices import process_state
 from activeit.errors import ActiveITError
 from activeit.launch import score
-from activeit.models import DEFAULT_MODEL, check_model
+from activeit.models.loading import DEFAULT_MODEL, check_model
 from activeit.outputs import check_output_dir, output_dir
-from activeit.settings import ScoringSettings
-from activeit.strategies import NEEDS_SCORES, STRATEGIES, select_tasks
-from activeit.taskmap import categorize, plot_task_map
+from activeit.config.settings import ScoringSettings
+from activeit.selection.strategies import NEEDS_SCORES, STRATEGIES, select_tasks
+from activeit.selection.taskmap import categorize, plot_task_map
 
 SHOWN = 10
 

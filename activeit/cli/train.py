@@ -12,12 +12,12 @@ from activeit.cli.common import (
     pool_from_args,
     read_task_names,
 )
-from activeit.cli.flags import add_settings_arguments, settings_from_args
+from activeit.config.flags import add_settings_arguments, settings_from_args
 from activeit.launch import train
-from activeit.models import DEFAULT_MODEL, check_lora, check_model
+from activeit.models.loading import DEFAULT_MODEL, check_lora, check_model
 from activeit.outputs import check_output_dir
-from activeit.settings import TrainingSettings
-from activeit.training import TrainingResult
+from activeit.config.settings import TrainingSettings
+from activeit.training.finetune import TrainingResult
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,1 @@
+"""Settings, each declared once (pydantic); the experiment config that composes them; the flags made from them."""

@@ -1,0 +1,342 @@
+"""The validated experiment configuration: one pydantic model, loaded from YAML.
+
+A config file describes one experiment (one MLflow experiment): the task pool, the base
+model, the strategy and the round schedule, and the settings of scoring, training,
+evaluation and tracking. Unknown keys are rejected with one line naming the key and the
+file. Relative paths resolve against the repository root, not the working directory.
+
+The pool, scoring, training and evaluation sections are the library's own settings
+(:mod:`activeit.config.settings`); ``seed`` and ``chat`` are set once at the top level and copied
+into the sections that use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from activeit.errors import ConfigError
+from activeit.config.settings import (
+    REPO_ROOT,
+    SHARED_FIELDS,
+    EvaluationSettings,
+    PoolSettings,
+    ScoringSettings,
+    Settings,
+    TrainingSettings,
+    describe_error,
+    one_of,
+    repo_path,
+    validating_config,
+)
+from activeit.selection.strategies import STRATEGIES
+
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def is_server_uri(tracking_uri: str) -> bool:
+    """Whether an MLflow tracking URI names a tracking server (rather than a local store)."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+class TrackingSettings(Settings):
+    """MLflow: one experiment per config; the stack's tracker URI unless one is given."""
+
+    experiment: Annotated[str, AfterValidator(_not_blank)] = Field(
+        default="activeit", description="MLflow experiment name (not blank)"
+    )
+    tracking_uri: str | None = None
+    #: Which rounds' models get a registered MLflow version (pointing at the stored ZenML
+    #: artifact; nothing is copied): every round, the last one, or none.
+    log_models: Literal["all", "last", "none"] = "all"
+
+
+#: The pipeline steps that run a model: the ones ``zenml.step_settings`` can configure.
+MODEL_STEPS = ("base_evaluator", "uncertainty_scorer", "accelerate_finetuner", "rouge_evaluator")
+
+
+class ZenMLSettings(Settings):
+    """Orchestration: a stack to use and pipeline settings passed to ZenML unchanged
+    (``docker``, ``resources``, ``orchestrator.<flavor>``, ...)."""
+
+    stack: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    #: Settings of single steps by step name (``accelerate_finetuner``, ``uncertainty_scorer``,
+    #: ``rouge_evaluator``, ...), on top of ``settings``: e.g. GPUs only for the steps that use them.
+    step_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    enable_cache: bool = True
+
+    @field_validator("step_settings")
+    @classmethod
+    def _model_steps(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            one_of(name, MODEL_STEPS, "step")
+        return value
+
+
+class StudySettings(Settings):
+    """A study: every (strategy, seed) pair of runs, compared with statistics over seeds
+    (``run.py --compare S1,S2 --seeds 0,1,2`` sets the same)."""
+
+    strategies: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: list[str]) -> list[str]:
+        for name in value:
+            one_of(name, STRATEGIES, "strategy")
+        if len(set(value)) != len(value):
+            raise ValueError(f"strategies are repeated in {value}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds are repeated in {value}")
+        return value
+
+
+#: Keys that may differ between the runs of one study (they name the pair, or how it ran).
+PER_RUN_KEYS = ("strategy", "seed", "study.", "zenml.", "schedule")
+
+
+class ExperimentConfig(Settings):
+    """One active-tuning experiment."""
+
+    pool: PoolSettings = PoolSettings()
+    model: str = "smollm2-135m-instruct"
+    #: Wrap prompts in the model's chat template (None: decide from the model), the same
+    #: way in scoring, training and evaluation.
+    chat: bool | None = None
+    strategy: str = "uncertainty"
+    #: Selection rounds after round 0 (round 0 is the random initial set).
+    rounds: int = Field(default=4, ge=0)
+    initial_tasks: int = Field(default=68, ge=1)
+    tasks_per_round: int = Field(default=68, ge=1)
+    seed: int = 0
+    classification_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
+    scoring: ScoringSettings = ScoringSettings()
+    training: TrainingSettings = TrainingSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    #: A cron expression: the pipeline is scheduled instead of run (orchestrator permitting).
+    schedule: str | None = None
+    zenml: ZenMLSettings = ZenMLSettings()
+    study: StudySettings = StudySettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_seed_and_chat(cls, data: Any) -> Any:
+        """Copy the top-level ``seed`` and ``chat`` into every section that has them."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        values = {}
+        for name in SHARED_FIELDS:
+            try:  # an invalid value is reported at the top level, where it was written
+                values[name] = TypeAdapter(cls.model_fields[name].annotation).validate_python(
+                    data.get(name, cls.model_fields[name].default)
+                )
+            except ValidationError:
+                pass
+        for section, settings in SECTIONS.items():
+            shared = {name: value for name, value in values.items() if name in settings.model_fields}
+            value = data.get(section, {})
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            if isinstance(value, Mapping):
+                data[section] = {**value, **shared}
+        return data
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        return one_of(value, STRATEGIES, "strategy")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) not in (5, 6):
+            raise ValueError(f"'{value}' is not a cron expression (5 fields: m h dom mon dow)")
+        return value
+
+    @property
+    def selection_rounds(self) -> int:
+        """Rounds after round 0 that select tasks: ``all`` takes the whole rest at once."""
+        return min(self.rounds, 1) if self.strategy == "all" else self.rounds
+
+    @property
+    def tasks_needed(self) -> int:
+        """Training tasks the schedule consumes (``all``: just the initial set up front)."""
+        if self.strategy == "all":
+            return self.initial_tasks
+        return self.initial_tasks + self.rounds * self.tasks_per_round
+
+    def registers_model(self, round_index: int) -> bool:
+        """Whether round ``round_index``'s model gets a registered version (``tracking.log_models``)."""
+        last = round_index == self.selection_rounds
+        return self.tracking.log_models == "all" or (self.tracking.log_models == "last" and last)
+
+    @property
+    def registered_model_name(self) -> str:
+        """The MLflow registered model holding every round's model of this strategy."""
+        return f"{self.tracking.experiment}-{self.strategy}"
+
+    def check_budget(self, pool_size: int, pool_name: str = "pool") -> None:
+        """Raise :class:`ConfigError` when the schedule needs more tasks than the pool has."""
+        if self.tasks_needed > pool_size:
+            raise ConfigError(
+                f"impossible budget: initial_tasks {self.initial_tasks} + rounds {self.rounds} "
+                f"x tasks_per_round {self.tasks_per_round} = {self.tasks_needed} tasks, but "
+                f"{pool_name} has only {pool_size} selectable train tasks"
+            )
+
+    def flat(self) -> dict[str, Any]:
+        """The config as ``{"section.key": value}`` (MLflow params; the copies of seed and chat left out)."""
+        copies = {section: set(SHARED_FIELDS) for section in SECTIONS}
+        return flatten(self.model_dump(mode="json", exclude=copies))
+
+    def digest(self) -> str:
+        """A short stable hash of the full config."""
+        return _hash(self.model_dump(mode="json"))
+
+    def study_key(self) -> str:
+        """A short hash of what the runs of one study share: the config without
+        :data:`PER_RUN_KEYS` (strategy, seed, how it was run)."""
+        return _hash(shared_params(self.flat()))
+
+
+def shared_params(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened config keys a study's runs must agree on (:data:`PER_RUN_KEYS` left out)."""
+    return {key: value for key, value in flat.items() if not key.startswith(PER_RUN_KEYS)}
+
+
+def _hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> dotted keys; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+    node[last] = value
+
+
+def parse_config(
+    data: Mapping[str, Any] | None,
+    source: str = "<config>",
+    overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> ExperimentConfig:
+    """Validate a config mapping; ``overrides`` maps dotted keys to values (None = keep).
+    A bad override is blamed on its command-line flag (``flags``: dotted key -> flag)."""
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of keys to values at the top level")
+    merged = json.loads(json.dumps(dict(data or {})))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(merged, dotted, value)
+    try:
+        with validating_config():
+            config = ExperimentConfig.model_validate(merged)
+    except ValidationError as exc:
+        key = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        if overrides and overrides.get(key) is not None:
+            flag = (flags or {}).get(key, key)
+            raise ConfigError(describe_error(exc, "command line", lambda _: flag)) from None
+        raise ConfigError(describe_error(exc, source)) from None
+    return config.model_copy(update={"pool": config.pool.model_copy(update={"path": _resolve_pool_path(config.pool)})})
+
+
+def _resolve_pool_path(pool: PoolSettings) -> str | None:
+    """A relative pool path resolved against the repository root (``~`` expanded); a hub
+    id, which names no local file, is left as it is."""
+    if pool.path is None or pool.source == "hub":
+        return pool.path
+    return str(repo_path(pool.path).resolve())
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (the last would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config(
+    path: str | Path = DEFAULT_CONFIG,
+    overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> ExperimentConfig:
+    """Read and validate a YAML config; errors are one line naming the file and key (or the
+    command-line flag of an override, see :func:`parse_config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    if not text.strip():
+        raise ConfigError(f"{path}: the config file is empty (start from configs/default.yaml)")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or ""
+        detail = f": {problem}" if problem.startswith("duplicate key") else ""
+        raise ConfigError(f"{path}: not valid YAML{where}{detail}") from None
+    if isinstance(data, Mapping):
+        for section in SECTIONS:
+            body = data.get(section)
+            for name in SHARED_FIELDS:
+                if isinstance(body, Mapping) and name in body:
+                    raise ConfigError(f"{path}: key '{section}.{name}': set '{name}' once, at the top level "
+                                      "(it applies to every section)")
+    return parse_config(data, str(path), overrides, flags)
+
+
+#: The sections that are library settings, by key.
+SECTIONS: dict[str, type[BaseModel]] = {
+    "pool": PoolSettings, "scoring": ScoringSettings, "training": TrainingSettings, "evaluation": EvaluationSettings,
+}

@@ -1,0 +1,1 @@
+"""Tasks, instances and pools; the prompt format; perturbations; the pool sources."""

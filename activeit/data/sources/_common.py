@@ -1,0 +1,53 @@
+"""Helpers shared by the pool sources: invalid-task handling, demonstrations, paths."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from activeit.errors import ActiveITError, PoolError
+from activeit.data.tasks import Example, Instance
+
+#: Demonstrations a source builds from a task's own instances when it has none.
+MAX_DEMONSTRATIONS = 2
+
+
+class SkippedTaskWarning(UserWarning):
+    """Something in the pool was left out or overridden: an invalid task or missing task file
+    under ``skip_invalid``, non-English tasks, a metadata value that could not be used.
+    The command line prints each as one ``warning:`` line."""
+
+
+def skip_or_raise(error: ActiveITError, skip_invalid: bool) -> None:
+    """Raise ``error``, or turn it into a :class:`SkippedTaskWarning` when ``skip_invalid``."""
+    if not skip_invalid:
+        raise error
+    warnings.warn(f"skipped: {error}", SkippedTaskWarning, stacklevel=3)
+
+
+def existing_path(path: str | Path | None, source: str, expected: str) -> Path:
+    """``path`` as a :class:`Path`, or a :class:`PoolError` saying what was expected."""
+    if path is None or str(path) == "":
+        raise PoolError(f"source '{source}' needs a path: pass --path {expected}")
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise PoolError(f"source '{source}': path '{resolved}' does not exist (expected {expected})")
+    return resolved
+
+
+def demonstrations_from_instances(
+    instances: Sequence[Instance], max_demonstrations: int = MAX_DEMONSTRATIONS
+) -> tuple[tuple[Example, ...], tuple[Instance, ...]]:
+    """Split a task's instances into demonstrations and the instances left.
+
+    For sources whose records carry no separate demonstrations (Self-Instruct, hub rows):
+    the first ``min(max_demonstrations, len(instances) - 1)`` instances become positive
+    examples (their first reference as output) and are *removed* from the instances, so
+    that at least one instance is left and no prompt ever shows its own answer. A task
+    with a single instance therefore gets no demonstration (a definition-only prompt,
+    which is how Self-Instruct itself trains).
+    """
+    count = max(0, min(max_demonstrations, len(instances) - 1))
+    demos = tuple(Example(input=i.input, output=i.outputs[0]) for i in instances[:count])
+    return demos, tuple(instances[count:])

@@ -1,0 +1,211 @@
+"""Scores of prompt uncertainty: per instance, per task, the table, and the formulas (no torch).
+
+METHOD.md, for one task with ``n`` instances and ``k`` perturbed prompts: ``L_ij`` is the
+mean per-token NLL of the greedy prediction ``y_i`` (EOS included) under prompt ``j``
+(``j = 0`` the original), ``p_ij = exp(-L_ij)``, and
+
+* ``PU = mean_{i, j>=1} |p_ij - p_i0|`` (prompt uncertainty),
+* ``PP = mean_i p_i0`` (prediction probability),
+* ``perplexity = mean_i exp(L_i0)``.
+
+:func:`task_metrics` is the one place these formulas live; everything that selects,
+plots, stores or tracks scores depends on this module only, never on the scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from activeit.errors import ActiveITError
+from activeit.data.tasks import Task
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class InstanceScore:
+    """Per-instance detail: the greedy prediction and its probabilities under each prompt."""
+
+    task: str
+    instance_id: str
+    prediction: str
+    prediction_tokens: int  # including the EOS token
+    nll0: float  # L_i0, mean NLL per token under the original prompt
+    p0: float  # p_i0 = exp(-L_i0)
+    p: tuple[float, ...]  # p_ij for j = 1..k
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One task's scores. ``category`` is the task's own category (e.g. NIV2's), not its task-map one."""
+
+    task: str
+    pu: float
+    pp: float
+    perplexity: float
+    n: int
+    k: int
+    is_classification: bool
+    category: str
+
+
+def task_metrics(nll: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    """``(PU, PP, perplexity)`` from ``nll[i][j]`` = L_ij (j = 0 the original prompt)."""
+    if not nll or any(len(row) < 2 for row in nll):
+        raise ActiveITError("task_metrics needs at least one instance and one perturbed prompt")
+    p = [[math.exp(-value) for value in row] for row in nll]
+    pu = sum(abs(pij - row[0]) for row in p for pij in row[1:]) / sum(len(row) - 1 for row in p)
+    pp = sum(row[0] for row in p) / len(p)
+    perplexity = sum(math.exp(row[0]) for row in nll) / len(nll)
+    return pu, pp, perplexity
+
+
+def summarize_task(task: Task, instances: Sequence[InstanceScore]) -> TaskScore:
+    """The task's row from its per-instance detail."""
+    if not instances:
+        raise ActiveITError(f"task '{task.name}' has no scored instances")
+    nll = [[s.nll0, *(-math.log(max(p, 1e-300)) for p in s.p)] for s in instances]
+    pu, pp, perplexity = task_metrics(nll)
+    return TaskScore(
+        task=task.name,
+        pu=pu,
+        pp=pp,
+        perplexity=perplexity,
+        n=len(instances),
+        k=len(instances[0].p),
+        is_classification=task.is_classification,
+        category=task.category,
+    )
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Task scores (one :class:`TaskScore` per task) with per-instance detail and metadata."""
+
+    rows: tuple[TaskScore, ...]
+    instances: tuple[InstanceScore, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "instances", tuple(self.instances))
+        index = {row.task: row for row in self.rows}
+        if len(index) != len(self.rows):
+            raise ActiveITError("ScoreTable: a task appears twice")
+        object.__setattr__(self, "_index", index)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[TaskScore]:
+        return iter(self.rows)
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._index  # type: ignore[attr-defined]
+
+    def __getitem__(self, task: str) -> TaskScore:
+        try:
+            return self._index[task]  # type: ignore[attr-defined]
+        except KeyError:
+            raise KeyError(f"no scores for task '{task}'") from None
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(row.task for row in self.rows)
+
+    def instances_of(self, task: str) -> tuple[InstanceScore, ...]:
+        return tuple(s for s in self.instances if s.task == task)
+
+    def to_frame(self) -> Any:
+        """The task rows as a pandas DataFrame."""
+        import pandas as pd
+
+        columns = [f.name for f in TaskScore.__dataclass_fields__.values()]
+        return pd.DataFrame([asdict(row) for row in self.rows], columns=columns)
+
+    def instances_frame(self) -> Any:
+        """The per-instance detail as a pandas DataFrame (``p`` is a list per row)."""
+        import pandas as pd
+
+        columns = [f.name for f in InstanceScore.__dataclass_fields__.values()]
+        return pd.DataFrame([asdict(s) | {"p": list(s.p)} for s in self.instances], columns=columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": [asdict(row) for row in self.rows],
+            "instances": [asdict(s) | {"p": list(s.p)} for s in self.instances],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScoreTable:
+        return cls(
+            rows=tuple(TaskScore(**row) for row in data["rows"]),
+            instances=tuple(InstanceScore(**(s | {"p": tuple(s["p"])})) for s in data.get("instances", ())),
+            meta=dict(data.get("meta", {})),
+        )
+
+    @staticmethod
+    def instances_path(path: str | Path) -> Path:
+        """Where :meth:`save` puts the per-instance detail of a table saved at ``path``."""
+        path = Path(path)
+        return path.with_name(f"{path.stem}.instances{path.suffix}")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the task rows to ``path`` (.csv or .parquet) and the detail beside it."""
+        path = Path(path)
+        suffix = _table_suffix(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        detail = self.instances_frame()
+        if suffix == ".csv":
+            self.to_frame().to_csv(path, index=False)
+            detail["p"] = detail["p"].map(json.dumps)
+            detail.to_csv(self.instances_path(path), index=False)
+        else:
+            self.to_frame().to_parquet(path, index=False)
+            detail.to_parquet(self.instances_path(path), index=False)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScoreTable:
+        """Read a table written by :meth:`save` (the detail too when it is there)."""
+        import pandas as pd
+
+        path = Path(path)
+        suffix = _table_suffix(path)
+        if not path.exists():
+            raise ActiveITError(f"score table '{path}' does not exist")
+        read = pd.read_csv if suffix == ".csv" else pd.read_parquet
+        frame = read(path)
+        rows = tuple(
+            TaskScore(
+                task=str(r["task"]), pu=float(r["pu"]), pp=float(r["pp"]),
+                perplexity=float(r["perplexity"]), n=int(r["n"]), k=int(r["k"]),
+                is_classification=bool(r["is_classification"]), category=str(r["category"]),
+            )
+            for r in frame.to_dict("records")
+        )
+        instances: tuple[InstanceScore, ...] = ()
+        detail_path = cls.instances_path(path)
+        if detail_path.exists():
+            detail = read(detail_path, keep_default_na=False) if suffix == ".csv" else read(detail_path)
+            instances = tuple(
+                InstanceScore(
+                    task=str(r["task"]), instance_id=str(r["instance_id"]), prediction=str(r["prediction"]),
+                    prediction_tokens=int(r["prediction_tokens"]), nll0=float(r["nll0"]), p0=float(r["p0"]),
+                    p=tuple(float(x) for x in (json.loads(r["p"]) if suffix == ".csv" else r["p"])),
+                )
+                for r in detail.to_dict("records")
+            )
+        return cls(rows, instances)
+
+
+def _table_suffix(path: Path) -> str:
+    if path.suffix not in TABLE_SUFFIXES:
+        raise ActiveITError(f"score table '{path}': use a .csv or .parquet file name")
+    return path.suffix

@@ -1,0 +1,1 @@
+"""Which tasks to train on next: the strategies and the task map."""

@@ -1,0 +1,1 @@
+"""Fine-tuning with accelerate (full or LoRA): data, the loop, saving."""
