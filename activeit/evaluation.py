@@ -27,6 +27,15 @@ from activeit.data.tasks import Instance, Task
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+#: The two scores of an instance, and of a group of instances (x100).
+ROUGE_L, EXACT_MATCH = "rougeL", "exact_match"
+#: A report's headline metrics, in column order: name -> (group, score) (:meth:`EvalReport.headline`).
+HEADLINE_METRICS: dict[str, tuple[str, str]] = {
+    ROUGE_L: ("overall", ROUGE_L),
+    f"{ROUGE_L}_classification": ("classification", ROUGE_L),
+    f"{ROUGE_L}_generation": ("generation", ROUGE_L),
+    EXACT_MATCH: ("overall", EXACT_MATCH),
+}
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -58,8 +67,8 @@ def _summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean ROUGE-L and exact match (x100) over records; ``None`` when there are none."""
     n = len(records)
     return {
-        "rougeL": 100 * sum(r["rougeL"] for r in records) / n if n else None,
-        "exact_match": 100 * sum(r["exact_match"] for r in records) / n if n else None,
+        ROUGE_L: 100 * sum(r[ROUGE_L] for r in records) / n if n else None,
+        EXACT_MATCH: 100 * sum(r[EXACT_MATCH] for r in records) / n if n else None,
         "instances": n,
     }
 
@@ -118,6 +127,11 @@ class EvalReport:
             "per_task": self.per_task,
         }
 
+    def headline(self) -> dict[str, float]:
+        """The :data:`HEADLINE_METRICS` (groups without instances are left out)."""
+        values = {name: getattr(self, group).get(score) for name, (group, score) in HEADLINE_METRICS.items()}
+        return {name: float(value) for name, value in values.items() if value is not None}
+
     def to_dict(self) -> dict[str, Any]:
         return {**self.metrics(), "predictions": self.predictions}
 
@@ -156,7 +170,7 @@ class EvalReport:
         def row(name: str, m: Mapping[str, Any]) -> str:
             if m["instances"] == 0:
                 return f"  {name:<48} {'-':>8} {'-':>8} {0:>6}"
-            return f"  {name:<48} {m['rougeL']:>8.2f} {m['exact_match']:>8.2f} {m['instances']:>6}"
+            return f"  {name:<48} {m[ROUGE_L]:>8.2f} {m[EXACT_MATCH]:>8.2f} {m['instances']:>6}"
 
         lines = [f"  {'':<48} {'ROUGE-L':>8} {'EM':>8} {'n':>6}", row("overall", self.overall),
                  row("classification", self.classification), row("generation", self.generation),
@@ -179,8 +193,8 @@ def score_predictions(items: Iterable[tuple[Task, Instance, str]]) -> EvalReport
             "is_classification": task.is_classification,
             "prediction": prediction,
             "references": list(instance.outputs),
-            "rougeL": rouge_l(prediction, instance.outputs),
-            "exact_match": exact_match(prediction, instance.outputs),
+            ROUGE_L: rouge_l(prediction, instance.outputs),
+            EXACT_MATCH: exact_match(prediction, instance.outputs),
         }
         for task, instance, prediction in items
     )

@@ -28,7 +28,9 @@ from activeit.data.perturbations import PerturbedPrompts
 from activeit.scoring.scores import ScoreTable
 from activeit.config.settings import ScoringSettings, TrainingSettings, repo_path
 from activeit.data.tasks import Task
-from activeit.training.finetune import METRICS_FILE, TrainingResult, finetune, resolve_mixed_precision
+from activeit.models.devices import resolve_mixed_precision
+from activeit.training.finetune import TrainingResult, finetune
+from activeit.training.saving import METRICS_FILE
 
 
 def check_processes(num_processes: int, field: str, cpu: bool = False) -> None:
@@ -57,7 +59,7 @@ def train(
     ``config.accelerate_config`` names a launch config, or when ``cpu`` asks for CPU
     processes on a machine that has a GPU."""
     check_processes(config.num_processes, "training.num_processes", cpu)
-    if _launched(config, cpu):
+    if _needs_launch(config, cpu):
         return launch_finetune(model_name, tasks, out_dir, config, cpu=cpu, progress=progress, overwrite=overwrite)
     return finetune(model_name, tasks, out_dir, config, progress=progress, overwrite=overwrite)
 
@@ -79,7 +81,7 @@ def score(
     from activeit.scoring.scorer import score_tasks
 
     check_processes(config.num_processes, "scoring.num_processes", cpu)
-    if not _launched(config, cpu):
+    if not _needs_launch(config, cpu):
         return score_tasks(place_model(load_model(model_name)), tasks, config, prompts, progress=progress)
     with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
         table_file = Path(work) / "table.json"
@@ -99,8 +101,8 @@ def score(
         return ScoreTable.from_dict(json.loads(table_file.read_text(encoding="utf-8")))
 
 
-def _launched(config: ScoringSettings | TrainingSettings, cpu: bool) -> bool:
-    """Whether the work runs under a new ``accelerate launch`` rather than in this process.
+def _needs_launch(config: ScoringSettings | TrainingSettings, cpu: bool) -> bool:
+    """Whether the work needs a new ``accelerate launch`` rather than running in this process.
     A process that ``accelerate launch`` already started (``WORLD_SIZE`` > 1) does its own
     share here: the command line run as ``accelerate launch -m activeit ...``."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -5,6 +5,7 @@ holds files it did not write (unless told ``overwrite``), checks that it can wri
 *before* it loads a model or computes anything (:func:`check_output_dir`,
 :func:`check_output_file`), writes into a temporary sibling and swaps it in at the end
 (:func:`output_dir`, :func:`write_text`): a failure leaves what was there before untouched.
+A cached folder (:func:`build_once`) is built the same way, once, and then kept.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from activeit.errors import ConfigError
@@ -66,24 +67,54 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+def _temporary_sibling(path: Path) -> Path:
+    """A new empty folder next to ``path`` (its parents made), to be renamed to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+
+
+def _mark(folder: Path) -> None:
+    (folder / MARKER).write_text("written by activeit; a new run may replace this folder\n", encoding="utf-8")
+
+
 @contextlib.contextmanager
 def output_dir(path: str | Path, overwrite: bool = False, what: str = "--out") -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``path`` to write into; when the block succeeds it
     replaces ``path`` (marked as activeit's), when it fails it is removed and ``path`` stays
     as it was."""
     path = check_output_dir(path, what, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = _temporary_sibling(path)
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     try:
         yield tmp
-        (tmp / MARKER).write_text("written by activeit; a new run may replace this folder\n", encoding="utf-8")
+        _mark(tmp)
         if path.exists():
             path.rename(old)
         tmp.rename(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def build_once(path: str | Path, build: Callable[[Path], None]) -> Path:
+    """The cached folder ``path``, built by ``build(tmp)`` in a temporary sibling (marked as
+    activeit's) and renamed into place only when ``build`` succeeds. An existing ``path`` is
+    kept as it is: built before, or by a concurrent process that won the race."""
+    path = Path(path)
+    if path.exists():
+        return path
+    tmp = _temporary_sibling(path)
+    try:
+        build(tmp)
+        _mark(tmp)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process renamed its build into place first
+            if not path.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -29,7 +29,8 @@ import activeit.scoring.engine.forcing as new_forcing  # noqa: E402
 import activeit.scoring.engine.decoding as new_decoding  # noqa: E402
 import activeit.scoring.scorer as scoring  # noqa: E402
 from activeit.models.devices import grouped_query_attention  # noqa: E402
-from activeit.models.loading import DEFAULT_MODEL, load_model  # noqa: E402
+from activeit.models.builtin import DEFAULT_MODEL  # noqa: E402
+from activeit.models.loading import load_model  # noqa: E402
 from activeit.config.settings import ScoringSettings  # noqa: E402
 from activeit.data.sources import load_pool  # noqa: E402
 

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.config.experiment import load_config
+from activeit.experiment import load_config
 from activeit.evaluation import EvalReport, evaluate_model, score_predictions
 from activeit.scoring.engine.generation import greedy_generate
 from activeit.models.loading import LoadedModel, load_model

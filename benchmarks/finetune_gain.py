@@ -21,7 +21,8 @@ from pathlib import Path
 
 from activeit.evaluation import EvalReport, evaluate_model
 from activeit.models.devices import place_model
-from activeit.models.loading import DEFAULT_MODEL, load_model
+from activeit.models.builtin import DEFAULT_MODEL
+from activeit.models.loading import load_model
 from activeit.data.sources import load_pool
 from activeit.data.tasks import Task
 from activeit.config.settings import EvaluationSettings, TrainingSettings

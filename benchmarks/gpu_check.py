@@ -121,7 +121,8 @@ def pu_bias_worker(args: argparse.Namespace) -> None:
     import torch
     from scipy.stats import spearmanr
 
-    from activeit.models.loading import DEFAULT_MODEL, load_model
+    from activeit.models.builtin import DEFAULT_MODEL
+    from activeit.models.loading import load_model
     from activeit.scoring.scorer import score_tasks
     from activeit.config.settings import ScoringSettings
     from activeit.data.sources import load_pool
@@ -195,7 +196,7 @@ def check_multi_process(args: argparse.Namespace) -> tuple[str, str]:
 def multi_worker(args: argparse.Namespace) -> None:
     """Two-process scoring against one process, and two-process fine-tuning; print JSON."""
     from activeit.launch import score, train
-    from activeit.models.loading import DEFAULT_MODEL
+    from activeit.models.builtin import DEFAULT_MODEL
     from activeit.config.settings import ScoringSettings, TrainingSettings
     from activeit.data.sources import load_pool
 

@@ -32,7 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.models.loading import DEFAULT_MODEL, LoadedModel, load_model
+from activeit.models.builtin import DEFAULT_MODEL
+from activeit.models.loading import LoadedModel, load_model
 from activeit.scoring.scorer import score_tasks
 from activeit.scoring.reference import ReferenceTask, reference_scores
 from activeit.config.settings import TOKEN_BUDGET, ScoringSettings

@@ -35,13 +35,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.models.devices import model_device, place_model, process_state  # noqa: E402
-from activeit.models.loading import DEFAULT_MODEL, load_model
+from activeit.models.devices import model_device, place_model, process_state, resolve_mixed_precision  # noqa: E402
+from activeit.models.builtin import DEFAULT_MODEL
+from activeit.models.loading import load_model
 from activeit.data.prompts import PromptFormatter
 from activeit.data.sources import load_pool
 from activeit.data.tasks import Instance, Task
 from activeit.config.settings import TrainingSettings
-from activeit.training.finetune import SAVE_DTYPES, TrainingExample, build_examples, finetune, resolve_mixed_precision
+from activeit.training.data import TrainingExample, build_examples
+from activeit.training.finetune import finetune
+from activeit.training.saving import SAVE_DTYPES
 
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
 

@@ -37,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tracking.mlflow import BY_TASKS_PREFIX, MODEL_TRAINING_VIEW as ML_VIEW  # noqa: E402
+from tracking.schema import BY_TASKS_PREFIX, MODEL_TRAINING_VIEW as ML_VIEW  # noqa: E402
 
 WIDTH, HEIGHT = 1600, 1100
 #: Text the run's metrics page must show: per-round charts and the by-training-tasks section.

@@ -21,7 +21,8 @@ class PromptSet:
 
 @dataclass(frozen=True)
 class ModelFolder:
-    """A Hugging Face model saved as a safetensors folder (with its tokenizer)."""
+    """A round's model saved as a safetensors folder (with its tokenizer, or a LoRA adapter):
+    ``path`` is the model name steps pass on (``load_model(path)`` loads it)."""
 
     path: str
     base_model: str

@@ -13,7 +13,8 @@ SELECTION_FILE = "selection.json"
 
 
 class SelectionMaterializer(FileMaterializer):
-    """A round's selected tasks as JSON; strategy, round and count as metadata."""
+    """A round's selected tasks (with their scores and task-map categories) as JSON; strategy,
+    round and count as metadata."""
 
     ASSOCIATED_TYPES: ClassVar[tuple[type, ...]] = (Selection,)
 
@@ -27,8 +28,9 @@ class SelectionMaterializer(FileMaterializer):
         return {"strategy": data.strategy, "round": data.round, "seed": data.seed, "tasks": len(data.tasks)}
 
     def save_visualizations(self, data: Selection) -> dict[str, VisualizationType]:
-        rows = [[i, task, data.scores.get(task, "")] for i, task in enumerate(data.tasks, 1)]
+        rows = [[i, task, data.scores.get(task, ""), data.categories.get(task, "")]
+                for i, task in enumerate(data.tasks, 1)]
         return self.markdown(
             f"# Round {data.round}: {len(data.tasks)} tasks selected by `{data.strategy}` "
-            f"(seed {data.seed})\n\n" + markdown_table(["#", "task", "score"], rows) + "\n"
+            f"(seed {data.seed})\n\n" + markdown_table(["#", "task", "score", "task-map category"], rows) + "\n"
         )

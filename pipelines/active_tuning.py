@@ -15,7 +15,8 @@ from typing import Any
 from zenml import pipeline
 from zenml.config.schedule import Schedule
 
-from activeit.config.experiment import ExperimentConfig
+from activeit.errors import ConfigError
+from activeit.experiment import ExperimentConfig
 from activeit.selection.strategies import NEEDS_SCORES
 from steps import (
     accelerate_finetuner,
@@ -30,6 +31,17 @@ from steps import (
 
 PIPELINE_NAME = "active_tuning"
 INITIAL_STRATEGY = "random"
+#: The steps that run a model: the ones ``zenml.step_settings`` may configure (e.g. their GPUs).
+MODEL_STEPS = tuple(step.name for step in (base_evaluator, uncertainty_scorer, accelerate_finetuner, rouge_evaluator))
+
+
+def check_step_settings(config: ExperimentConfig, source: str) -> None:
+    """Refuse ``zenml.step_settings`` of a step that is not one of :data:`MODEL_STEPS`:
+    one line naming the config file ``source``, before anything runs."""
+    for name in config.zenml.step_settings:
+        if name not in MODEL_STEPS:
+            raise ConfigError(f"{source}: key 'zenml.step_settings': unknown step '{name}'; "
+                              f"choose one of {', '.join(MODEL_STEPS)}")
 
 
 def _in_round(step: Any, round_index: int) -> Any:
@@ -55,7 +67,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             MLFlowExperimentTrackerSettings,
         )
 
-        from tracking.mlflow import run_tags
+        from tracking.writer import run_tags
 
         track = tracker.with_options(
             experiment_tracker=experiment_tracker,
@@ -65,7 +77,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
         )
 
     training_tasks: Any = []
-    model: Any = None
+    model_folder: Any = None
     for r in range(config.selection_rounds + 1):
         scores = scoring_time = None
         if r == 0:
@@ -78,7 +90,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
                     id=f"perturber_round_{r}",
                 )
                 scores, scoring_time = _in_round(_with_settings(uncertainty_scorer, config), r)(
-                    model=model, pool=pool, prompts=prompts, scoring=config.scoring,
+                    model_folder=model_folder, pool=pool, prompts=prompts, scoring=config.scoring,
                     id=f"uncertainty_scorer_round_{r}",
                 )
         selection, training_tasks = _in_round(selector, r)(
@@ -87,18 +99,18 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             id=f"selector_round_{r}",
         )
         continues = config.training.mode == "continue" and r > 0
-        model, training_metrics = _in_round(_with_settings(accelerate_finetuner, config), r)(
+        model_folder, training_metrics = _in_round(_with_settings(accelerate_finetuner, config), r)(
             base_model=config.model, pool=pool, training_tasks=training_tasks, selection=selection,
-            training=config.training, round_index=r, previous_model=model if continues else None,
+            training=config.training, round_index=r, previous_model_folder=model_folder if continues else None,
             id=f"accelerate_finetuner_round_{r}",
         )
         report = _in_round(_with_settings(rouge_evaluator, config), r)(
-            model=model, pool=pool, evaluation=config.evaluation, id=f"rouge_evaluator_round_{r}"
+            model_folder=model_folder, pool=pool, evaluation=config.evaluation, id=f"rouge_evaluator_round_{r}"
         )
         if track is not None:
             _in_round(track, r)(
                 config=config, round_index=r, selection=selection, training_tasks=training_tasks,
-                report=report, training_metrics=training_metrics, model=model, scores=scores,
+                report=report, training_metrics=training_metrics, model=model_folder, scores=scores,
                 scoring_time_s=scoring_time, base_report=base_report if r == 0 else None, id=f"tracker_round_{r}",
             )
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from activeit.config.experiment import REPO_ROOT, ExperimentConfig, is_server_uri
 from activeit.errors import ConfigError
+from activeit.experiment import REPO_ROOT, ExperimentConfig
+from tracking.policy import is_server_uri
 
 if TYPE_CHECKING:
     from zenml.stack import Stack

@@ -3,8 +3,9 @@
 The runs of a study may execute anywhere and in any order (locally one after the other, or
 as separate pipeline runs on a remote stack); everything here reads only what they logged,
 so ``run.py --report EXPERIMENT`` rebuilds the same study as the run that made it. The
-statistics are :mod:`activeit.study.statistics`'s; this module finds the runs, writes the files and
-logs one parent MLflow run under which the pairs' runs are grouped.
+statistics are :mod:`activeit.study.statistics`'s and the report :mod:`activeit.study.report`'s;
+this module finds the runs, writes the files and logs one parent MLflow run under which the
+pairs' runs are grouped.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from activeit.config.experiment import shared_params
+from activeit.experiment import shared_params
 from activeit.errors import ConfigError
-from activeit.study.statistics import CATEGORIES, METRICS, Study
+from activeit.evaluation import HEADLINE_METRICS
+from activeit.selection.taskmap import CATEGORIES
 from activeit.study.plots import plot_learning_curve, plot_overlap
-from tracking.mlflow import COMPLETE_TAG, STUDY_KEY_TAG, mark_model_training, read_run_record
+from activeit.study.report import study_markdown
+from activeit.study.statistics import Study
+from tracking.reader import read_run_record
+from tracking.schema import COMPLETE_TAG, STUDY_KEY_TAG
+from tracking.writer import mark_model_training
 
 #: Tag of the parent run that holds a study's files.
 STUDY_TAG = "study"
@@ -129,11 +135,11 @@ def write_study(study: Study, out_dir: Path, title: str) -> list[Path]:
     ``.png`` and ``pick_categories.csv`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [
-        _write_csv(out_dir / "study.csv", study.rows(), ("strategy", "seed", "round", "training_tasks", *METRICS)),
+        _write_csv(out_dir / "study.csv", study.rows(), ("strategy", "seed", "round", "training_tasks", *HEADLINE_METRICS)),
         out_dir / "study.md",
         plot_learning_curve(study, out_dir / "learning_curve.png", title),
     ]
-    files[1].write_text(study.markdown(title), encoding="utf-8")
+    files[1].write_text(study_markdown(study, title), encoding="utf-8")
     overlap = study.overlap()
     if overlap:
         files.append(_write_csv(out_dir / "selection_overlap.csv", overlap, ("first", "second", "round", "jaccard", "seeds")))

@@ -26,15 +26,15 @@ def accelerate_finetuner(
     selection: Selection,
     training: TrainingSettings,
     round_index: int,
-    previous_model: ModelFolder | None = None,
+    previous_model_folder: ModelFolder | None = None,
 ) -> tuple[Annotated[ModelFolder, MODEL_OUTPUT], Annotated[dict[str, Any], "training_metrics_round_{round}"]]:
-    """retrain: the base model on every task selected so far; continue (``previous_model``
+    """retrain: the base model on every task selected so far; continue (``previous_model_folder``
     given): the previous round's model on this round's selection only."""
     fail_if_requested()
-    if previous_model is not None:
-        start, names = previous_model.path, selection.tasks
+    if previous_model_folder is not None:
+        model_name, names = previous_model_folder.path, selection.tasks
     else:
-        start, names = base_model, training_tasks
+        model_name, names = base_model, training_tasks
     out_dir = Path(local_output_dir(MODEL_OUTPUT.format(round=round_index)) or tempfile.mkdtemp(prefix="activeit-model-"))
-    result = train(start, pool.tasks(names), out_dir, training, progress=True)
+    result = train(model_name, pool.tasks(names), out_dir, training, progress=True)
     return ModelFolder(str(result.model_dir), base_model, round_index), result.metrics

@@ -17,8 +17,8 @@ from steps.common import fail_if_requested
 
 @step
 def rouge_evaluator(
-    model: ModelFolder, pool: TaskPool, evaluation: EvaluationSettings
+    model_folder: ModelFolder, pool: TaskPool, evaluation: EvaluationSettings
 ) -> Annotated[EvalReport, "eval_round_{round}"]:
-    """Evaluate on the pool's test split (unseen tasks)."""
+    """Evaluate the model in ``model_folder`` on the pool's test split (unseen tasks)."""
     fail_if_requested()
-    return evaluate_model(place_model(load_model(model.path)), pool.test, evaluation)
+    return evaluate_model(place_model(load_model(model_folder.path)), pool.test, evaluation)

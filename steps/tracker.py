@@ -13,17 +13,14 @@ from typing import Annotated, Any
 from zenml import step
 from zenml.artifacts.unmaterialized_artifact import UnmaterializedArtifact
 
-from activeit.config.experiment import ExperimentConfig
+from activeit.experiment import ExperimentConfig
 from activeit.evaluation import EvalReport
 from activeit.scoring.scores import ScoreTable
 from activeit.selection.strategies import Selection
 from steps.common import fail_if_requested
-from tracking.mlflow import (
-    log_config,
-    log_round,
-    quiet_autolog_warning,
-    register_model,
-)
+from tracking.policy import registers_model
+from tracking.registry import register_model
+from tracking.writer import log_config, log_round, quiet_autolog_warning
 
 quiet_autolog_warning()
 
@@ -49,6 +46,6 @@ def tracker(
         log_config(config)
     log_round(config, round_index, selection, training_tasks, report, training_metrics, scores, scoring_time_s,
               base_report)
-    if not config.registers_model(round_index):
+    if not registers_model(config, round_index):
         return 0
     return register_model(config, model.uri, str(model.id), round_index, training_tasks, report)

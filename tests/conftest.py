@@ -31,7 +31,7 @@ def smollm2_tokenizer() -> Any:
     """The real SmolLM2-135M-Instruct tokenizer (ChatML template), from the cached folder."""
     from transformers import AutoTokenizer
 
-    from activeit.models.loading import smollm2_folder
+    from activeit.models.builtin import smollm2_folder
 
     return AutoTokenizer.from_pretrained(smollm2_folder())
 
@@ -39,7 +39,7 @@ def smollm2_tokenizer() -> Any:
 @pytest.fixture(scope="session")
 def gpt2_tok() -> Any:
     """The real GPT-2 BPE tokenizer (no chat template)."""
-    from activeit.models.loading import gpt2_tokenizer
+    from activeit.models.tiny import gpt2_tokenizer
 
     return gpt2_tokenizer()
 

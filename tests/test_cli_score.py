@@ -72,7 +72,8 @@ def test_score_with_two_processes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--split", "nope"], "no split 'nope'"), (["--max-tasks", "0"], "--max-tasks"), (["--k", "0"], "at least 1")],
+    [(["--split", "nope"], "no split 'nope'"), (["--max-tasks", "0"], "--max-tasks"),
+     (["--k", "0"], "--k: Input should be greater than or equal to 1")],
 )
 def test_score_errors_are_one_line(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     args = ["score", *FAST, "--out", str(tmp_path), *extra]

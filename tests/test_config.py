@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from activeit.config.experiment import (
-    CONFIG_DIR, REPO_ROOT, ExperimentConfig, flatten, load_config, parse_config,
-)
 from activeit.errors import ConfigError
+from activeit.experiment import CONFIG_DIR, REPO_ROOT, ExperimentConfig, flatten, load_config, parse_config
+from tracking.policy import registered_model_name
 
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
@@ -24,7 +23,7 @@ def test_shipped_configs_validate(path: Path) -> None:
     config = load_config(path)
     assert isinstance(config, ExperimentConfig)
     assert config.tasks_needed >= config.initial_tasks
-    assert config.registered_model_name == REGISTERED_MODELS[path.stem]
+    assert registered_model_name(config) == REGISTERED_MODELS[path.stem]
 
 
 #: The MLflow registered model of each shipped config (its experiment, then its strategy).
@@ -37,8 +36,8 @@ REGISTERED_MODELS = {
 
 def test_registered_model_follows_the_strategy() -> None:
     config = parse_config({"strategy": "random", "tracking": {"experiment": "exp"}})
-    assert config.registered_model_name == "exp-random"
-    assert parse_config(config.model_dump(), overrides={"strategy": "high-perplexity"}).registered_model_name == (
+    assert registered_model_name(config) == "exp-random"
+    assert registered_model_name(parse_config(config.model_dump(), overrides={"strategy": "high-perplexity"})) == (
         "exp-high-perplexity"
     )
 
@@ -63,10 +62,13 @@ def test_seed_and_chat_follow_the_top_level_and_are_set_only_there(tmp_path: Pat
     assert (config.scoring.seed, config.training.seed, config.evaluation.seed, config.pool.seed) == (3, 3, 3, 3)
     assert config.training.chat is False and config.evaluation.chat is False
     assert "scoring.seed" not in config.flat() and config.flat()["seed"] == 3
+    assert "seed" not in config.model_dump()["scoring"] and ExperimentConfig.model_validate(config.model_dump()) == config
     bad = tmp_path / "bad.yaml"
     bad.write_text("scoring:\n  seed: 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="'scoring.seed': set 'seed' once, at the top level"):
         load_config(bad)
+    with pytest.raises(ConfigError, match="^x.yaml: key 'training.chat': set 'chat' once, at the top level"):
+        parse_config({"training": {"chat": True}}, "x.yaml")
 
 
 def test_shipped_pools_and_budgets_fit() -> None:
@@ -106,6 +108,7 @@ def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
         ({"pool": {"source": "niv2"}}, "needs a 'path'"),
         ({"schedule": "daily"}, "not a cron expression"),
         ({"seed": "abc"}, "key 'seed'"),
+        ({"scoring": {"perturbation": "shout"}}, "unknown perturbation 'shout'"),
     ],
 )
 def test_invalid_values_are_one_line(data: dict, fragment: str) -> None:
@@ -158,10 +161,26 @@ def test_cli_flags_are_generated_from_the_settings() -> None:
     settings = settings_from_args(args, ScoringSettings, seed=4)
     assert (settings.k, settings.n, settings.reuse_prefix, settings.seed) == (3, 10, False, 4)
     assert settings.token_budget == ScoringSettings().token_budget
-    with pytest.raises(ConfigError, match="--k: must be at least 1"):
+    with pytest.raises(ConfigError, match="^command line: --k: Input should be greater than or equal to 1, got 0$"):
         settings_from_args(parser.parse_args(["--k", "0"]), ScoringSettings)
     training = argparse.ArgumentParser()
     add_settings_arguments(training, TrainingSettings)
     assert settings_from_args(training.parse_args(["--lr", "0.01"]), TrainingSettings).learning_rate == 0.01
-    with pytest.raises(ConfigError, match="--lr: must be greater than 0"):
+    with pytest.raises(ConfigError, match="^command line: --lr: Input should be greater than 0, got -1.0$"):
         settings_from_args(training.parse_args(["--lr", "-1"]), TrainingSettings)
+
+
+def test_run_py_override_flags_are_generated_from_the_config_fields() -> None:
+    import run as run_py
+    from pipelines.plan import FLAGS, load_experiment
+
+    parser = run_py.build_parser()
+    args = parser.parse_args(["--config", str(CONFIG_DIR / "smoke.yaml"), "--rounds", "2", "--pool-source", "builtin",
+                              "--experiment", "exp", "--tasks-per-round", "3"])
+    config = load_experiment(args, seed=5)
+    assert (config.rounds, config.pool.source, config.tracking.experiment, config.tasks_per_round) == (2, "builtin", "exp", 3)
+    assert config.seed == config.scoring.seed == 5
+    assert {FLAGS[key] for key in ("tracking.experiment", "pool.path", "tasks_per_round", "strategy")} == {
+        "--experiment", "--pool-path", "--tasks-per-round", "--strategy"}
+    with pytest.raises(ConfigError, match="^command line: --tasks-per-round: Input should be greater than or equal to 1"):
+        load_experiment(parser.parse_args(["--tasks-per-round", "0"]))

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from activeit.cli import main as cli
-from activeit.config.experiment import load_config
+from activeit.experiment import load_config
 from activeit.errors import ConfigError, ModelLoadError, PoolError
-from activeit.models.loading import check_model, tiny_model_folder
+from activeit.models.checks import check_model
+from activeit.models.tiny import tiny_model_folder
 from activeit.outputs import MARKER, check_output_dir, output_dir
 from activeit.data.sources import load_pool
 from activeit.data.sources.niv2 import read_niv2_task

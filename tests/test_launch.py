@@ -12,21 +12,24 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file
 from score_worker import handmade_tasks
 from tiny_tasks import constant_task
 
-from activeit.config.experiment import CONFIG_DIR, ExperimentConfig, TrackingSettings
+from activeit.experiment import CONFIG_DIR, ExperimentConfig, TrackingSettings
 from activeit.errors import ConfigError
 from activeit.launch import check_processes, free_port, launch_finetune, score, train
-from activeit.models.loading import tiny_model_folder
+from activeit.models.tiny import tiny_model_folder
 from activeit.data.perturbations import perturb_tasks
 from activeit.config.settings import ScoringSettings, TrainingSettings
 from activeit.data.tasks import TaskPool
-from activeit.training.finetune import resolve_mixed_precision
+from activeit.models.devices import resolve_mixed_precision
 from materializers import ModelFolder, PromptSet
+from pipelines.active_tuning import check_step_settings
 from steps import uncertainty_scorer
+from tracking.policy import registers_model
 
 SCORING = ScoringSettings(n=2, k=2, max_new_tokens=4, token_budget=700, tasks_per_chunk=2)
 
@@ -87,7 +90,7 @@ def test_fsdp_from_the_example_file_saves_the_whole_model(tmp_path: Path) -> Non
 
 
 def test_a_missing_accelerate_config_file_is_one_line_before_anything_runs(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"accelerate config file 'no/such.yaml' does not exist \(relative paths "
+    with pytest.raises(ValidationError, match=r"accelerate config file 'no/such.yaml' does not exist \(relative paths "
                        r"start at .*\); give the path of an existing file"):
         TrainingSettings(accelerate_config="no/such.yaml")
     # on the command line a relative path starts at the current folder
@@ -145,11 +148,12 @@ def test_weights_are_saved_in_the_dtype_they_were_trained_in(tmp_path: Path, pre
 def test_log_models_decides_which_rounds_are_registered(log_models: str, registered: list[int]) -> None:
     config = ExperimentConfig(rounds=2, initial_tasks=1, tasks_per_round=1,
                               tracking=TrackingSettings(log_models=log_models))
-    assert [r for r in range(3) if config.registers_model(r)] == registered
+    assert [r for r in range(3) if registers_model(config, r)] == registered
 
 
 def test_step_settings_name_a_model_step() -> None:
     config = ExperimentConfig(zenml={"step_settings": {"accelerate_finetuner": {"resources": {"gpu_count": 2}}}})
     assert config.zenml.step_settings["accelerate_finetuner"]["resources"]["gpu_count"] == 2
-    with pytest.raises(ConfigError, match="unknown step 'trainer'"):
-        ExperimentConfig(zenml={"step_settings": {"trainer": {}}})
+    check_step_settings(config, "c.yaml")
+    with pytest.raises(ConfigError, match="^c.yaml: key 'zenml.step_settings': unknown step 'trainer'"):
+        check_step_settings(ExperimentConfig(zenml={"step_settings": {"trainer": {}}}), "c.yaml")

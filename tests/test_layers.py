@@ -27,9 +27,10 @@ def imported_modules(path: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("layer", "forbidden"),
     [
-        ("activeit", ("zenml", "mlflow", "steps", "pipelines", "materializers")),
+        ("activeit", ("zenml", "mlflow", "steps", "pipelines", "materializers", "tracking")),
+        ("tracking", ("zenml", "steps", "pipelines", "materializers")),
+        ("materializers", ("steps", "pipelines", "tracking", "mlflow")),
         ("steps", ("pipelines",)),
-        ("materializers", ("steps", "pipelines", "mlflow")),
     ],
 )
 def test_layers_only_point_down(layer: str, forbidden: tuple[str, ...]) -> None:
@@ -42,9 +43,57 @@ def test_layers_only_point_down(layer: str, forbidden: tuple[str, ...]) -> None:
     assert not offenders, offenders
 
 
+#: The library's rooms from the ground up: a room imports only rooms below it (and itself).
+LIBRARY_FLOORS = (
+    ("errors",),
+    ("outputs", "legacy_paths"),
+    ("config",),
+    ("models",),
+    ("data",),
+    ("scoring",),
+    ("selection", "training", "evaluation"),
+    ("study", "experiment", "launch"),
+    ("cli",),
+    ("__main__",),
+)
+
+
+def _room(module: str) -> str:
+    """``activeit.scoring.engine.forcing`` -> ``scoring``."""
+    return module.split(".")[1] if module.count(".") else module
+
+
+def test_library_rooms_only_import_rooms_below() -> None:
+    floor = {room: level for level, rooms in enumerate(LIBRARY_FLOORS) for room in rooms}
+    offenders = []
+    for path in sorted((ROOT / "activeit").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if len(parts) == 2 and parts[1] == "__init__":
+            continue
+        room = parts[1]
+        assert room in floor, f"activeit/{room} has no floor in LIBRARY_FLOORS"
+        for name in imported_modules(path):
+            if name.startswith("activeit.") and _room(name) != room and floor[_room(name)] >= floor[room]:
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offenders, offenders
+
+
+def test_only_the_scorer_and_the_evaluator_use_the_engine() -> None:
+    """The shared-prefix engine is the scorer's; evaluation decodes through it too; nobody else."""
+    users = sorted(
+        path.relative_to(ROOT).as_posix()
+        for path in ROOT.glob("*/**/*.py")
+        if path.relative_to(ROOT).parts[0] in ("activeit", "steps", "pipelines", "tracking", "materializers")
+        and any(name.startswith("activeit.scoring.engine") for name in imported_modules(path))
+    )
+    outside = [user for user in users if not user.startswith(("activeit/scoring/", "activeit/evaluation.py"))]
+    assert not outside, outside
+    assert "activeit/evaluation.py" in users
+
+
 def test_light_modules_do_not_import_torch() -> None:
     """Validating a config, selecting, plotting a task map and reading scores need no torch."""
-    light = ("activeit.config.experiment", "activeit.config.settings", "activeit.scoring.scores", "activeit.selection.strategies",
+    light = ("activeit.experiment", "activeit.config.settings", "activeit.scoring.scores", "activeit.selection.strategies",
              "activeit.selection.taskmap", "activeit.evaluation", "activeit.data.sources", "activeit.config.flags")
     code = f"import sys\nimport {', '.join(light)}\nprint('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -56,6 +105,6 @@ def test_strategy_names_are_declared_once() -> None:
         path.relative_to(ROOT).as_posix()
         for path in sorted(ROOT.glob("*/**/*.py"))
         if "tests" not in path.parts and not path.relative_to(ROOT).parts[0].startswith(".")  # not .venv
-        if '"high-perplexity", "low-perplexity"' in path.read_text(encoding="utf-8")
+        if '"low-perplexity"' in path.read_text(encoding="utf-8")
     ]
     assert declaring == ["activeit/selection/strategies.py"]

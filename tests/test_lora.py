@@ -17,7 +17,10 @@ from tiny_tasks import constant_task
 
 from activeit.errors import ConfigError, ModelLoadError
 from activeit.evaluation import evaluate_model
-from activeit.models.loading import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_TARGET_MODULES, check_lora, load_model, tiny_model_folder
+from activeit.models.checks import check_lora
+from activeit.models.loading import load_model
+from activeit.models.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_TARGET_MODULES
+from activeit.models.tiny import tiny_model_folder
 from activeit.scoring.scorer import score_tasks
 from activeit.config.settings import EvaluationSettings, TrainingSettings
 from activeit.data.tasks import Task, TaskPool
@@ -88,7 +91,7 @@ def test_continue_mode_trains_the_previous_rounds_adapter(yes_task: Task, adapte
     training = LORA.replace(epochs=1, mode="continue")
     previous = ModelFolder(str(adapter.model_dir), base_model="tiny-llama", round=0)
     model, metrics = accelerate_finetuner.entrypoint(
-        "tiny-llama", pool, ["say_yes"], _selection("say_yes"), training, 1, previous_model=previous
+        "tiny-llama", pool, ["say_yes"], _selection("say_yes"), training, 1, previous_model_folder=previous
     )
     assert metrics["loss_curve"][0] < 1.0  # it started from the trained adapter, not ~10.8
     assert metrics["model_name"] == previous.path and metrics["base_model"] == "tiny-llama"

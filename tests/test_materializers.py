@@ -93,11 +93,15 @@ def test_score_table(pool: TaskPool, uri: str) -> None:
 
 
 def test_selection(uri: str) -> None:
-    selection = Selection("uncertainty", 3, 0, ("task_a", "task_b"), {"task_a": 0.2, "task_b": 0.1})
+    selection = Selection("uncertainty", 3, 0, ("task_a", "task_b"), {"task_a": 0.2, "task_b": 0.1},
+                          {"task_a": "ambiguous", "task_b": "easy"})
     loaded, metadata, _ = roundtrip(SelectionMaterializer, selection, uri)
     assert loaded == selection
     assert metadata == {"strategy": "uncertainty", "round": 3, "seed": 0, "tasks": 2}
-    assert json.loads(Path(uri, "selection.json").read_text())["tasks"] == ["task_a", "task_b"]
+    stored = json.loads(Path(uri, "selection.json").read_text())
+    assert stored["tasks"] == ["task_a", "task_b"] and stored["categories"] == {"task_a": "ambiguous", "task_b": "easy"}
+    del stored["categories"]  # written before selections carried categories: loads with none
+    assert Selection.from_dict(stored).categories == {}
 
 
 def test_eval_report(pool: TaskPool, uri: str) -> None:

@@ -9,7 +9,9 @@ import torch
 
 from activeit.errors import ModelLoadError
 from activeit.scoring.engine.generation import greedy_generate
-from activeit.models.loading import DEFAULT_MODEL, hub_unreachable_reason, load_model
+from activeit.models.builtin import DEFAULT_MODEL
+from activeit.models.hub import hub_unreachable_reason
+from activeit.models.loading import load_model
 from activeit.data.prompts import PromptFormatter
 from activeit.data.tasks import Example
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from activeit.errors import ActiveITError
 from activeit.scoring.engine.generation import greedy_generate
@@ -217,7 +218,7 @@ def test_scoring_errors(llama, tasks: list[Task]) -> None:
         score_tasks(llama, [tasks[0].with_instances([])], SMALL, progress=False)
     with pytest.raises(ActiveITError, match="no perturbed prompts"):
         score_tasks(llama, tasks[:2], SMALL, prompts=perturb_tasks(tasks[:1]), progress=False)
-    with pytest.raises(ActiveITError, match="at least 1"):
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
         ScoringSettings(k=0)
 
 
@@ -304,7 +305,7 @@ def test_bf16_scoring_reads_fp32_logits_from_a_one_dtype_cache(llama, tasks: lis
     logits: set[torch.dtype] = set()
     caches: set[tuple[torch.dtype, torch.dtype]] = set()
     hook = head.register_forward_hook(lambda module, args, out: logits.add(out.dtype))
-    pool_init, layer_init = prefix_cache.PrefixPool.__init__, prefix_decoding._RoomyLayer.__init__
+    pool_init, layer_init = prefix_cache.PrefixPool.__init__, prefix_decoding._PreallocatedLayer.__init__
 
     def recording_pool(self, *args, **kwargs) -> None:
         pool_init(self, *args, **kwargs)
@@ -315,7 +316,7 @@ def test_bf16_scoring_reads_fp32_logits_from_a_one_dtype_cache(llama, tasks: lis
         caches.add((self.key_buffer.dtype, self.value_buffer.dtype))
 
     monkeypatch.setattr(prefix_cache.PrefixPool, "__init__", recording_pool)
-    monkeypatch.setattr(prefix_decoding._RoomyLayer, "__init__", recording_layer)
+    monkeypatch.setattr(prefix_decoding._PreallocatedLayer, "__init__", recording_layer)
     try:
         bf16 = score_tasks(llama, tasks[:3], config, progress=False)
     finally:

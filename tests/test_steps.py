@@ -10,7 +10,8 @@ import pytest
 from tiny_tasks import constant_task
 
 from activeit.config.settings import EvaluationSettings, PoolSettings, ScoringSettings, TrainingSettings
-from activeit.models.loading import load_model, tiny_model_folder
+from activeit.models.loading import load_model
+from activeit.models.tiny import tiny_model_folder
 from activeit.scoring.scorer import score_tasks
 from activeit.selection.strategies import Selection
 from activeit.data.tasks import TaskPool
@@ -111,7 +112,7 @@ def test_finetuner_continue_mode_trains_the_previous_model_on_new_tasks(pool: Ta
                                max_source_length=128, max_target_length=4, warmup_steps=0, mode="continue")
     selection, trained = selector.entrypoint(pool, [t.name for t in pool.train[:3]], "random", 1, 0, None, 1)
     model, metrics = accelerate_finetuner.entrypoint(
-        "tiny-llama", pool, trained, selection, training, 1, previous_model=tiny
+        "tiny-llama", pool, trained, selection, training, 1, previous_model_folder=tiny
     )
     assert metrics["num_tasks"] == 1 and metrics["model_name"] == tiny.path
     assert model.round == 1

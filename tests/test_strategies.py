@@ -10,10 +10,11 @@ from activeit.selection.strategies import (
     NEEDS_SCORES,
     STRATEGIES,
     Selection,
+    STRATEGY_REGISTRY,
     SelectionError,
-    average_ranks,
     select_tasks,
 )
+from activeit.selection.taskmap import categorize
 from activeit.data.tasks import Instance, Task
 
 #            name  PU    PP   perplexity  classification
@@ -40,9 +41,25 @@ def table() -> ScoreTable:
     return ScoreTable(tuple(TaskScore(n, pu, pp, ppl, 10, 10, cls, "X") for n, pu, pp, ppl, cls in SCORES))
 
 
-def test_average_ranks() -> None:
-    assert average_ranks([3.0, 1.0, 2.0, 1.0]) == [4.0, 1.5, 3.0, 1.5]
-    assert average_ranks([3.0, 1.0, 2.0], descending=True) == [1.0, 3.0, 2.0]
+def test_registry_is_the_one_table(tasks, table) -> None:
+    assert STRATEGIES == tuple(STRATEGY_REGISTRY) and STRATEGIES[:2] == ("uncertainty", "random")
+    assert NEEDS_SCORES == {name for name, entry in STRATEGY_REGISTRY.items() if entry.needs_scores}
+    assert all(entry.description for entry in STRATEGY_REGISTRY.values())
+    assert [name for name, entry in STRATEGY_REGISTRY.items() if entry.takes_all] == ["all"]
+
+
+def test_easy_and_difficult_sum_average_ranks(tasks, table) -> None:
+    # ranks: PU asc d1 b2 c3.5 e3.5 a5; PP desc a1 b2 e3 d4 c5; PP asc c1 d2 e3 b4 a5
+    assert select_tasks("easy", tasks, 5, scores=table).scores == {"b": 4.0, "d": 5.0, "a": 6.0, "e": 6.5, "c": 8.5}
+    assert select_tasks("difficult", tasks, 5, scores=table).scores == {"d": 3.0, "c": 4.5, "b": 6.0, "e": 6.5, "a": 10.0}
+
+
+def test_picks_carry_their_task_map_category(tasks, table) -> None:
+    categories = categorize(table)  # among every scored task, not only the candidates
+    for strategy in STRATEGIES:
+        selection = select_tasks(strategy, tasks[1:], 2, scores=table)
+        assert selection.categories == {t: categories[t] for t in selection.tasks}, strategy
+    assert select_tasks("random", tasks, 2).categories == {}  # picked without scores
 
 
 @pytest.mark.parametrize(
@@ -127,4 +144,5 @@ def test_missing_scores_are_clear_errors(tasks, table) -> None:
 def test_selection_round_trip(tasks, table) -> None:
     selection = select_tasks("easy", tasks, 3, scores=table, seed=2, round_index=1)
     assert Selection.from_dict(selection.to_dict()) == selection
+    assert selection.categories and selection.to_dict()["categories"] == selection.categories
     assert (selection.strategy, selection.round, selection.seed) == ("easy", 1, 2)

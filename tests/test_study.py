@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
 
 from activeit.errors import ActiveITError
-from activeit.study.statistics import RoundRecord, RunRecord, Study, jaccard, paired_difference, summarize
 from activeit.study.plots import plot_learning_curve, plot_overlap
+from activeit.study.report import study_markdown
+from activeit.study.statistics import RoundRecord, RunRecord, Study, jaccard, paired_difference, summarize
 
 #: ROUGE-L per (strategy, seed) at rounds 0, 1, 2 with 2, 4, 6 training tasks.
 SCORES = {
@@ -56,6 +58,10 @@ def test_paired_difference_interval_and_wins(study: Study) -> None:
     assert (delta.wins, delta.count) == (2, 3)
     assert study.difference("random", 1) is None
     assert study.difference("uncertainty", 0).wins == 0  # ties are not wins
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = paired_difference({0: 3.0, 1: 4.0}, {0: 1.5, 1: 2.5})  # equal differences: no spread
+    assert (same.low, same.high) == (pytest.approx(1.5), pytest.approx(1.5))
     one = paired_difference({0: 2.0}, {0: 1.0, 1: 5.0})
     assert one.mean == 1.0 and one.count == 1 and math.isnan(one.low)
 
@@ -96,7 +102,7 @@ def test_base_model_and_tables(study: Study) -> None:
         "strategy": "random", "seed": 0, "round": 0, "training_tasks": 2, "rougeL": 10.0,
         "rougeL_classification": None, "rougeL_generation": None, "exact_match": 5.0,
     }
-    text = study.markdown("a study")
+    text = study_markdown(study, "a study")
     assert "| base model (untuned) | – | 0 | 6.00 ± 1.00 |" in text
     assert "| uncertainty | 1 | 4 | 13.67 ± 1.53 |" in text
     assert "+1.67 [" in text and "| 2/3 |" in text

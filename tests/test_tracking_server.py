@@ -22,12 +22,13 @@ import pytest
 from mlflow import MlflowClient
 from zenml.client import Client
 
-from activeit.config.experiment import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_config
+from activeit.experiment import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_config
 from activeit.launch import free_port
 from pipelines.active_tuning import configured
 from pipelines.stack import prepare_stack
 from pipelines.study import find_run_id
-from tracking.mlflow import BY_TASKS_PREFIX, DESCRIPTION_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING
+from tracking.policy import registered_model_name
+from tracking.schema import BY_TASKS_PREFIX, DESCRIPTION_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "activeit-server"
@@ -111,7 +112,7 @@ def test_pipeline_logs_to_a_tracking_server(server: str, tracked: tuple[Experime
     assert {"round_1/selected_tasks.json", "round_1/score_table.csv", "round_1/task_map.png", "round_1/model"} <= files
     png = Path(client.download_artifacts(run_id, "round_1/task_map.png", str(tmp_path)))
     assert png.read_bytes()[:4] == b"\x89PNG"
-    name = config.registered_model_name
+    name = registered_model_name(config)
     assert "uncertainty" in client.get_registered_model(name).description
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
     assert [int(v.tags["round"]) for v in versions] == rounds

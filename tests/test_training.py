@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file
 from tiny_tasks import constant_task
 
-from activeit.errors import ConfigError, TrainingError
+from activeit.errors import TrainingError
 from activeit.evaluation import evaluate_model
 from activeit.config.settings import EvaluationSettings
 from activeit.scoring.engine.generation import greedy_generate
@@ -19,16 +20,9 @@ from activeit.data.prompts import PromptFormatter
 from activeit.models.batching import length_grouped_batches
 from activeit.config.settings import TrainingSettings
 from activeit.data.tasks import Instance, Task
-from activeit.training.finetune import (
-    IGNORE_INDEX,
-    METRICS_FILE,
-    Collator,
-    EpochBatchSampler,
-    TrainingExample,
-    TrainingResult,
-    finetune,
-    truncate_target,
-)
+from activeit.training.data import IGNORE_INDEX, Collator, EpochBatchSampler, TrainingExample, truncate_target
+from activeit.training.finetune import TrainingResult, finetune
+from activeit.training.saving import METRICS_FILE
 
 #: Raw prompts (no chat template) keep the sequences of the tiny models short.
 FAST = TrainingSettings(epochs=6, learning_rate=1e-2, warmup_steps=0, batch_size=4, chat=False)
@@ -98,9 +92,9 @@ def test_collator_uses_targets_as_labels_for_seq2seq() -> None:
 
 
 def test_config_is_validated() -> None:
-    with pytest.raises(ConfigError, match="batch_size"):
+    with pytest.raises(ValidationError, match="batch_size"):
         TrainingSettings(batch_size=0)
-    with pytest.raises(ConfigError, match="mixed_precision"):
+    with pytest.raises(ValidationError, match="mixed_precision"):
         TrainingSettings(mixed_precision="fp64")
     assert TrainingSettings.model_validate(FAST.model_dump()) == FAST
 
@@ -215,11 +209,11 @@ def test_one_reference_is_drawn_among_several(tmp_path: Path) -> None:
 def test_casting_a_gathered_state_keeps_tied_weights_shared() -> None:
     """Under FSDP the gathered weights are cast before saving; tied embeddings must stay one
     tensor (else the file holds the output layer twice)."""
-    from activeit.training.finetune import _cast
+    from activeit.training.saving import cast_state
 
     embeddings, norm = torch.randn(8, 4), torch.randn(4)
     state = {"model.embed_tokens.weight": embeddings, "lm_head.weight": embeddings, "model.norm.weight": norm}
-    cast = _cast(state, torch.bfloat16)
+    cast = cast_state(state, torch.bfloat16)
     assert {tensor.dtype for tensor in cast.values()} == {torch.bfloat16}
     assert cast["lm_head.weight"] is cast["model.embed_tokens.weight"]
     assert cast["model.norm.weight"] is not cast["lm_head.weight"]

@@ -15,7 +15,9 @@ from activeit.cli.common import (
 from activeit.config.flags import add_settings_arguments, settings_from_args
 from activeit.models.devices import place_model
 from activeit.evaluation import METRICS_FILE, PREDICTIONS_FILE, evaluate_model
-from activeit.models.loading import DEFAULT_MODEL, check_model, load_model
+from activeit.models.builtin import DEFAULT_MODEL
+from activeit.models.checks import check_model
+from activeit.models.loading import load_model
 from activeit.outputs import check_output_dir, output_dir
 from activeit.config.settings import EvaluationSettings
 

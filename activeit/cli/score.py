@@ -20,10 +20,12 @@ from typing import Any
 
 from activeit.cli.common import add_output_arguments, add_pool_arguments, pool_from_args
 from activeit.config.flags import add_settings_arguments, settings_from_args
+from activeit.data.perturbations import PERTURBATIONS
 from activeit.models.devices import process_state
 from activeit.errors import ActiveITError
 from activeit.launch import score
-from activeit.models.loading import DEFAULT_MODEL, check_model
+from activeit.models.builtin import DEFAULT_MODEL
+from activeit.models.checks import check_model
 from activeit.outputs import check_output_dir, output_dir
 from activeit.config.settings import ScoringSettings
 from activeit.selection.strategies import NEEDS_SCORES, STRATEGIES, select_tasks
@@ -45,7 +47,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--split", default="train", help="pool split to score (default: train)")
     parser.add_argument("--max-tasks", type=int, default=None, metavar="N", help="score only the first N tasks")
     add_output_arguments(parser, "output folder (created; written all at once at the end)")
-    add_settings_arguments(parser.add_argument_group("scoring"), ScoringSettings)
+    add_settings_arguments(parser.add_argument_group("scoring"), ScoringSettings,
+                           choices={"perturbation": sorted(PERTURBATIONS)})
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="score table format")
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
                         help="strategy whose picks are highlighted in the map (default: uncertainty)")

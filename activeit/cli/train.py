@@ -14,7 +14,8 @@ from activeit.cli.common import (
 )
 from activeit.config.flags import add_settings_arguments, settings_from_args
 from activeit.launch import train
-from activeit.models.loading import DEFAULT_MODEL, check_lora, check_model
+from activeit.models.builtin import DEFAULT_MODEL
+from activeit.models.checks import check_lora, check_model
 from activeit.outputs import check_output_dir
 from activeit.config.settings import TrainingSettings
 from activeit.training.finetune import TrainingResult

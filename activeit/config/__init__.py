@@ -1,1 +1,2 @@
-"""Settings, each declared once (pydantic); the experiment config that composes them; the flags made from them."""
+"""Settings, each declared once (pydantic), and the command-line flags made from their fields;
+:mod:`activeit.experiment` composes them into one experiment config."""

@@ -1,9 +1,11 @@
-"""Command-line flags generated from the settings' fields (:mod:`activeit.config.settings`).
+"""Command-line flags generated from settings fields: the one way ``run.py`` and
+``python -m activeit`` make theirs.
 
-Each field becomes ``--field-name`` (or the ``flag`` its ``json_schema_extra`` names) with
-the field's type, choices and description; the default shown is the field's default. A flag
-left out stays ``None`` in the namespace, so :func:`settings_from_args` lets the settings
-class fill in its own default: every default is declared once, in the settings.
+A field becomes ``--field-name``; a field of a section, named by its dotted key
+(``pool.source``), becomes ``--pool-source``; a field may name its own flag
+(``json_schema_extra={"flag": "--lr"}``). Type, choices and help come from the field. A flag
+left out stays ``None``, so the settings (or the config file) keep their own value: every
+default is declared once, in the settings.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
+from activeit.config.settings import Settings, describe_error
 from activeit.errors import ConfigError
-from activeit.config.settings import Settings, describe_error, validating_config
 
 S = TypeVar("S", bound=Settings)
 METAVARS: dict[Any, str] = {int: "N", float: "X"}
@@ -32,60 +35,76 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
+def _field(settings: type[BaseModel], key: str) -> FieldInfo:
+    """The field of a dotted key (``pool.source``: the ``source`` field of the ``pool`` section)."""
+    *sections, name = key.split(".")
+    for section in sections:
+        settings = settings.model_fields[section].annotation  # type: ignore[assignment]
+    return settings.model_fields[name]
+
+
+def _extra(field: FieldInfo) -> Mapping[str, Any]:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, Mapping) else {}
+
+
+def flag_of(settings: type[BaseModel], key: str) -> str:
+    """The command-line flag of a (dotted) field key."""
+    return _extra(_field(settings, key)).get("flag", "--" + key.replace(".", "-").replace("_", "-"))
+
+
 def add_settings_arguments(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    settings: type[Settings],
+    settings: type[BaseModel],
+    keys: Iterable[str] | None = None,
     *,
     skip: Iterable[str] = (),
+    show_defaults: bool = True,
+    choices: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
-    """Add one flag per field of ``settings`` (fields marked ``cli: False`` and ``skip`` left out)."""
+    """Add one flag per field key of ``settings`` (default: every field but those marked
+    ``cli: False`` and ``skip``). ``choices`` adds choices a field cannot name itself."""
     skipped = set(skip)
-    for name, field in settings.model_fields.items():
-        extra: Mapping[str, Any] = field.json_schema_extra or {}  # type: ignore[assignment]
-        if name in skipped or extra.get("cli") is False:
+    for key in keys if keys is not None else settings.model_fields:
+        field = _field(settings, key)
+        extra = _extra(field)
+        if key in skipped or (keys is None and extra.get("cli") is False):
             continue
         kind = _base_type(field.annotation)
-        flag = extra.get("flag", "--" + name.replace("_", "-"))
-        shown = "" if field.default is None else f" (default: {field.default})"
-        options: dict[str, Any] = {"dest": name, "default": None, "help": (field.description or "") + shown}
+        name = key.rsplit(".", 1)[-1]
+        shown = "" if field.default is None or not show_defaults else f" (default: {field.default})"
+        options: dict[str, Any] = {"dest": key, "default": None, "help": (field.description or "") + shown}
         if kind is bool and (extra.get("store_true") or extra.get("invert")):
-            options.update(action="store_const", const=not extra.get("invert"), help=extra.get("flag_help", field.description))
+            options.update(action="store_const", const=not extra.get("invert"),
+                           help=extra.get("flag_help", field.description))
         elif kind is bool:
             options.update(action=argparse.BooleanOptionalAction, help=field.description)
         elif typing.get_origin(kind) in (list, tuple):
             options.update(nargs="+", type=typing.get_args(kind)[0], metavar=extra.get("metavar", name.upper()))
-        elif typing.get_origin(kind) is Literal or "choices" in extra:
-            options.update(choices=extra.get("choices") or typing.get_args(kind))
+        elif typing.get_origin(kind) is Literal or key in (choices or {}):
+            options.update(choices=(choices or {}).get(key) or typing.get_args(kind))
         else:
             options.update(type=kind, metavar=extra.get("metavar", METAVARS.get(kind, name.upper())))
-        parser.add_argument(flag, **options)
+        parser.add_argument(flag_of(settings, key), **options)
 
 
-def flag_of(settings: type[Settings], name: str) -> str:
-    """The command-line flag of a field."""
-    field = settings.model_fields.get(name)
-    extra: Mapping[str, Any] = (field.json_schema_extra or {}) if field else {}  # type: ignore[assignment]
-    return extra.get("flag", "--" + name.replace("_", "-"))
-
-
-def _from_here(value: str) -> str:
-    """A path given on the command line: relative to the current folder (settings take
-    relative paths from the repository root)."""
-    return str(Path(value).expanduser().resolve())
+def given_values(args: argparse.Namespace, settings: type[BaseModel], keys: Iterable[str]) -> dict[str, Any]:
+    """The field keys whose flags were given, with their values. A path field's value is
+    taken from the current folder (settings take relative paths from the repository root)."""
+    values = {}
+    for key in keys:
+        value = getattr(args, key, None)
+        if value is not None:
+            path = _extra(_field(settings, key)).get("path")
+            values[key] = str(Path(value).expanduser().resolve()) if path else value
+    return values
 
 
 def settings_from_args(args: argparse.Namespace, settings: type[S], **given: Any) -> S:
     """``settings`` built from the flags of :func:`add_settings_arguments` that were given,
     plus ``given`` (which wins); the rest keep the settings' defaults. A bad value is one
     :class:`ConfigError` line naming the flag."""
-    values = {
-        name: _from_here(getattr(args, name)) if (settings.model_fields[name].json_schema_extra or {}).get("path")
-        else getattr(args, name)
-        for name in settings.model_fields
-        if getattr(args, name, None) is not None
-    }
+    values = given_values(args, settings, settings.model_fields) | {k: v for k, v in given.items() if v is not None}
     try:
-        with validating_config():
-            return settings.model_validate(values | {k: v for k, v in given.items() if v is not None})
+        return settings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, "command line", lambda key: flag_of(settings, key))) from None

@@ -1,27 +1,23 @@
 """Every setting of the library, declared once: pool, scoring, training and evaluation.
 
-Each class is a frozen pydantic model. The experiment config (:mod:`activeit.config.experiment`)
-composes them, the pipeline steps receive them as they are, and the ``python -m activeit``
-flags are generated from their fields (:mod:`activeit.config.flags`): name, type, default
-and help come from here, so a new setting is one line. ``seed`` and ``chat`` are set once,
-at the top of an experiment config, and copied into the sections that use them.
+Each class is a frozen pydantic model (unknown keys are errors). The experiment config
+(:mod:`activeit.experiment`) composes them, the pipeline steps receive them as they are, and
+the command-line flags are generated from their fields (:mod:`activeit.config.flags`): name,
+type, default and help come from here, so a new setting is one line. ``seed`` and ``chat``
+are declared once, in :class:`WithSeed` and :class:`WithChat`; an experiment config sets them
+once, at its top level, for every section.
 
-Direct construction with a bad value raises :class:`~activeit.errors.ConfigError` with one
-line naming the setting; inside a config file the problem is reported with the file and key.
+A bad value raises pydantic's ``ValidationError``; at the boundaries (a config file, the
+command line) :func:`describe_error` makes it the one line that names the file or flag and key.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from activeit.errors import ConfigError
-from activeit.data.perturbations import PERTURBATIONS
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 #: The repository root: relative paths in settings and configs resolve against it (it is
 #: also the code root of a pipeline's container image), not the working directory.
@@ -35,51 +31,19 @@ LOGIT_BUDGET = 2048
 Source = Literal["niv2", "self-instruct", "hub", "builtin"]
 SOURCES: tuple[str, ...] = get_args(Source)
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
-#: Fields an experiment config sets once at its top level and copies into its sections.
-SHARED_FIELDS = ("seed", "chat")
 
 
 def describe_error(error: ValidationError, source: str, name: Callable[[str], str] = "key '{}'".format) -> str:
-    """The first validation problem as one line naming the key (as ``name`` spells it) and
-    where it came from."""
+    """The first problem of ``error`` as one line: ``source`` (a file, the command line),
+    the key (as ``name`` spells it: ``key 'pool.path'``, ``--pool-path``) and pydantic's message."""
     first = error.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    key = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown {name(key)}"
-    ctx = first.get("ctx") or {}
-    if first["type"] == "greater_than_equal":
-        message = f"must be at least {ctx['ge']}, got {first['input']!r}"
-    elif first["type"] == "greater_than":
-        message = f"must be greater than {ctx['gt']}, got {first['input']!r}"
-    elif first["type"] == "less_than_equal":
-        message = f"must be at most {ctx['le']}, got {first['input']!r}"
-    else:
-        message = first["msg"].removeprefix("Value error, ")
-    if first["type"] in ("value_error", "assertion_error") and not first["loc"]:
-        return f"{source}: {message}"
-    return f"{source}: {name(key)}: {message}"
-
-
-#: True while a whole config validates: nested settings then report problems to it (with
-#: the full key and the file) instead of raising on their own.
-_IN_CONFIG: ContextVar[bool] = ContextVar("_IN_CONFIG", default=False)
-
-
-@contextlib.contextmanager
-def validating_config() -> Iterator[None]:
-    """Validate a config that nests settings (see :data:`_IN_CONFIG`)."""
-    token = _IN_CONFIG.set(True)
-    try:
-        yield
-    finally:
-        _IN_CONFIG.reset(token)
-
-
-def one_of(value: str, known: Sequence[str], what: str) -> str:
-    """``value`` when it is one of ``known``; else a ValueError naming the choices."""
-    if value not in known:
-        raise ValueError(f"unknown {what} '{value}'; choose one of {', '.join(known)}")
-    return value
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] != "value_error":  # our own messages name the value already
+        message += f", got {first['input']!r}"
+    return f"{source}: {name(key)}: {message}" if key else f"{source}: {message}"
 
 
 class Settings(BaseModel):
@@ -87,23 +51,27 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __init__(self, **data: Any) -> None:
-        # pydantic calls an overridden __init__ for nested settings too.
-        if _IN_CONFIG.get():
-            super().__init__(**data)
-            return
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(describe_error(exc, type(self).__name__)) from None
-
-    def replace(self, **changes: Any) -> Settings:
+    def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied."""
-        return type(self)(**(self.model_dump() | changes))
+        return self.model_validate(self.model_dump() | changes)
 
 
-def _seed() -> Any:
-    return Field(default=0, description="seed of every sampling, perturbation and shuffle")
+class WithSeed(Settings):
+    """Settings that sample or shuffle."""
+
+    seed: int = Field(default=0, description="seed of every sampling, perturbation and shuffle")
+
+
+class WithChat(Settings):
+    """Settings that render prompts."""
+
+    chat: bool | None = Field(
+        default=None, description="wrap prompts in the model's chat template (default: when the model has one)"
+    )
+
+
+#: The fields an experiment config sets once, at its top level, for every section.
+SHARED_FIELDS: tuple[str, ...] = (*WithSeed.model_fields, *WithChat.model_fields)
 
 
 def _accelerate_config() -> Any:
@@ -137,14 +105,7 @@ def existing_file(value: str | None, what: str) -> str | None:
 AccelerateConfigFile = Annotated[str | None, AfterValidator(lambda value: existing_file(value, "accelerate config file"))]
 
 
-def _chat() -> Any:
-    return Field(
-        default=None,
-        description="wrap prompts in the model's chat template (default: when the model has one)",
-    )
-
-
-class PoolSettings(Settings):
+class PoolSettings(WithSeed):
     """Where the task pool comes from and how it is split."""
 
     source: Source = Field(
@@ -175,7 +136,6 @@ class PoolSettings(Settings):
         default=False, description="warn about invalid tasks and missing task files instead of failing",
         json_schema_extra={"store_true": True},
     )
-    seed: int = _seed()
 
     @model_validator(mode="after")
     def _path_required(self) -> PoolSettings:
@@ -184,17 +144,16 @@ class PoolSettings(Settings):
         return self
 
 
-class ScoringSettings(Settings):
+class ScoringSettings(WithSeed, WithChat):
     """Prompt-uncertainty scoring; the defaults are the paper's (n = k = 10, word drop 0.2, 128 tokens)."""
 
     n: int = Field(default=10, ge=1, description="instances sampled per task")
     k: int = Field(default=10, ge=1, description="perturbed prompts per task")
     max_new_tokens: int = Field(default=128, ge=1, description="longest greedy prediction, in tokens")
     max_source_length: int = Field(default=1024, ge=16, description="longest prompt, in tokens")
-    perturbation: str = Field(
-        default="word_drop", description="how prompts are perturbed",
-        json_schema_extra={"choices": sorted(PERTURBATIONS)},
-    )
+    #: A name of :data:`activeit.data.perturbations.PERTURBATIONS` (which imports these settings,
+    #: so the name is checked where the settings are used: the experiment config, the CLI choices).
+    perturbation: str = Field(default="word_drop", description="how prompts are perturbed")
     drop_prob: float = Field(default=0.2, ge=0.0, le=1.0, description="word_drop: probability of dropping a word")
     token_budget: int = Field(
         default=TOKEN_BUDGET, ge=1, description="padded tokens per forward batch (peak memory follows it)"
@@ -219,16 +178,9 @@ class ScoringSettings(Settings):
         "processes and the table gathered (CPU: gloo; GPU: one each)",
     )
     accelerate_config: AccelerateConfigFile = _accelerate_config()
-    seed: int = _seed()
-    chat: bool | None = _chat()
-
-    @field_validator("perturbation")
-    @classmethod
-    def _known_perturbation(cls, value: str) -> str:
-        return one_of(value, sorted(PERTURBATIONS), "perturbation")
 
 
-class TrainingSettings(Settings):
+class TrainingSettings(WithSeed, WithChat):
     """Fine-tuning; the defaults are the reference ones (METHOD.md).
 
     The effective batch is ``batch_size * grad_accum * num_processes``; ``warmup_steps``
@@ -268,7 +220,7 @@ class TrainingSettings(Settings):
     lora_target_modules: tuple[str, ...] | None = Field(
         default=None,
         description="lora: names of the linear layers to adapt (default: every attention and MLP projection "
-        "of the model's family, see activeit.models.loading.LORA_TARGET_MODULES)",
+        "of the model's family, see activeit.models.lora.LORA_TARGET_MODULES)",
         json_schema_extra={"metavar": "NAME"},
     )
     mode: Literal["retrain", "continue"] = Field(
@@ -278,16 +230,12 @@ class TrainingSettings(Settings):
         json_schema_extra={"cli": False},
     )
     accelerate_config: AccelerateConfigFile = _accelerate_config()
-    seed: int = _seed()
-    chat: bool | None = _chat()
 
 
-class EvaluationSettings(Settings):
+class EvaluationSettings(WithSeed, WithChat):
     """ROUGE-L evaluation on the test tasks; 100 instances per task as in the NIV2 benchmark."""
 
     max_instances_per_task: int = Field(default=100, ge=1, description="seeded test instances per task")
     max_new_tokens: int = Field(default=128, ge=1, description="longest greedy prediction, in tokens")
     max_source_length: int = Field(default=1024, ge=16, description="longest prompt, in tokens")
     token_budget: int = Field(default=TOKEN_BUDGET, ge=1, description="padded tokens (prompt + new) per batch")
-    seed: int = _seed()
-    chat: bool | None = _chat()

@@ -1,1 +1,2 @@
-"""Models by name: loading (with LoRA adapters), the built-in and tiny models, checks before compute, devices and batching."""
+"""Models by name: what a name points to (built-in, tiny, folder, hub id), loading (with LoRA
+adapters), checks before compute, devices and batching."""

@@ -1,5 +1,5 @@
 """Where and how a model runs: this process's accelerate device, several processes, CPU
-attention, bf16 autocast with fp32 logits."""
+attention, bf16 autocast with fp32 logits, the mixed precision training resolves to."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def process_state() -> Any:
     return PartialState(
         cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available(), timeout=PROCESS_GROUP_TIMEOUT
     )
+
+
+def resolve_mixed_precision(setting: str, cpu: bool = False) -> str:
+    """``"auto"`` -> bf16 on a CUDA device with native bf16 (Ampere or newer; not emulated, as
+    on V100 or T4) unless ``cpu`` is asked for, else ``"no"``."""
+    if setting != "auto":
+        return setting
+    native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if native and not cpu else "no"
 
 
 def place_model(loaded: LoadedModel) -> LoadedModel:

@@ -4,12 +4,9 @@ Every strategy orders the candidates, then takes the first ``budget`` (optionall
 fixed share of classification tasks). Orders are total and deterministic: ties are
 broken by task name, and ``random`` is seeded by ``(seed, round_index)`` over the names
 sorted, so the same inputs give the same selection whatever the candidates' order.
-
-* ``uncertainty`` / ``ambiguous``: highest prompt uncertainty (PU) first;
-* ``high-perplexity`` / ``low-perplexity``: highest / lowest mean perplexity;
-* ``easy``: low PU and high prediction probability (PP), ``difficult``: low PU and low PP,
-  both by the sum of the two ranks among the candidates (average ranks for ties);
-* ``random``; ``all``: every candidate, whatever the budget (the fully trained reference).
+:data:`STRATEGY_REGISTRY` holds one entry per strategy: adding a strategy is adding an entry.
+``easy`` and ``difficult`` order by the sum of two ranks among the candidates (average
+ranks for ties): low PU plus high (easy) or low (difficult) prediction probability (PP).
 """
 
 from __future__ import annotations
@@ -19,25 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from activeit.data.tasks import Task
 from activeit.errors import ActiveITError
 from activeit.scoring.scores import ScoreTable, TaskScore
-from activeit.data.tasks import Task
-
-STRATEGIES = (
-    "uncertainty", "random", "high-perplexity", "low-perplexity", "all", "ambiguous", "easy", "difficult",
-)
-NEEDS_SCORES = frozenset(STRATEGIES) - {"random", "all"}
-#: What each strategy picks, in words (run and model descriptions).
-DESCRIPTIONS = {
-    "uncertainty": "the tasks of highest prompt uncertainty",
-    "random": "random tasks",
-    "high-perplexity": "the tasks of highest perplexity",
-    "low-perplexity": "the tasks of lowest perplexity",
-    "all": "every remaining task at once (the fully trained reference)",
-    "ambiguous": "the ambiguous tasks of the task map (highest prompt uncertainty)",
-    "easy": "the easy tasks of the task map (low prompt uncertainty, high prediction probability)",
-    "difficult": "the difficult tasks of the task map (low prompt uncertainty, low prediction probability)",
-}
+from activeit.selection.taskmap import categorize
 
 
 class SelectionError(ActiveITError, ValueError):
@@ -45,14 +27,103 @@ class SelectionError(ActiveITError, ValueError):
 
 
 @dataclass(frozen=True)
+class Strategy:
+    """One selection strategy: what it picks, in words, and how it orders the candidates.
+
+    A scored strategy orders by ``score_key`` (the candidates' score rows -> one key each,
+    ties broken by name); the others by ``order`` (candidates, seed, round -> pick order).
+    """
+
+    #: What it picks, in words (run and model descriptions).
+    description: str
+    score_key: Callable[[Sequence[TaskScore]], list[float]] | None = None
+    #: With ``score_key``: whether the largest key is picked first.
+    largest_first: bool = True
+    order: Callable[[Sequence[Task], int, int], list[Task]] | None = None
+    #: Takes every candidate whatever the budget and ratio (the fully trained reference).
+    takes_all: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.score_key is None) == (self.order is None):
+            raise ValueError("a strategy orders either by score_key or by order")
+
+    @property
+    def needs_scores(self) -> bool:
+        return self.score_key is not None
+
+
+def _prompt_uncertainty(rows: Sequence[TaskScore]) -> list[float]:
+    return [r.pu for r in rows]
+
+
+def _perplexity(rows: Sequence[TaskScore]) -> list[float]:
+    return [r.perplexity for r in rows]
+
+
+def _combined_ranks(rows: Sequence[TaskScore], high_pp: bool) -> list[float]:
+    """Rank of low PU plus rank of high (``high_pp``) or low PP (1-based, ties sharing their
+    mean rank): smaller is a better pick."""
+    from scipy.stats import rankdata
+
+    pu = rankdata([r.pu for r in rows])
+    pp = rankdata([-r.pp if high_pp else r.pp for r in rows])
+    return (pu + pp).tolist()
+
+
+def _easy(rows: Sequence[TaskScore]) -> list[float]:
+    return _combined_ranks(rows, high_pp=True)
+
+
+def _difficult(rows: Sequence[TaskScore]) -> list[float]:
+    return _combined_ranks(rows, high_pp=False)
+
+
+def _seeded_shuffle(candidates: Sequence[Task], seed: int, round_index: int) -> list[Task]:
+    ordered = sorted(candidates, key=lambda t: t.name)
+    random.Random(f"random:{seed}:{round_index}").shuffle(ordered)
+    return ordered
+
+
+def _as_given(candidates: Sequence[Task], seed: int, round_index: int) -> list[Task]:
+    return list(candidates)
+
+
+#: Strategy name -> its entry, in the order the command line lists them.
+STRATEGY_REGISTRY: dict[str, Strategy] = {
+    "uncertainty": Strategy("the tasks of highest prompt uncertainty", score_key=_prompt_uncertainty),
+    "random": Strategy("random tasks", order=_seeded_shuffle),
+    "high-perplexity": Strategy("the tasks of highest perplexity", score_key=_perplexity),
+    "low-perplexity": Strategy("the tasks of lowest perplexity", score_key=_perplexity, largest_first=False),
+    "all": Strategy("every remaining task at once (the fully trained reference)", order=_as_given, takes_all=True),
+    "ambiguous": Strategy("the ambiguous tasks of the task map (highest prompt uncertainty)",
+                          score_key=_prompt_uncertainty),
+    "easy": Strategy("the easy tasks of the task map (low prompt uncertainty, high prediction probability)",
+                     score_key=_easy, largest_first=False),
+    "difficult": Strategy("the difficult tasks of the task map (low prompt uncertainty, low prediction probability)",
+                          score_key=_difficult, largest_first=False),
+}
+STRATEGIES = tuple(STRATEGY_REGISTRY)
+NEEDS_SCORES = frozenset(name for name, strategy in STRATEGY_REGISTRY.items() if strategy.needs_scores)
+
+
+def strategy_named(name: str) -> Strategy:
+    """The registry's entry for ``name`` (a SelectionError naming the choices if none)."""
+    if name not in STRATEGY_REGISTRY:
+        raise SelectionError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
+    return STRATEGY_REGISTRY[name]
+
+
+@dataclass(frozen=True)
 class Selection:
-    """The tasks a strategy picked in one round, in pick order, with the score behind each."""
+    """The tasks a strategy picked in one round, in pick order, with the score behind each
+    and, when it selected on scores, each pick's task-map category among the scored tasks."""
 
     strategy: str
     round: int
     seed: int
     tasks: tuple[str, ...]
     scores: dict[str, float] = field(default_factory=dict)
+    categories: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -60,7 +131,7 @@ class Selection:
     def to_dict(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy, "round": self.round, "seed": self.seed,
-            "tasks": list(self.tasks), "scores": dict(self.scores),
+            "tasks": list(self.tasks), "scores": dict(self.scores), "categories": dict(self.categories),
         }
 
     @classmethod
@@ -68,40 +139,8 @@ class Selection:
         return cls(
             strategy=data["strategy"], round=int(data["round"]), seed=int(data["seed"]),
             tasks=tuple(data["tasks"]), scores={k: float(v) for k, v in data.get("scores", {}).items()},
+            categories=dict(data.get("categories", {})),
         )
-
-
-def average_ranks(values: Sequence[float], descending: bool = False) -> list[float]:
-    """1-based ranks of ``values`` (smallest first, or largest first), ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=lambda i: -values[i] if descending else values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def _combined_ranks(rows: Sequence[TaskScore], high_pp: bool) -> list[float]:
-    """Rank of low PU plus rank of high (``high_pp``) or low PP: smaller is a better pick."""
-    pu = average_ranks([r.pu for r in rows])
-    pp = average_ranks([r.pp for r in rows], descending=high_pp)
-    return [a + b for a, b in zip(pu, pp)]
-
-
-# strategy -> (rows -> keys, higher key first?)
-_SCORED: dict[str, tuple[Callable[[Sequence[TaskScore]], list[float]], bool]] = {
-    "uncertainty": (lambda rows: [r.pu for r in rows], True),
-    "ambiguous": (lambda rows: [r.pu for r in rows], True),
-    "high-perplexity": (lambda rows: [r.perplexity for r in rows], True),
-    "low-perplexity": (lambda rows: [r.perplexity for r in rows], False),
-    "easy": (lambda rows: _combined_ranks(rows, high_pp=True), False),
-    "difficult": (lambda rows: _combined_ranks(rows, high_pp=False), False),
-}
 
 
 def rank_tasks(
@@ -109,28 +148,21 @@ def rank_tasks(
     seed: int = 0, round_index: int = 0,
 ) -> tuple[list[Task], dict[str, float]]:
     """All candidates in the strategy's pick order, and the score each was ordered by."""
-    if strategy not in STRATEGIES:
-        raise SelectionError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+    entry = strategy_named(strategy)
     names = [t.name for t in candidates]
     if len(set(names)) != len(names):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         raise SelectionError(f"candidate tasks appear twice: {', '.join(duplicates)}")
-    if strategy == "all":
-        return list(candidates), {}
-    if strategy == "random":
-        ordered = sorted(candidates, key=lambda t: t.name)
-        random.Random(f"random:{seed}:{round_index}").shuffle(ordered)
-        return ordered, {}
+    if entry.order is not None:
+        return entry.order(candidates, seed, round_index), {}
     if scores is None:
         raise SelectionError(f"strategy '{strategy}' needs a score table (run the scorer first)")
     missing = [n for n in names if n not in scores]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise SelectionError(f"strategy '{strategy}': no scores for candidate task(s) {shown}")
-    rows = [scores[n] for n in names]
-    keys_of, descending = _SCORED[strategy]
-    keys = keys_of(rows)
-    order = sorted(range(len(rows)), key=lambda i: (-keys[i] if descending else keys[i], names[i]))
+    keys = entry.score_key([scores[n] for n in names])
+    order = sorted(range(len(names)), key=lambda i: (-keys[i] if entry.largest_first else keys[i], names[i]))
     return [candidates[i] for i in order], {names[i]: float(keys[i]) for i in order}
 
 
@@ -167,11 +199,16 @@ def select_tasks(
     if classification_ratio is not None and not 0.0 <= classification_ratio <= 1.0:
         raise SelectionError(f"classification_ratio must be in [0, 1], got {classification_ratio}")
     ordered, keys = rank_tasks(strategy, candidates, scores, seed, round_index)
-    if strategy == "all":
+    if strategy_named(strategy).takes_all:
         picked = ordered
     elif classification_ratio is None:
         picked = ordered[:budget]
     else:
         picked = _stratified(ordered, budget, classification_ratio)
     names = tuple(t.name for t in picked)
-    return Selection(strategy, round_index, seed, names, {n: keys[n] for n in names if n in keys})
+    categories = categorize(scores) if scores is not None else {}
+    return Selection(
+        strategy, round_index, seed, names,
+        scores={n: keys[n] for n in names if n in keys},
+        categories={n: categories[n] for n in names if n in categories},
+    )

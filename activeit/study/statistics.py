@@ -8,25 +8,26 @@ tasks at which a strategy's mean reaches random's mean at random's largest budge
 much the strategies' training sets overlap (Jaccard), and the task-map make-up of the picks.
 
 Its input is plain records (:class:`RunRecord`, one per (strategy, seed) run), read from
-wherever the runs were tracked; everything here is a pure function of them.
+wherever the runs were tracked; everything here is a pure function of them. The markdown
+report is :mod:`activeit.study.report`'s, the figures :mod:`activeit.study.plots`'.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
 from activeit.errors import ActiveITError
+from activeit.evaluation import HEADLINE_METRICS
+from activeit.selection.taskmap import CATEGORIES
 
-#: The per-round metrics a study reports, in column order.
-METRICS = ("rougeL", "rougeL_classification", "rougeL_generation", "exact_match")
 #: The strategy every other one is compared with.
 REFERENCE = "random"
-CATEGORIES = ("ambiguous", "easy", "difficult")
 
 
 @dataclass(frozen=True)
@@ -86,19 +87,21 @@ def summarize(values: Sequence[float]) -> Summary:
 
 def paired_difference(values: Mapping[int, float], reference: Mapping[int, float]) -> PairedDifference:
     """The mean of ``values[s] - reference[s]`` over the seeds both have, its 95% confidence
-    interval (Student t, ``n - 1`` degrees of freedom; NaN for one seed) and the seeds won."""
+    interval (paired Student t, ``n - 1`` degrees of freedom; NaN for one seed) and the seeds won."""
     from scipy import stats
 
     seeds = sorted(set(values) & set(reference))
     if not seeds:
         raise ActiveITError("no seed in common to pair")
-    deltas = [values[s] - reference[s] for s in seeds]
-    mean = statistics.fmean(deltas)
+    mine, theirs = [values[s] for s in seeds], [reference[s] for s in seeds]
+    deltas = [a - b for a, b in zip(mine, theirs)]
+    low = high = math.nan
     if len(deltas) > 1:
-        half = stats.t.ppf(0.975, len(deltas) - 1) * statistics.stdev(deltas) / math.sqrt(len(deltas))
-    else:
-        half = math.nan
-    return PairedDifference(mean, mean - half, mean + half, sum(d > 0 for d in deltas), len(deltas))
+        with warnings.catch_warnings():  # equal differences: scipy warns, the interval is the mean
+            warnings.simplefilter("ignore", RuntimeWarning)
+            interval = stats.ttest_rel(mine, theirs).confidence_interval(0.95)
+        low, high = float(interval.low), float(interval.high)
+    return PairedDifference(statistics.fmean(deltas), low, high, sum(d > 0 for d in deltas), len(deltas))
 
 
 def jaccard(first: Iterable[str], second: Iterable[str]) -> float:
@@ -141,7 +144,7 @@ class Study:
         """One row per (strategy, seed, round): the ``study.csv`` table."""
         return [
             {"strategy": run.strategy, "seed": run.seed, "round": rnd.round,
-             "training_tasks": rnd.num_training_tasks, **{m: rnd.metrics.get(m) for m in METRICS}}
+             "training_tasks": rnd.num_training_tasks, **{m: rnd.metrics.get(m) for m in HEADLINE_METRICS}}
             for run in self.runs
             for rnd in run.rounds
         ]
@@ -228,71 +231,3 @@ class Study:
             if picked:
                 shares[strategy] = {c: picked.count(c) / len(picked) for c in CATEGORIES}
         return shares
-
-    # ------------------------------------------------------------------ report
-
-    def markdown(self, title: str) -> str:
-        """``study.md``: means ± std, paired differences to random, budget to match, base
-        model, overlap and category shares."""
-        lines = [f"# {title}", "",
-                 f"{len(self.seeds)} seed(s): {', '.join(map(str, self.seeds))}; strategies: "
-                 f"{', '.join(self.strategies)}. ROUGE-L (x100) on the test tasks, mean ± std over seeds.", ""]
-        lines += ["| strategy | round | training tasks | ROUGE-L | classification | generation | exact match "
-                  "| Δ vs random [95% CI] | seeds won |", "|---|---|---|---|---|---|---|---|---|"]
-        base = self.base()
-        if base is not None:
-            per_metric = [self._base_cell(m) for m in METRICS]
-            lines.append(f"| base model (untuned) | – | 0 | {' | '.join(per_metric)} | | |")
-        for strategy in self.strategies:
-            for round_index, tasks in self.rounds_of(strategy):
-                cells = [_format(self.summary(strategy, round_index, m)) for m in METRICS]
-                delta = self.difference(strategy, round_index)
-                diff = "" if delta is None else _format_difference(delta)
-                won = "" if delta is None else f"{delta.wins}/{delta.count}"
-                lines.append(f"| {strategy} | {round_index} | {tasks} | {' | '.join(cells)} | {diff} | {won} |")
-        lines += ["", "## Budget to match", "",
-                  "The fewest training tasks at which a strategy's mean ROUGE-L reaches random's mean at "
-                  "random's largest budget.", ""]
-        reference = self.rounds_of(REFERENCE)
-        if reference:
-            largest = max(tasks for _, tasks in reference)
-            for strategy in self.strategies:
-                found = self.budget_to_match(strategy)
-                lines.append(f"- {strategy}: " + (f"{found} tasks (random: {largest})" if found is not None
-                                                   else f"not reached within its budget (random: {largest})"))
-        else:
-            lines.append("- (no random runs in this study)")
-        overlap = self.overlap()
-        if overlap:
-            lines += ["", "## Selection overlap (Jaccard of training sets, mean over seeds)", "",
-                      "| strategies | " + " | ".join(f"round {r}" for r in sorted({o['round'] for o in overlap})) + " |",
-                      "|---|" + "---|" * len({o["round"] for o in overlap})]
-            for first, second in combinations(self.strategies, 2):
-                cells = {o["round"]: f"{o['jaccard']:.2f}" for o in overlap if (o["first"], o["second"]) == (first, second)}
-                lines.append(f"| {first} / {second} | " + " | ".join(cells.get(r, "") for r in sorted({o['round'] for o in overlap})) + " |")
-        shares = self.category_shares()
-        if shares:
-            lines += ["", "## Task-map make-up of the picks (rounds >= 1, as categorised when picked)", "",
-                      "| strategy | " + " | ".join(CATEGORIES) + " |", "|---|" + "---|" * len(CATEGORIES)]
-            for strategy, share in shares.items():
-                lines.append(f"| {strategy} | " + " | ".join(f"{100 * share[c]:.0f}%" for c in CATEGORIES) + " |")
-            unscored = [s for s in self.strategies if s not in shares]
-            if unscored:
-                lines.append(f"\n{', '.join(unscored)} picked without scoring the pool, so its picks have no category.")
-        return "\n".join(lines) + "\n"
-
-    def _base_cell(self, metric: str) -> str:
-        per_seed = [float(run.base[metric]) for run in {r.seed: r for r in self.runs}.values() if metric in run.base]
-        return _format(summarize(per_seed)) if per_seed else ""
-
-
-def _format(summary: Summary | None) -> str:
-    if summary is None:
-        return ""
-    return f"{summary.mean:.2f}" if math.isnan(summary.std) else f"{summary.mean:.2f} ± {summary.std:.2f}"
-
-
-def _format_difference(delta: PairedDifference) -> str:
-    if math.isnan(delta.low):
-        return f"{delta.mean:+.2f}"
-    return f"{delta.mean:+.2f} [{delta.low:+.2f}, {delta.high:+.2f}]"

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from activeit.errors import PoolError
-from activeit.models.loading import hub_unreachable_reason
+from activeit.models.hub import hub_unreachable_reason
 from activeit.data.sources._common import demonstrations_from_instances
 from activeit.data.sources.niv2 import niv2_is_classification
 from activeit.data.tasks import Instance, Task, TaskPool

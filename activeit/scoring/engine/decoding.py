@@ -45,8 +45,8 @@ from activeit.scoring.engine.prefix_cache import (
 from activeit.config.settings import TOKEN_BUDGET
 
 
-class _RoomyLayer(DynamicLayer):
-    """A cache layer with room for the tokens still to come: each step writes in place.
+class _PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer preallocated with room for the tokens still to come: each step writes in place.
 
     transformers' dynamic layer concatenates the whole cache at every step; here a step
     copies only its own keys and values, and dropping finished rows copies the rest once.
@@ -83,11 +83,11 @@ class _RoomyLayer(DynamicLayer):
 
 
 def _with_room(cache: object, room: int) -> object:
-    """``cache`` with its full-attention layers swapped for :class:`_RoomyLayer` (others kept)."""
+    """``cache`` with its full-attention layers swapped for :class:`_PreallocatedLayer` (others kept)."""
     layers = cache.layers  # type: ignore[attr-defined]
     for number, layer in enumerate(layers):
         if type(layer) is DynamicLayer and layer.keys is not None:
-            layers[number] = _RoomyLayer(layer.keys, layer.values, room)
+            layers[number] = _PreallocatedLayer(layer.keys, layer.values, room)
     return cache
 
 

@@ -111,7 +111,7 @@ class PrefixPool:
         ids, mask = pad(prefixes, pad_id(loaded), left=False, device=device)
         head = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}  # the prefix needs no logits
         cache = returned_cache(loaded.model(input_ids=ids, attention_mask=mask, use_cache=True, **head))
-        # keys in the values' dtype (one dtype under bf16 autocast, see prefix_decoding._RoomyLayer)
+        # keys in the values' dtype (one dtype under bf16 autocast, see decoding._PreallocatedLayer)
         self.layers = [(layer.keys.to(layer.values.dtype), layer.values) for layer in cache.layers]
         self.lengths = mask.sum(1)
         self.real_tokens, self.padded_tokens = int(mask.sum()), ids.numel()

@@ -6,22 +6,32 @@ evaluation and tracking. Unknown keys are rejected with one line naming the key 
 file. Relative paths resolve against the repository root, not the working directory.
 
 The pool, scoring, training and evaluation sections are the library's own settings
-(:mod:`activeit.config.settings`); ``seed`` and ``chat`` are set once at the top level and copied
-into the sections that use them.
+(:mod:`activeit.config.settings`). ``seed`` and ``chat`` are written once, at the top level:
+validation passes them to every section, and a dump leaves the sections' copies out again.
+The ``tracking`` and ``zenml`` sections are plain data here; what they mean is decided by
+``tracking/`` and ``pipelines/``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from activeit.errors import ConfigError
 from activeit.config.settings import (
     REPO_ROOT,
     SHARED_FIELDS,
@@ -30,11 +40,13 @@ from activeit.config.settings import (
     ScoringSettings,
     Settings,
     TrainingSettings,
+    WithChat,
+    WithSeed,
     describe_error,
-    one_of,
     repo_path,
-    validating_config,
 )
+from activeit.data.perturbations import PERTURBATIONS
+from activeit.errors import ConfigError
 from activeit.selection.strategies import STRATEGIES
 
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -47,25 +59,24 @@ def _not_blank(value: str) -> str:
     return value
 
 
-def is_server_uri(tracking_uri: str) -> bool:
-    """Whether an MLflow tracking URI names a tracking server (rather than a local store)."""
-    return tracking_uri.startswith(("http://", "https://"))
+def one_of(value: str, known: Sequence[str], what: str) -> str:
+    """``value`` when it is one of ``known``; else a ValueError naming the choices."""
+    if value not in known:
+        raise ValueError(f"unknown {what} '{value}'; choose one of {', '.join(known)}")
+    return value
 
 
 class TrackingSettings(Settings):
-    """MLflow: one experiment per config; the stack's tracker URI unless one is given."""
+    """MLflow: one experiment per config; the stack's tracker URI unless one is given
+    (``tracking/`` decides what these mean)."""
 
     experiment: Annotated[str, AfterValidator(_not_blank)] = Field(
-        default="activeit", description="MLflow experiment name (not blank)"
+        default="activeit", description="MLflow experiment name (not blank)", json_schema_extra={"flag": "--experiment"}
     )
     tracking_uri: str | None = None
     #: Which rounds' models get a registered MLflow version (pointing at the stored ZenML
     #: artifact; nothing is copied): every round, the last one, or none.
     log_models: Literal["all", "last", "none"] = "all"
-
-
-#: The pipeline steps that run a model: the ones ``zenml.step_settings`` can configure.
-MODEL_STEPS = ("base_evaluator", "uncertainty_scorer", "accelerate_finetuner", "rouge_evaluator")
 
 
 class ZenMLSettings(Settings):
@@ -74,17 +85,10 @@ class ZenMLSettings(Settings):
 
     stack: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
-    #: Settings of single steps by step name (``accelerate_finetuner``, ``uncertainty_scorer``,
-    #: ``rouge_evaluator``, ...), on top of ``settings``: e.g. GPUs only for the steps that use them.
+    #: Settings of single steps by step name, on top of ``settings``: e.g. GPUs only for the
+    #: steps that use them (``pipelines/`` checks the names before a run).
     step_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     enable_cache: bool = True
-
-    @field_validator("step_settings")
-    @classmethod
-    def _model_steps(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for name in value:
-            one_of(name, MODEL_STEPS, "step")
-        return value
 
 
 class StudySettings(Settings):
@@ -115,58 +119,76 @@ class StudySettings(Settings):
 PER_RUN_KEYS = ("strategy", "seed", "study.", "zenml.", "schedule")
 
 
-class ExperimentConfig(Settings):
-    """One active-tuning experiment."""
+class ExperimentConfig(WithSeed, WithChat):
+    """One active-tuning experiment (``seed`` and ``chat`` hold for every section)."""
 
     pool: PoolSettings = PoolSettings()
-    model: str = "smollm2-135m-instruct"
-    #: Wrap prompts in the model's chat template (None: decide from the model), the same
-    #: way in scoring, training and evaluation.
-    chat: bool | None = None
-    strategy: str = "uncertainty"
-    #: Selection rounds after round 0 (round 0 is the random initial set).
-    rounds: int = Field(default=4, ge=0)
-    initial_tasks: int = Field(default=68, ge=1)
-    tasks_per_round: int = Field(default=68, ge=1)
-    seed: int = 0
-    classification_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
+    model: str = Field(
+        default="smollm2-135m-instruct", description="base model: smollm2-135m-instruct, tiny-llama, a folder or a hub id"
+    )
+    strategy: str = Field(
+        default="uncertainty", description=f"selection strategy: {', '.join(STRATEGIES)}",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    rounds: int = Field(default=4, ge=0, description="selection rounds after round 0 (round 0: the random initial set)")
+    initial_tasks: int = Field(default=68, ge=1, description="random tasks of round 0")
+    tasks_per_round: int = Field(default=68, ge=1, description="tasks selected per round")
+    classification_ratio: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="share of classification tasks in each selection"
+    )
     scoring: ScoringSettings = ScoringSettings()
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     tracking: TrackingSettings = TrackingSettings()
-    #: A cron expression: the pipeline is scheduled instead of run (orchestrator permitting).
-    schedule: str | None = None
+    schedule: str | None = Field(
+        default=None, description='run on a schedule instead of now, a cron expression such as "0 3 * * 1" '
+        "(needs an orchestrator that supports schedules)", json_schema_extra={"metavar": "CRON"},
+    )
     zenml: ZenMLSettings = ZenMLSettings()
     study: StudySettings = StudySettings()
 
     @model_validator(mode="before")
     @classmethod
-    def _share_seed_and_chat(cls, data: Any) -> Any:
-        """Copy the top-level ``seed`` and ``chat`` into every section that has them."""
+    def _seed_and_chat_once(cls, data: Any) -> Any:
+        """Pass the top-level ``seed`` and ``chat`` to every section that has them; a section
+        may not set its own."""
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
-        values = {}
-        for name in SHARED_FIELDS:
-            try:  # an invalid value is reported at the top level, where it was written
-                values[name] = TypeAdapter(cls.model_fields[name].annotation).validate_python(
-                    data.get(name, cls.model_fields[name].default)
-                )
-            except ValidationError:
-                pass
-        for section, settings in SECTIONS.items():
-            shared = {name: value for name, value in values.items() if name in settings.model_fields}
+        for section, names in SHARING.items():
             value = data.get(section, {})
             if isinstance(value, BaseModel):
-                value = value.model_dump()
-            if isinstance(value, Mapping):
-                data[section] = {**value, **shared}
+                value = value.model_dump(exclude=set(names))
+            if not isinstance(value, Mapping):
+                continue  # pydantic reports it
+            for name in names:
+                if name in value:
+                    raise ValueError(f"key '{section}.{name}': set '{name}' once, at the top level "
+                                     "(it applies to every section)")
+            data[section] = {**value, **{name: data[name] for name in names if name in data}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump_seed_and_chat_once(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A dump holds ``seed`` and ``chat`` at the top level only, like a config file (and
+        validates back)."""
+        data = handler(self)
+        for section, names in SHARING.items():
+            for name in names:
+                if isinstance(data.get(section), dict):
+                    data[section].pop(name, None)
         return data
 
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         return one_of(value, STRATEGIES, "strategy")
+
+    @field_validator("scoring")
+    @classmethod
+    def _known_perturbation(cls, value: ScoringSettings) -> ScoringSettings:
+        one_of(value.perturbation, sorted(PERTURBATIONS), "perturbation")
+        return value
 
     @field_validator("schedule")
     @classmethod
@@ -187,16 +209,6 @@ class ExperimentConfig(Settings):
             return self.initial_tasks
         return self.initial_tasks + self.rounds * self.tasks_per_round
 
-    def registers_model(self, round_index: int) -> bool:
-        """Whether round ``round_index``'s model gets a registered version (``tracking.log_models``)."""
-        last = round_index == self.selection_rounds
-        return self.tracking.log_models == "all" or (self.tracking.log_models == "last" and last)
-
-    @property
-    def registered_model_name(self) -> str:
-        """The MLflow registered model holding every round's model of this strategy."""
-        return f"{self.tracking.experiment}-{self.strategy}"
-
     def check_budget(self, pool_size: int, pool_name: str = "pool") -> None:
         """Raise :class:`ConfigError` when the schedule needs more tasks than the pool has."""
         if self.tasks_needed > pool_size:
@@ -207,9 +219,8 @@ class ExperimentConfig(Settings):
             )
 
     def flat(self) -> dict[str, Any]:
-        """The config as ``{"section.key": value}`` (MLflow params; the copies of seed and chat left out)."""
-        copies = {section: set(SHARED_FIELDS) for section in SECTIONS}
-        return flatten(self.model_dump(mode="json", exclude=copies))
+        """The config as ``{"section.key": value}`` (MLflow params)."""
+        return flatten(self.model_dump(mode="json"))
 
     def digest(self) -> str:
         """A short stable hash of the full config."""
@@ -219,6 +230,15 @@ class ExperimentConfig(Settings):
         """A short hash of what the runs of one study share: the config without
         :data:`PER_RUN_KEYS` (strategy, seed, how it was run)."""
         return _hash(shared_params(self.flat()))
+
+
+#: The sections that take the top-level ``seed`` and ``chat``, and which of them
+#: (``{"pool": ("seed",), "scoring": ("seed", "chat"), ...}``).
+SHARING: dict[str, tuple[str, ...]] = {
+    section: tuple(name for name in SHARED_FIELDS if name in field.annotation.model_fields)
+    for section, field in ExperimentConfig.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, (WithSeed, WithChat))
+}
 
 
 def shared_params(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -268,8 +288,7 @@ def parse_config(
         if value is not None:
             _set_dotted(merged, dotted, value)
     try:
-        with validating_config():
-            config = ExperimentConfig.model_validate(merged)
+        config = ExperimentConfig.model_validate(merged)
     except ValidationError as exc:
         key = ".".join(str(part) for part in exc.errors()[0]["loc"])
         if overrides and overrides.get(key) is not None:
@@ -326,17 +345,4 @@ def load_config(
         problem = getattr(exc, "problem", None) or ""
         detail = f": {problem}" if problem.startswith("duplicate key") else ""
         raise ConfigError(f"{path}: not valid YAML{where}{detail}") from None
-    if isinstance(data, Mapping):
-        for section in SECTIONS:
-            body = data.get(section)
-            for name in SHARED_FIELDS:
-                if isinstance(body, Mapping) and name in body:
-                    raise ConfigError(f"{path}: key '{section}.{name}': set '{name}' once, at the top level "
-                                      "(it applies to every section)")
     return parse_config(data, str(path), overrides, flags)
-
-
-#: The sections that are library settings, by key.
-SECTIONS: dict[str, type[BaseModel]] = {
-    "pool": PoolSettings, "scoring": ScoringSettings, "training": TrainingSettings, "evaluation": EvaluationSettings,
-}

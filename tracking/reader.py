@@ -1,0 +1,61 @@
+"""Reading tracked runs back from MLflow (an explicit tracking URI): per-round metrics, and
+a run as a study record."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from activeit.evaluation import HEADLINE_METRICS
+from activeit.study.statistics import RoundRecord, RunRecord
+from tracking.schema import (
+    BASE_PREFIX,
+    PICKED_CATEGORIES_KEY,
+    ROUND_METRICS,
+    SELECTION_FILE,
+    TRAINING_TASKS_KEY,
+    round_folder,
+)
+
+
+def metric_rows(tracking_uri: str, run_id: str, keys: Iterable[str] = ROUND_METRICS) -> list[dict[str, Any]]:
+    """One dict per round (``round`` + every metric logged at that step) of a run."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rounds: dict[int, dict[str, Any]] = {}
+    for key in keys:
+        for point in client.get_metric_history(run_id, key):
+            rounds.setdefault(point.step, {"round": point.step})[key] = point.value
+    return [rounds[r] for r in sorted(rounds)]
+
+
+def read_run_record(tracking_uri: str, run: Run) -> RunRecord:
+    """A tracked run as a study record: per round its metrics, training tasks and the
+    categories of its picks (from the round's selection file), and the base model."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file each
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in metric_rows(tracking_uri, run.info.run_id):
+            path = client.download_artifacts(run.info.run_id, f"{round_folder(row['round'])}/{SELECTION_FILE}", tmp)
+            selected = json.loads(Path(path).read_text(encoding="utf-8"))
+            rounds.append(RoundRecord(
+                round=int(row["round"]),
+                training_tasks=tuple(selected[TRAINING_TASKS_KEY]),
+                metrics={m: row[m] for m in HEADLINE_METRICS if m in row},
+                picked_categories=selected.get(PICKED_CATEGORIES_KEY, {}),
+            ))
+    metrics = run.data.metrics
+    return RunRecord(
+        strategy=run.data.tags["strategy"],
+        seed=int(run.data.tags["seed"]),
+        rounds=tuple(rounds),
+        base={m: metrics[BASE_PREFIX + m] for m in HEADLINE_METRICS if BASE_PREFIX + m in metrics},
+        run_id=run.info.run_id,
+    )
