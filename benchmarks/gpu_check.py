@@ -195,7 +195,8 @@ def check_multi_process(args: argparse.Namespace) -> tuple[str, str]:
 
 def multi_worker(args: argparse.Namespace) -> None:
     """Two-process scoring against one process, and two-process fine-tuning; print JSON."""
-    from activeit.launch import score, train
+    from activeit.scoring.launch import score
+    from activeit.training.launch import train
     from activeit.models.builtin import DEFAULT_MODEL
     from activeit.config.settings import ScoringSettings, TrainingSettings
     from activeit.data.sources import load_pool

@@ -103,7 +103,7 @@ def check_before_running(configs: Sequence[ExperimentConfig], source: str) -> No
     the model's family, more GPU processes than GPUs, settings for a step that runs no model
     (``source``: the config file, named in that error)."""
     from activeit.data.sources import load_pool_from
-    from activeit.launch import check_processes
+    from activeit.models.processes import check_processes
     from activeit.models.checks import check_lora, check_model
 
     config = configs[0]

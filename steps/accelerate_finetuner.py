@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from zenml import step
 
-from activeit.launch import train
+from activeit.training.launch import train
 from activeit.config.settings import TrainingSettings
 from activeit.selection.strategies import Selection
 from activeit.data.tasks import TaskPool

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from zenml import step
 
-from activeit.launch import score
+from activeit.scoring.launch import score
 from activeit.scoring.scores import ScoreTable
 from activeit.config.settings import ScoringSettings
 from activeit.data.tasks import TaskPool

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from activeit.cli import main
-from activeit.launch import free_port
+from activeit.models.processes import free_port
 from activeit.scoring.scores import ScoreTable
 
 FAST = ["--source", "builtin", "--model", "tiny-llama", "--n", "2", "--k", "2", "--max-new-tokens", "4",

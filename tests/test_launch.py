@@ -20,7 +20,9 @@ from tiny_tasks import constant_task
 
 from activeit.experiment import CONFIG_DIR, ExperimentConfig, TrackingSettings
 from activeit.errors import ConfigError
-from activeit.launch import check_processes, free_port, launch_finetune, score, train
+from activeit.models.processes import check_processes, free_port
+from activeit.scoring.launch import score
+from activeit.training.launch import launch_finetune, train
 from activeit.models.tiny import tiny_model_folder
 from activeit.data.perturbations import perturb_tasks
 from activeit.config.settings import ScoringSettings, TrainingSettings

@@ -52,7 +52,7 @@ LIBRARY_FLOORS = (
     ("data",),
     ("scoring",),
     ("selection", "training", "evaluation"),
-    ("study", "experiment", "launch"),
+    ("study", "experiment"),
     ("cli",),
     ("__main__",),
 )

@@ -26,7 +26,7 @@ from activeit.scoring.scorer import score_tasks
 from activeit.scoring.reference import forced_nll, reference_scores
 from activeit.config.settings import ScoringSettings
 from activeit.data.tasks import Task
-from activeit.launch import free_port
+from activeit.models.processes import free_port
 from score_worker import WORKER_CONFIG, counting_tokens, handmade_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from zenml.client import Client
 
 from activeit.experiment import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_config
-from activeit.launch import free_port
+from activeit.models.processes import free_port
 from pipelines.active_tuning import configured
 from pipelines.stack import prepare_stack
 from pipelines.study import find_run_id

@@ -23,7 +23,7 @@ from activeit.config.flags import add_settings_arguments, settings_from_args
 from activeit.data.perturbations import PERTURBATIONS
 from activeit.models.devices import process_state
 from activeit.errors import ActiveITError
-from activeit.launch import score
+from activeit.scoring.launch import score
 from activeit.models.builtin import DEFAULT_MODEL
 from activeit.models.checks import check_model
 from activeit.outputs import check_output_dir, output_dir

@@ -13,7 +13,7 @@ from activeit.cli.common import (
     read_task_names,
 )
 from activeit.config.flags import add_settings_arguments, settings_from_args
-from activeit.launch import train
+from activeit.training.launch import train
 from activeit.models.builtin import DEFAULT_MODEL
 from activeit.models.checks import check_lora, check_model
 from activeit.outputs import check_output_dir

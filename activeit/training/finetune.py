@@ -2,7 +2,7 @@
 
 One plain loop (nanoGPT-style) that ``accelerate`` places on devices, runs in mixed
 precision, accumulates gradients for, and shards over several processes when started
-with ``accelerate launch`` (see :mod:`activeit.launch`):
+with ``accelerate launch`` (see :mod:`activeit.training.launch`):
 
 * the examples and batches come from :mod:`activeit.training.data` (seeded, length-grouped;
   the padding share is recorded);

@@ -1,0 +1,77 @@
+"""Where scoring runs: in this process, or in several started by ``accelerate launch``.
+
+:func:`score` is the one dispatch the pipeline step and the command line use. Under
+``accelerate launch`` every process runs :func:`run_launched`: it scores its share of the
+pool and the main process writes the gathered table, which is read back here.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from activeit.config.settings import ScoringSettings
+from activeit.data.perturbations import PerturbedPrompts
+from activeit.data.tasks import Task
+from activeit.errors import ActiveITError
+from activeit.models.processes import check_processes, launch, needs_launch
+from activeit.scoring.scores import ScoreTable
+
+
+def score(
+    model_name: str,
+    tasks: Sequence[Task],
+    config: ScoringSettings,
+    prompts: Mapping[str, PerturbedPrompts] | None = None,
+    *,
+    cpu: bool = False,
+    progress: bool = True,
+) -> ScoreTable:
+    """Score ``tasks`` with ``model_name`` here (placed on this process's device), or under
+    ``accelerate launch`` in ``config.num_processes`` processes (the main one writes the
+    gathered table, read back here): the same table as one process gives."""
+    check_processes(config.num_processes, "scoring.num_processes", cpu)
+    if not needs_launch(config.num_processes, config.accelerate_config, cpu):
+        return _score_here(model_name, tasks, config, prompts, progress)
+    with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
+        table_file = Path(work) / "table.json"
+        error = launch("activeit.scoring.launch:run_launched", {
+            "model_name": model_name,
+            "tasks": [t.to_dict() for t in tasks],
+            "prompts": {name: p.to_dict() for name, p in prompts.items()} if prompts is not None else None,
+            "config": config.model_dump(),
+            "progress": progress,
+            "out_file": str(table_file),
+        }, config.num_processes, "no", cpu, Path(work), config.accelerate_config)
+        if error:
+            raise ActiveITError(f"scoring under accelerate launch failed: {error}")
+        if not table_file.exists():
+            raise ActiveITError("the launched scoring finished but wrote no score table")
+        return ScoreTable.from_dict(json.loads(table_file.read_text(encoding="utf-8")))
+
+
+def _score_here(
+    model_name: str, tasks: Sequence[Task], config: ScoringSettings,
+    prompts: Mapping[str, PerturbedPrompts] | None, progress: bool,
+) -> ScoreTable:
+    from activeit.models.devices import place_model  # torch and transformers load only here
+    from activeit.models.loading import load_model
+    from activeit.scoring.scorer import score_tasks
+
+    return score_tasks(place_model(load_model(model_name)), tasks, config, prompts, progress=progress)
+
+
+def run_launched(spec: dict[str, Any]) -> None:
+    """What one launched process does with the spec :func:`score` wrote."""
+    from activeit.models.devices import process_state
+
+    prompts = spec["prompts"] and {name: PerturbedPrompts.from_dict(p) for name, p in spec["prompts"].items()}
+    state = process_state()
+    table = _score_here(spec["model_name"], [Task.from_dict(t) for t in spec["tasks"]],
+                        ScoringSettings.model_validate(spec["config"]), prompts or None, spec["progress"])
+    if state.is_main_process:
+        Path(spec["out_file"]).write_text(json.dumps(table.to_dict()), encoding="utf-8")
+    state.wait_for_everyone()
