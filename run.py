@@ -21,7 +21,9 @@ with a 95% interval, the budget to match, selection overlap and the learning cur
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,9 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C, so that a run stopped by ``kill`` or ``timeout`` is marked
+    as stopped (and its workers ended) on the way out, as after SIGINT."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
+    if threading.current_thread() is not threading.main_thread():  # (signal handlers live there only)
+        return _main(args, started)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(args, started)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace, started: float) -> int:
     try:
         if args.report is not None:
             config, strategies, seeds = plan_report(args)
@@ -80,15 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = prepare(config)
         if args.report is not None:
             runs = gather_runs(info.tracking_uri, args.report, strategies, seeds)
-            report_study(info.tracking_uri, args.report, runs, OUTPUTS)
+            report_study(info.tracking_uri, args.report, runs, OUTPUTS, subset=strategies is not None or seeds is not None)
         else:
             run_all(configs, is_study, info, OUTPUTS)
     except ActiveITError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume from the last finished step", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("interrupted (a run that had started is marked failed in ZenML and killed in MLflow); run the "
+              "same command again to resume from the last finished step", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     from pipelines.console import print_ui_commands
 
     print(f"Done in {time.perf_counter() - started:.0f} s.")

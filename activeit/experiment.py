@@ -38,6 +38,7 @@ from activeit.config.settings import (
     EvaluationSettings,
     PoolSettings,
     ScoringSettings,
+    Seed,
     Settings,
     TrainingSettings,
     WithChat,
@@ -47,7 +48,7 @@ from activeit.config.settings import (
 )
 from activeit.data.perturbations import PERTURBATIONS
 from activeit.errors import ConfigError
-from activeit.selection.strategies import STRATEGIES
+from activeit.selection.strategies import STRATEGIES, check_adaptive
 
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -63,6 +64,50 @@ def one_of(value: str, known: Sequence[str], what: str) -> str:
     """``value`` when it is one of ``known``; else a ValueError naming the choices."""
     if value not in known:
         raise ValueError(f"unknown {what} '{value}'; choose one of {', '.join(known)}")
+    return value
+
+
+#: The fields of a cron expression: name, range and the names a field may use for its values
+#: (a sixth field, seconds, as croniter reads it, is allowed too).
+CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+    ("second", 0, 59, ()),
+)
+
+
+def _cron_value(text: str, low: int, names: tuple[str, ...]) -> int:
+    """One value of a cron field: a number, or a name (``jan`` = 1, ``sun`` = 0)."""
+    if text.lower() in names:
+        return names.index(text.lower()) + low
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+def check_cron(value: str) -> str:
+    """``value`` when it is a cron expression (``m h dom mon dow``) whose every value is in its
+    field's range; else a ValueError naming the field."""
+    fields = value.split()
+    if len(fields) not in (5, 6):
+        raise ValueError(f"'{value}' is not a cron expression (5 fields: minute hour day-of-month month day-of-week)")
+    for text, (name, low, high, names) in zip(fields, CRON_FIELDS):
+        for item in text.split(","):
+            span, _, step = item.partition("/")
+            try:
+                if step and int(step) < 1:
+                    raise ValueError(step)
+                bounds = [] if span == "*" else [_cron_value(part, low, names) for part in span.split("-", 1)]
+            except ValueError:
+                raise ValueError(f"'{value}': {name} '{item}' is not a number, a range a-b, * or a step /n") from None
+            for number in bounds:
+                if not low <= number <= high:
+                    raise ValueError(f"'{value}': {name} {number} is out of range {low}-{high}")
+            if len(bounds) == 2 and bounds[0] > bounds[1]:
+                raise ValueError(f"'{value}': {name} range '{span}' runs backwards")
     return value
 
 
@@ -96,7 +141,7 @@ class StudySettings(Settings):
     (``run.py --compare S1,S2 --seeds 0,1,2`` sets the same)."""
 
     strategies: list[str] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=list)
+    seeds: list[Seed] = Field(default_factory=list)
 
     @field_validator("strategies")
     @classmethod
@@ -190,12 +235,20 @@ class ExperimentConfig(WithSeed, WithChat):
         one_of(value.perturbation, sorted(PERTURBATIONS), "perturbation")
         return value
 
+    @model_validator(mode="after")
+    def _adaptive_strategy(self) -> ExperimentConfig:
+        """Adaptive scoring settles only the top b by PU: refuse it for a strategy ranking the whole table."""
+        if self.scoring.adaptive:
+            try:
+                check_adaptive(self.strategy)
+            except ValueError as error:
+                raise ValueError(f"key 'scoring.adaptive': {error}") from None
+        return self
+
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and len(value.split()) not in (5, 6):
-            raise ValueError(f"'{value}' is not a cron expression (5 fields: m h dom mon dow)")
-        return value
+        return None if value is None else check_cron(value)
 
     @property
     def selection_rounds(self) -> int:
@@ -329,6 +382,8 @@ def load_config(
     """Read and validate a YAML config; errors are one line naming the file and key (or the
     command-line flag of an override, see :func:`parse_config`)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a folder; give a YAML file, e.g. configs/default.yaml")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
@@ -345,4 +400,6 @@ def load_config(
         problem = getattr(exc, "problem", None) or ""
         detail = f": {problem}" if problem.startswith("duplicate key") else ""
         raise ConfigError(f"{path}: not valid YAML{where}{detail}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty (only comments); start from configs/default.yaml")
     return parse_config(data, str(path), overrides, flags)

@@ -1,26 +1,35 @@
-"""Output folders and files that never destroy the user's data and are never half-written.
+"""Output folders and files that never destroy a model or the user's data and are never half-written.
 
-Every folder activeit writes carries a marker file. A command refuses an output folder that
-holds files it did not write (unless told ``overwrite``), checks that it can write there
-*before* it loads a model or computes anything (:func:`check_output_dir`,
-:func:`check_output_file`), writes into a temporary sibling and swaps it in at the end
-(:func:`output_dir`, :func:`write_text`): a failure leaves what was there before untouched.
-A cached folder (:func:`build_once`) is built the same way, once, and then kept.
+Every folder activeit writes carries a marker file recording the command that wrote it and
+the files it wrote. Without ``overwrite`` a command replaces only a folder that the same
+command wrote and that holds none but those files; ``--out`` may never be the current
+folder (or hold it), nor be or hold the model or the pool a command reads, even with
+``overwrite``; an existing output file is replaced only when told. The checks run *before*
+a model loads or anything is computed (:func:`check_output_dir`, :func:`check_output_file`);
+a folder is written into a temporary sibling and swapped in at the end (:func:`output_dir`,
+:func:`write_text`): a failure leaves what was there before untouched. A cached folder
+(:func:`build_once`) is built the same way, once, and then kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from activeit.errors import ConfigError
 
-#: Written into every folder activeit creates: such a folder may be replaced by a new run.
+#: Written into every folder activeit creates: which command wrote it, and its files.
 MARKER = ".activeit-output"
+#: The command whose output a folder is when none is named: the training library writes
+#: model folders for ``train`` and for the pipeline's fine-tuning step alike.
+MODEL_COMMAND = "train"
+#: What a built-once cache folder records as its writer (never replaced).
+CACHE_COMMAND = "cache"
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -43,26 +52,92 @@ def _check_writable(folder: Path, what: str) -> None:
     os.unlink(probe)
 
 
-def check_output_dir(path: str | Path, what: str = "--out", overwrite: bool = False) -> Path:
-    """Check, before any compute, that ``path`` can become an output folder: not a file, not
-    a folder of someone else's files (unless ``overwrite``), and writable."""
+def _check_protected(path: Path, what: str, protect: Mapping[str, str | Path] | None, other: str) -> None:
+    """Refuse, even with ``overwrite``, an output that is or holds the current folder or one
+    of ``protect`` (what it is -> its path: the model folder, the pool a command reads);
+    ``other`` names what to give instead."""
+    target, here = path.resolve(), Path.cwd().resolve()
+    if target == here:
+        raise ConfigError(f"{what}: '{path}' is empty or the current folder ('{here}'); give a folder of its "
+                          "own, e.g. runs/out")
+    if target in here.parents:
+        raise ConfigError(f"{what}: '{path}' holds the current folder ('{here}'); give a folder of its "
+                          "own, e.g. runs/out")
+    for name, kept in (protect or {}).items():
+        kept_path = Path(kept).expanduser()
+        resolved = kept_path.resolve()
+        if target == resolved:
+            raise ConfigError(f"{what}: '{path}' is the {name}; writing there would replace it, so choose another "
+                              f"{other}")
+        if target in resolved.parents:
+            raise ConfigError(f"{what}: '{path}' contains the {name} '{kept_path}'; writing there would replace it, "
+                              f"so choose another {other}")
+
+
+def _entries(folder: Path) -> list[str]:
+    """Every file and folder under ``folder`` (relative, sorted), the marker left out."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != MARKER or p.parent != folder)
+
+
+def _record(folder: Path) -> dict[str, object] | None:
+    """The marker of ``folder`` (command and files); None when it records neither."""
+    try:
+        record = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("command"), str) or not isinstance(record.get("files"), list):
+        return None
+    return record
+
+
+def _check_replaceable(path: Path, what: str, command: str) -> None:
+    """Refuse a non-empty folder unless ``command`` wrote it and it holds none but its files."""
+    if not (path / MARKER).exists():
+        raise ConfigError(f"{what}: '{path}' already holds files activeit did not write; choose an empty or new "
+                          "folder, or pass --overwrite to replace its contents")
+    record = _record(path)
+    if record is None:
+        raise ConfigError(f"{what}: '{path}' was written by an older activeit whose marker does not record which "
+                          "files it wrote; choose another folder, or pass --overwrite to replace its contents")
+    if record["command"] != command:
+        raise ConfigError(f"{what}: '{path}' holds the output of '{record['command']}', not of '{command}'; "
+                          "choose another folder, or pass --overwrite to replace its contents")
+    others = sorted(set(_entries(path)) - set(map(str, record["files"])))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ConfigError(f"{what}: '{path}' holds files '{command}' did not write ({shown}); move them away or "
+                          "choose another folder, or pass --overwrite to replace its contents")
+
+
+def check_output_dir(
+    path: str | Path, what: str = "--out", overwrite: bool = False, *, command: str = MODEL_COMMAND,
+    protect: Mapping[str, str | Path] | None = None,
+) -> Path:
+    """Check, before any compute, that ``path`` can become ``command``'s output folder: not
+    the current folder nor one of ``protect`` (or a folder holding them), not a file, new or
+    empty or ``command``'s own output (unless ``overwrite``), and writable."""
     path = Path(path).expanduser()
+    _check_protected(path, what, protect, "folder")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{what}: '{path}' is a file; give a folder (it is created if missing)")
-    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists() and not overwrite:
-        raise ConfigError(
-            f"{what}: '{path}' already holds files activeit did not write; choose an empty or new "
-            "folder, or pass --overwrite to replace its contents"
-        )
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        _check_replaceable(path, what, command)
     _check_writable(path.parent, what)
     return path
 
 
-def check_output_file(path: str | Path, what: str = "--out") -> Path:
-    """Check, before any compute, that the file ``path`` can be written (it is replaced atomically)."""
+def check_output_file(
+    path: str | Path, what: str = "--out", overwrite: bool = False, *, protect: Mapping[str, str | Path] | None = None,
+) -> Path:
+    """Check, before any compute, that the file ``path`` can be written (it is replaced
+    atomically): not one of ``protect``, not a folder, not an existing file unless ``overwrite``."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{what}: '{path}' is a folder; give a file name")
+    _check_protected(path, what, protect, "file name")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{what}: '{path}' already exists; choose another file name, or pass --overwrite to "
+                          "replace it")
     _check_writable(path.parent, what)
     return path
 
@@ -73,21 +148,26 @@ def _temporary_sibling(path: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
 
 
-def _mark(folder: Path) -> None:
-    (folder / MARKER).write_text("written by activeit; a new run may replace this folder\n", encoding="utf-8")
+def _mark(folder: Path, command: str) -> None:
+    """Record ``command`` and the files it wrote in ``folder``."""
+    record = {"command": command, "files": _entries(folder),
+              "note": "written by activeit; the same command may replace this folder while it holds only these files"}
+    (folder / MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager
-def output_dir(path: str | Path, overwrite: bool = False, what: str = "--out") -> Iterator[Path]:
+def output_dir(
+    path: str | Path, overwrite: bool = False, what: str = "--out", *, command: str = MODEL_COMMAND,
+) -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``path`` to write into; when the block succeeds it
-    replaces ``path`` (marked as activeit's), when it fails it is removed and ``path`` stays
-    as it was."""
-    path = check_output_dir(path, what, overwrite)
+    replaces ``path`` (marked as ``command``'s, with the files written), when it fails it is
+    removed and ``path`` stays as it was."""
+    path = check_output_dir(path, what, overwrite, command=command)
     tmp = _temporary_sibling(path)
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     try:
         yield tmp
-        _mark(tmp)
+        _mark(tmp, command)
         if path.exists():
             path.rename(old)
         tmp.rename(path)
@@ -106,7 +186,7 @@ def build_once(path: str | Path, build: Callable[[Path], None]) -> Path:
     tmp = _temporary_sibling(path)
     try:
         build(tmp)
-        _mark(tmp)
+        _mark(tmp, CACHE_COMMAND)
         try:
             tmp.rename(path)
         except OSError:  # another process renamed its build into place first

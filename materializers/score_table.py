@@ -1,4 +1,8 @@
-"""ScoreTable <-> ``scores.parquet`` + ``scores.instances.parquet`` + ``meta.json``."""
+"""ScoreTable <-> ``scores.parquet`` + ``scores.instances.parquet`` + ``meta.json``.
+
+Adaptive tables carry each task's pairs, PU interval and decision as columns (older
+artifacts, without them, load as exact tables) and the work saved in ``meta.json``.
+"""
 
 from __future__ import annotations
 
@@ -44,17 +48,30 @@ class ScoreTableMaterializer(FileMaterializer):
         }
         if "round" in data.meta:
             metadata["round"] = data.meta["round"]
+        if "adaptive" in data.meta:
+            adaptive = data.meta["adaptive"]
+            metadata |= {"stopped_early": adaptive["stopped_in"] + adaptive["stopped_out"],
+                         "work_saved": adaptive["work_saved"]}
         return metadata
 
     def save_visualizations(self, data: ScoreTable) -> dict[str, VisualizationType]:
         from activeit.selection.taskmap import plot_task_map
 
         top = sorted(data.rows, key=lambda row: -row.pu)[:SUMMARY_ROWS]
+        header = ["task", "PU", "PP", "perplexity", "category", "classification"]
         rows = [[r.task, r.pu, r.pp, r.perplexity, r.category, r.is_classification] for r in top]
         round_text = f", round {data.meta['round']}" if "round" in data.meta else ""
+        adaptive = ""
+        if "adaptive" in data.meta:  # the interval and the pairs behind each PU
+            header += ["PU interval", "pairs", "stopped"]
+            rows = [row + [f"{r.pu_low:.4f} .. {r.pu_high:.4f}", r.pairs, r.decided or "no"] for row, r in zip(rows, top)]
+            meta = data.meta["adaptive"]
+            adaptive = (f"Adaptive scoring (top {meta['budget']}, delta {meta['delta']}): {meta['stopped_in']} tasks "
+                        f"stopped surely in, {meta['stopped_out']} surely out; {meta['work_saved']:.0%} of the work "
+                        "saved.\n\n")
         visuals = self.markdown(
-            f"# Prompt uncertainty{round_text}: {len(data)} tasks\n\nTop {len(top)} by PU:\n\n"
-            + markdown_table(["task", "PU", "PP", "perplexity", "category", "classification"], rows)
+            f"# Prompt uncertainty{round_text}: {len(data)} tasks\n\n{adaptive}Top {len(top)} by PU:\n\n"
+            + markdown_table(header, rows)
             + "\n"
         )
         if len(data):

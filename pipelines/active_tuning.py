@@ -67,10 +67,12 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             MLFlowExperimentTrackerSettings,
         )
 
+        from steps.tracker import keep_run_open
         from tracking.writer import run_tags
 
         track = tracker.with_options(
             experiment_tracker=experiment_tracker,
+            on_success=keep_run_open,
             settings={"experiment_tracker": MLFlowExperimentTrackerSettings(
                 experiment_name=config.tracking.experiment, tags=run_tags(config)
             )},
@@ -89,9 +91,12 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
                     pool=pool, training_tasks=training_tasks, scoring=config.scoring, round_index=r,
                     id=f"perturber_round_{r}",
                 )
+                # adaptive scoring settles the selector's top b, so it takes the budget too
+                adaptive = ({"budget": budget, "classification_ratio": config.classification_ratio}
+                            if config.scoring.adaptive else {})
                 scores, scoring_time = _in_round(_with_settings(uncertainty_scorer, config), r)(
                     model_folder=model_folder, pool=pool, prompts=prompts, scoring=config.scoring,
-                    id=f"uncertainty_scorer_round_{r}",
+                    id=f"uncertainty_scorer_round_{r}", **adaptive,
                 )
         selection, training_tasks = _in_round(selector, r)(
             pool=pool, training_tasks=training_tasks, strategy=strategy, budget=budget, seed=config.seed,

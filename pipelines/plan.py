@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from activeit.config.flags import flag_of, given_values
+from activeit.config.settings import check_seed
 from activeit.errors import ConfigError
 from activeit.experiment import ExperimentConfig, load_config
 from activeit.selection.strategies import STRATEGIES
@@ -26,15 +27,25 @@ FLAGS = {key: flag_of(ExperimentConfig, key) for key in ("strategy", *OVERRIDES)
 
 
 def parse_list(value: str, flag: str, kind: type = str) -> list[Any]:
-    """A comma-separated flag value: not empty, no repeats, each of ``kind`` (strings:
-    strategy names)."""
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
-        raise ConfigError(f"{flag} is empty; give a comma-separated list, e.g. {flag} 0,1,2")
+    """A comma-separated flag value: not empty, no empty items, no repeats, each of ``kind``
+    (ints: seeds in range; strings: strategy names)."""
+    example = "0,1,2" if kind is int else "uncertainty,random"
+    items = [item.strip() for item in value.split(",")]
+    if not any(items):
+        raise ConfigError(f"{flag} is empty; give a comma-separated list, e.g. {flag} {example}")
+    if "" in items:
+        raise ConfigError(f"{flag} '{value}' has an empty item (two commas, or one at an end); "
+                          f"give a comma-separated list, e.g. {flag} {example}")
     try:
         parsed = [kind(item) for item in items]
     except ValueError:
         raise ConfigError(f"{flag}: '{value}' is not a comma-separated list of {kind.__name__}s") from None
+    if kind is int:
+        for seed in parsed:
+            try:
+                check_seed(seed)
+            except ValueError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
     repeated = sorted({str(item) for item in parsed if parsed.count(item) > 1})
     if repeated:
         raise ConfigError(f"{flag} repeats {', '.join(repeated)}")

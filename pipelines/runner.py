@@ -4,14 +4,26 @@ reuse the pairs of a study that finished before, and write the study's report.""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from activeit.errors import ActiveITError
 from activeit.experiment import ExperimentConfig
 from pipelines.console import print_rounds
-from pipelines.stack import StackInfo, check_schedule_support, prepare_stack, use_repo_source_root
-from pipelines.study import build_study, find_run_id, finished_run, gather_runs, log_study, write_study
+from pipelines.stack import LOCAL_FLAVORS, StackInfo, check_schedule_support, prepare_stack, use_repo_source_root
+from pipelines.status import reap_killed_runs, watched
+from pipelines.study import (
+    build_study,
+    check_same_study,
+    find_run_id,
+    finished_run,
+    gather_runs,
+    log_study,
+    study_folder,
+    write_study,
+)
 
 
 def prepare(config: ExperimentConfig) -> StackInfo:
@@ -24,12 +36,21 @@ def prepare(config: ExperimentConfig) -> StackInfo:
     return info
 
 
-def run_pipeline(config: ExperimentConfig, tracker: str) -> Any:
-    """Run (or schedule) the pipeline; a failed step becomes one line naming it."""
+def run_name(config: ExperimentConfig) -> str:
+    """The name of a pipeline run made now (and of its MLflow run): experiment, strategy, seed, time."""
+    return f"{config.tracking.experiment}-{config.strategy}-seed{config.seed}-{datetime.now():%Y_%m_%d-%H_%M_%S_%f}"
+
+
+def run_pipeline(config: ExperimentConfig, info: StackInfo) -> Any:
+    """Run (or schedule) the pipeline; a failed step becomes one line naming it. A run of a
+    local orchestrator is watched: when it stops early, ZenML and MLflow say so."""
     from pipelines.active_tuning import configured
 
+    name = None if config.schedule else run_name(config)
+    local = name is not None and info.orchestrator_flavor in LOCAL_FLAVORS
     try:
-        return configured(config)(config=config, experiment_tracker=tracker)
+        with watched(name, config.tracking.experiment, info.tracking_uri) if local else nullcontext():
+            return configured(config, name)(config=config, experiment_tracker=info.tracker)
     except RuntimeError as exc:
         if "has failed" not in str(exc):
             raise
@@ -44,6 +65,11 @@ def run_all(configs: Sequence[ExperimentConfig], is_study: bool, info: StackInfo
     each run's rounds, and report the study in ``outputs``."""
     if configs[0].schedule:
         check_schedule_support(info)
+    check_same_study(info.tracking_uri, configs[0])
+    if info.orchestrator_flavor in LOCAL_FLAVORS:
+        for name in reap_killed_runs():
+            print(f"== ZenML run '{name}' was killed before it finished (its process is gone): now marked "
+                  "failed in ZenML and killed in MLflow")
 
     for config in configs:
         print(f"== strategy {config.strategy}: rounds 0..{config.selection_rounds}, model {config.model}, "
@@ -53,7 +79,7 @@ def run_all(configs: Sequence[ExperimentConfig], is_study: bool, info: StackInfo
         if done is not None:
             print(f"== {config.strategy}, seed {config.seed}: finished before (MLflow run {done.info.run_id}); reused")
             continue
-        run = run_pipeline(config, info.tracker)
+        run = run_pipeline(config, info)
         if config.schedule:
             print(f"Scheduled '{config.strategy}' with cron '{config.schedule}' on stack '{info.stack}'.")
             continue
@@ -68,16 +94,18 @@ def run_all(configs: Sequence[ExperimentConfig], is_study: bool, info: StackInfo
         report_study(info.tracking_uri, experiment, runs, outputs)
 
 
-def report_study(tracking_uri: str, experiment: str, runs: Sequence[Any], outputs: Path) -> Path:
-    """Write the study of ``runs`` to ``outputs/study-<experiment>/``, log its parent MLflow
-    run and print ``study.md``; returns the folder."""
+def report_study(tracking_uri: str, experiment: str, runs: Sequence[Any], outputs: Path, subset: bool = False) -> Path:
+    """Write the study of ``runs`` to ``outputs/study-<experiment>/`` (a ``subset`` picked by
+    ``--strategies`` / ``--seeds``: to a folder of its own, named after what it holds), log
+    its parent MLflow run and print ``study.md``; returns the folder."""
     study = build_study(tracking_uri, runs)
     tags = runs[0].data.tags
     title = (f"{experiment}: {' vs '.join(study.strategies)}, seeds {','.join(map(str, study.seeds))} "
              f"({tags.get('model')} on {tags.get('pool')})")
-    out_dir = outputs / f"study-{experiment}"
+    out_dir = outputs / study_folder(experiment, study if subset else None)
     files = write_study(study, out_dir, title)
-    run_id = log_study(tracking_uri, experiment, study, files, title)
+    run_id = log_study(tracking_uri, experiment, study, files, title, adopt=not subset)
     print((out_dir / "study.md").read_text(encoding="utf-8"))
-    print(f"Study written to {out_dir} and logged to MLflow run {run_id} (the pairs' runs are its children).")
+    children = "" if subset else " (the pairs' runs are its children)"
+    print(f"Study written to {out_dir} and logged to MLflow run {run_id}{children}.")
     return out_dir

@@ -18,16 +18,16 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from activeit.experiment import shared_params
+from activeit.experiment import ExperimentConfig, shared_params
 from activeit.errors import ConfigError
 from activeit.evaluation import HEADLINE_METRICS
 from activeit.selection.taskmap import CATEGORIES
 from activeit.study.plots import plot_learning_curve, plot_overlap
 from activeit.study.report import study_markdown
 from activeit.study.statistics import Study
-from tracking.reader import read_run_record
+from tracking.reader import read_run_record, run_named
 from tracking.schema import COMPLETE_TAG, STUDY_KEY_TAG
-from tracking.writer import mark_model_training
+from tracking.writer import config_params, mark_model_training
 
 #: Tag of the parent run that holds a study's files.
 STUDY_TAG = "study"
@@ -35,16 +35,52 @@ STUDY_TAG = "study"
 PARENT_TAG = "mlflow.parentRunId"
 
 
+#: How many differing settings a refusal names.
+SHOWN_KEYS = 3
+
+
 def find_run_id(tracking_uri: str, experiment: str, run_name: str) -> str:
     """The MLflow run a ZenML pipeline run logged to (named after it)."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.search_runs(
-        [client.get_experiment_by_name(experiment).experiment_id],
-        filter_string=f'tags.mlflow.runName = "{run_name}"',
-    )
-    if not found:
+    found = run_named(tracking_uri, experiment, run_name)
+    if found is None:
         raise LookupError(f"no MLflow run named '{run_name}' in experiment '{experiment}'")
-    return found[0].info.run_id
+    return found.info.run_id
+
+
+def study_run_name(study: Study) -> str:
+    """The name of a study's parent MLflow run: its strategies and seeds."""
+    return f"study-{'-vs-'.join(study.strategies)}-seeds{','.join(map(str, study.seeds))}"
+
+
+def study_folder(experiment: str, subset: Study | None = None) -> str:
+    """The output folder of an experiment's study (``study-<experiment>``); a subset of it
+    (``--report`` with ``--strategies`` / ``--seeds``) gets its own, named after what it holds."""
+    return f"study-{experiment}" + (f"-{study_run_name(subset).removeprefix('study-')}" if subset else "")
+
+
+def check_same_study(tracking_uri: str, config: ExperimentConfig) -> None:
+    """Refuse, in one line, a run whose config differs from that of the study its experiment
+    holds (the runs of a study, and those a study report gathered, may differ only in
+    strategy, seed and how they ran): logged beside them, it would spoil the study."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = config.tracking.experiment
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return
+    ids = [found.experiment_id]
+    members = [*client.search_runs(ids, "params.`study.strategies` != '[]'"),
+               *client.search_runs(ids, f"tags.`{PARENT_TAG}` LIKE '%'")]
+    key = config.study_key()
+    other = next((run for run in members if run.data.tags.get(STUDY_KEY_TAG, key) != key), None)
+    if other is None:
+        return
+    theirs, ours = shared_params(other.data.params), shared_params(config_params(config))
+    differing = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))[:SHOWN_KEYS]
+    if not differing:  # the same params, another key (written by another version)
+        theirs, ours, differing = {"study_key": other.data.tags[STUDY_KEY_TAG]}, {"study_key": key}, ["study_key"]
+    shown = [", ".join(f"{k}={side.get(k, '(unset)')}" for k in differing) for side in (theirs, ours)]
+    raise ConfigError(f"experiment '{experiment}' holds a study with {shown[0]}; this config has {shown[1]}: "
+                      "give another --experiment")
 
 
 def _complete_runs(client: MlflowClient, experiment: str) -> list[Run]:
@@ -151,23 +187,33 @@ def write_study(study: Study, out_dir: Path, title: str) -> list[Path]:
     return files
 
 
-def log_study(tracking_uri: str, experiment: str, study: Study, files: Sequence[Path], title: str) -> str:
-    """One parent MLflow run with the study's files and, per strategy, the mean
-    ``rougeL_<strategy>`` with ``step`` = training tasks; the pairs' runs become its children."""
+def log_study(
+    tracking_uri: str, experiment: str, study: Study, files: Sequence[Path], title: str, adopt: bool = True
+) -> str:
+    """The study's parent MLflow run (:func:`study_run_name`; the one logged before, if any,
+    else a new one) with the study's files and, per strategy, the mean ``rougeL_<strategy>``
+    with ``step`` = training tasks; with ``adopt``, the pairs' runs become its children."""
     client = MlflowClient(tracking_uri=tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    mark_model_training(client, mlflow.set_experiment(experiment).experiment_id)
-    name = f"study-{'-vs-'.join(study.strategies)}-seeds{','.join(map(str, study.seeds))}"
-    with mlflow.start_run(run_name=name, description=title) as parent:
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    mark_model_training(client, experiment_id)
+    name = study_run_name(study)
+    before = client.search_runs([experiment_id], f"tags.{STUDY_TAG} = 'true' and tags.mlflow.runName = '{name}'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    run_id = before[0].info.run_id if before else None
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, description=title) as parent:
         mlflow.set_tags({STUDY_TAG: "true", "strategies": ",".join(study.strategies),
                          "seeds": ",".join(map(str, study.seeds))})
         for strategy in study.strategies:
+            key = f"rougeL_{strategy}"
+            logged = {(m.step, m.value) for m in client.get_metric_history(run_id, key)} if run_id else set()
             for round_index, tasks in study.rounds_of(strategy):
                 summary = study.summary(strategy, round_index)
-                if summary is not None:
-                    mlflow.log_metric(f"rougeL_{strategy}", summary.mean, step=tasks)
+                if summary is not None and (tasks, summary.mean) not in logged:
+                    mlflow.log_metric(key, summary.mean, step=tasks)
         for path in files:
             mlflow.log_artifact(str(path))
-        for run in study.runs:
-            client.set_tag(run.run_id, PARENT_TAG, parent.info.run_id)
+        if adopt:
+            for run in study.runs:
+                client.set_tag(run.run_id, PARENT_TAG, parent.info.run_id)
         return parent.info.run_id

@@ -73,7 +73,9 @@ def test_score_with_two_processes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--split", "nope"], "no split 'nope'"), (["--max-tasks", "0"], "--max-tasks"),
-     (["--k", "0"], "--k: Input should be greater than or equal to 1")],
+     (["--k", "0"], "--k: Input should be greater than or equal to 1"),
+     (["--adaptive", "--strategy", "low-perplexity"], "adaptive scoring settles only the top b"),
+     (["--adaptive", "--num-processes", "2"], "adaptive scoring runs in one process")],
 )
 def test_score_errors_are_one_line(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     args = ["score", *FAST, "--out", str(tmp_path), *extra]
@@ -82,3 +84,12 @@ def test_score_errors_are_one_line(tmp_path: Path, capsys, extra: list[str], mes
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("error:")
+
+
+def test_score_adaptive_settles_the_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "adaptive"
+    args = ["score", *FAST, "--out", str(out), "--budget", "4", "--adaptive", "--first-stage", "2"]
+    assert main(args) == 0
+    table = ScoreTable.load(out / "scores.csv")
+    assert all(r.decided == "in" and r.pairs == 2 for r in table)  # 4 of 4 tasks: all in after stage 1
+    assert "4 tasks stopped surely in" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from launched import pids_holding
 
 from activeit.cli import main as cli
 from activeit.experiment import load_config
@@ -128,6 +129,135 @@ def test_check_output_dir_accepts_new_empty_and_own_folders(tmp_path: Path) -> N
         check_output_dir(tmp_path / "file")
 
 
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder that ``train`` wrote."""
+    model = tmp_path_factory.mktemp("trained") / "model"
+    assert cli([*TRAIN, "--out", str(model)]) == 0
+    return model
+
+
+@pytest.mark.parametrize("command", ["evaluate", "score"])
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_out_equal_to_the_model_never_replaces_the_model(
+    command: str, overwrite: list[str], trained: Path, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    """Data loss 1: ``evaluate --model runs/model --out runs/model`` deleted the trained model."""
+    before = _listing(trained)
+    argv = [command, "--source", "builtin", "--model", str(trained), "--no-chat", "--no-progress"]
+    assert cli([*argv, "--out", str(trained), *overwrite]) == 2
+    one_error_line(capsys, f"--out: '{trained}' is the --model folder", "choose another folder")
+    assert cli([*argv, "--out", str(trained.parent), *overwrite]) == 2
+    one_error_line(capsys, f"--out: '{trained.parent}' contains the --model folder")
+    assert _listing(trained) == before
+
+
+def test_out_holding_another_commands_output_is_refused(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    """A model ``train`` wrote is no place for ``evaluate``'s output, even with another --model."""
+    before = _listing(trained)
+    argv = ["evaluate", "--source", "builtin", "--model", "tiny-llama", "--no-chat", "--no-progress"]
+    assert cli([*argv, "--out", str(trained)]) == 2
+    one_error_line(capsys, f"--out: '{trained}' holds the output of 'train', not of 'evaluate'", "--overwrite")
+    with pytest.raises(AssertionError, match="a model was loaded"):  # --overwrite: past the checks
+        cli([*argv, "--out", str(trained), "--overwrite"])
+    assert _listing(trained) == before
+
+
+def test_a_file_the_user_added_to_an_output_folder_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Data loss 2: ``echo notes > runs/score/notes.txt`` was deleted by the next ``score --out runs/score``."""
+    out = tmp_path / "score"
+    assert cli([*SCORE, "--out", str(out)]) == 0
+    assert cli([*SCORE, "--out", str(out)]) == 0  # its own files only: replaced
+    capsys.readouterr()
+    (out / "notes.txt").write_text("notes")
+    assert cli([*SCORE, "--out", str(out)]) == 2
+    one_error_line(capsys, f"--out: '{out}' holds files 'score' did not write (notes.txt)", "--overwrite")
+    assert (out / "notes.txt").read_text() == "notes"
+    (out / "notes.txt").unlink()
+    (out / "task_map.png").unlink()  # fewer of its own files: still its own
+    assert cli([*SCORE, "--out", str(out)]) == 0
+
+
+def test_pool_out_never_replaces_an_existing_file_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Data loss 3: ``pool --out FILE`` silently replaced the user's file."""
+    mine = tmp_path / "mine.json"
+    mine.write_text("my notes")
+    assert cli(["pool", "--source", "builtin", "--out", str(mine)]) == 2
+    one_error_line(capsys, f"--out: '{mine}' already exists", "--overwrite")
+    assert mine.read_text() == "my notes"
+    assert cli(["pool", "--source", "builtin", "--out", str(mine), "--overwrite"]) == 0
+    assert json.loads(mine.read_text())["name"] == "builtin"
+
+
+def test_pool_out_never_replaces_the_pool_it_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "tasks.jsonl"
+    source.write_text(json.dumps({"instruction": "Say hi.", "instances": [{"input": "", "output": "hi"}]}) + "\n")
+    before = source.read_text()
+    assert cli(["pool", "--source", "self-instruct", "--path", str(source), "--out", str(source), "--overwrite"]) == 2
+    one_error_line(capsys, f"--out: '{source}' is the pool --path")
+    assert source.read_text() == before
+
+
+@pytest.mark.parametrize("command", ["score", "evaluate", "train"])
+def test_out_containing_the_pool_path_is_refused(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    source = folder / "tasks.jsonl"
+    source.write_text(json.dumps({"name": "numbers_add", "instruction": "Say hi.",
+                                  "instances": [{"input": "", "output": "hi"}]}) + "\n")
+    argv = {"score": SCORE, "train": TRAIN,
+            "evaluate": ["evaluate", "--source", "builtin", "--model", "tiny-llama", "--no-progress"]}[command]
+    argv = [a if a != "builtin" else "self-instruct" for a in argv]
+    assert cli([*argv, "--path", str(source), "--out", str(folder), "--overwrite"]) == 2
+    one_error_line(capsys, f"--out: '{folder}' contains the pool --path '{source}'")
+    assert [p.name for p in folder.iterdir()] == ["tasks.jsonl"]
+
+
+@pytest.mark.parametrize("command", ["score", "evaluate", "train"])
+@pytest.mark.parametrize("out", ["", ".", ".."])
+def test_out_that_is_empty_or_holds_the_current_folder_is_refused(
+    command: str, out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    no_compute: None,
+) -> None:
+    """Data loss 4: ``--out ""`` was taken as the current folder (and with --overwrite renamed)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    argv = {"score": SCORE, "train": TRAIN,
+            "evaluate": ["evaluate", "--source", "builtin", "--model", "tiny-llama", "--no-progress"]}[command]
+    assert cli([*argv, "--out", out, "--overwrite"]) == 2
+    one_error_line(capsys, "--out", "the current folder", "give a folder of its own")
+    assert [p.name for p in work.iterdir()] == ["notes.txt"]
+
+
+def test_an_output_marker_records_the_command_and_its_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with output_dir(out, command="score") as tmp:
+        (tmp / "scores.csv").write_text("a")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "x.json").write_text("{}")
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["command"] == "score" and marker["files"] == ["scores.csv", "sub", "sub/x.json"]
+    check_output_dir(out, command="score")
+    with pytest.raises(ConfigError, match="holds the output of 'score', not of 'evaluate'"):
+        check_output_dir(out, command="evaluate")
+    check_output_dir(out, command="evaluate", overwrite=True)
+    (out / MARKER).write_text("written by activeit; a new run may replace this folder\n")  # before 0.2
+    with pytest.raises(ConfigError, match="does not record which files"):
+        check_output_dir(out, command="score")
+
+
 # ----------------------------------------------------------------------------- kills
 
 
@@ -178,6 +308,46 @@ def test_a_killed_scoring_leaves_no_output_and_a_rerun_scores_the_same(tmp_path:
     first = (out / "scores.csv").read_text()
     assert cli([*quiet[:-2], str(tmp_path / "again"), "--no-progress"]) == 0
     assert (tmp_path / "again" / "scores.csv").read_text() == first
+
+
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_no_worker_outlives_a_killed_run(kill: signal.Signals, tmp_path: Path) -> None:
+    """``run.py`` killed while 2 CPU processes score: 10 s later no process of that launch
+    runs and its folder in the temporary folder is gone."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text(encoding="utf-8"))
+    config["rounds"] = 1
+    config["training"].update(max_steps=1, epochs=1)
+    # scoring that lasts minutes (a worker that merely finished would not count), killed within seconds
+    config["scoring"].update(num_processes=2, n=6, k=64, max_new_tokens=256)
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false",
+           "TMPDIR": str(temporary), "CUDA_VISIBLE_DEVICES": ""}  # CPU processes, on any machine
+    for name in ("ACTIVEIT_ZENML_ISOLATED", "MLFLOW_TRACKING_URI", "ZENML_ACTIVE_STACK_ID"):
+        env.pop(name, None)
+    run = subprocess.Popen([sys.executable, "run.py", "--config", str(tmp_path / "two.yaml")], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = str(temporary / "activeit-launch-")
+    try:
+        deadline = time.monotonic() + 600
+        while len(pids_holding(marker)) < 3 and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the launcher and its 2 workers
+        assert len(pids_holding(marker)) >= 3, "the scoring step never started its 2 processes"
+        time.sleep(2)  # the workers are scoring
+        assert run.poll() is None
+        run.send_signal(kill)
+        time.sleep(10)
+        assert pids_holding(marker) == []
+        assert list(temporary.glob("activeit-launch-*")) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.wait()
+        for pid in pids_holding(marker):  # what a failed check left behind
+            os.kill(pid, signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- inputs

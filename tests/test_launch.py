@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import zenml_isolation  # noqa: F401  (must precede zenml)
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,12 +19,15 @@ import yaml
 from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file
+from launched import pids_holding
 from score_worker import handmade_tasks
 from tiny_tasks import constant_task
 
 from activeit.experiment import CONFIG_DIR, ExperimentConfig, TrackingSettings
 from activeit.errors import ConfigError
-from activeit.models.processes import check_processes, free_port
+from activeit.cli import main as cli
+from activeit.models.lifeline import alive
+from activeit.models.processes import check_processes, cpu_cores, free_port
 from activeit.scoring.launch import score
 from activeit.training.launch import launch_finetune, train
 from activeit.models.tiny import tiny_model_folder
@@ -33,6 +40,7 @@ from pipelines.active_tuning import check_step_settings
 from steps import uncertainty_scorer
 from tracking.policy import registers_model
 
+ROOT = Path(__file__).resolve().parents[1]
 SCORING = ScoringSettings(n=2, k=2, max_new_tokens=4, token_budget=700, tasks_per_chunk=2)
 
 
@@ -113,13 +121,133 @@ def test_a_missing_accelerate_config_file_is_one_line_before_anything_runs(tmp_p
 def test_more_gpu_processes_than_gpus_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr("activeit.models.processes.cpu_cores", lambda: 8)
     check_processes(2, "training.num_processes")
-    check_processes(4, "training.num_processes", cpu=True)
+    check_processes(4, "training.num_processes", cpu=True)  # CPU processes: the cores count
     with pytest.raises(ConfigError, match=r"^scoring.num_processes is 3 but only 2 GPU\(s\) are visible"):
         score("tiny-llama", handmade_tasks(1), SCORING.replace(num_processes=3))
     with pytest.raises(ConfigError, match=r"^training.num_processes is 3 "):
         train("tiny-llama", [constant_task()], tmp_path / "m", TrainingSettings(num_processes=3))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_more_cpu_processes_than_cores_are_refused_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """64 CPU processes on a 2-core machine started 64 workers, and the OOM killer fired."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("activeit.models.processes.cpu_cores", lambda: 2)
+    check_processes(2, "scoring.num_processes")
+    message = r"^scoring.num_processes is 3 but this machine has only 2 CPU core\(s\) for CPU processes; set it to at most 2$"
+    with pytest.raises(ConfigError, match=message):
+        check_processes(3, "scoring.num_processes")
+    with pytest.raises(ConfigError, match=message):
+        score("tiny-llama", handmade_tasks(1), SCORING.replace(num_processes=3))
+    with pytest.raises(ConfigError, match=r"^training.num_processes is 64 but this machine has only 2 CPU core"):
+        train("tiny-llama", [constant_task()], tmp_path / "m", TrainingSettings(num_processes=64))
+
+    def no_pool(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the pool was loaded before the process count was checked")
+
+    for command in ("score", "train"):
+        monkeypatch.setattr(f"activeit.cli.{command}.pool_from_args", no_pool)
+    assert cli(["score", "--model", "tiny-llama", "--num-processes", "64", "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err == ("error: --num-processes is 64 but this machine has only 2 CPU core(s) for "
+                                       "CPU processes; set it to at most 2\n")
+    assert cli(["train", "--model", "tiny-llama", "--tasks", "x", "--num-processes", "3", "--cpu",
+                "--out", str(tmp_path / "m")]) == 2
+    assert capsys.readouterr().err.startswith("error: --num-processes is 3 but this machine has only 2 CPU core(s)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_py_refuses_more_processes_than_cores_before_any_step(tmp_path: Path) -> None:
+    config = tmp_path / "many.yaml"
+    config.write_text((CONFIG_DIR / "smoke.yaml").read_text(encoding="utf-8").replace(
+        "scoring:\n", f"scoring:\n  num_processes: {cpu_cores() + 1}\n"), encoding="utf-8")
+    done = subprocess.run([sys.executable, "run.py", "--config", str(config)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "CUDA_VISIBLE_DEVICES": ""},
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: scoring.num_processes is {cpu_cores() + 1} but this machine has only {cpu_cores()} CPU core(s) for "
+        f"CPU processes; set it to at most {cpu_cores()}"
+    ]
+    assert not (tmp_path / "zenml").exists()  # nothing started
+
+
+def _spawn(code: str, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True, **kwargs)
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+WATCHED = ("import time; from activeit.models.lifeline import {call}; {setup}print('ready', flush=True); "
+           "time.sleep(120)")
+
+
+@pytest.mark.parametrize("how", ["watchdog", "parent-death signal"])
+def test_a_launched_process_ends_when_its_parent_dies(how: str) -> None:
+    """A worker (in a session of its own, as torch's agent starts it) watches its parent;
+    the launcher asks the kernel for SIGTERM when its parent dies."""
+    if how == "watchdog":
+        child = WATCHED.format(call="exit_now, watch_parent", setup="watch_parent(exit_now('gone')); ")
+    else:
+        child = WATCHED.format(call="die_with_parent", setup="import os; die_with_parent(os.getppid()); ")
+    middle = _spawn("import subprocess, sys, time\n"
+                    f"child = subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True, "
+                    "stdout=subprocess.PIPE, text=True)\n"
+                    "assert child.stdout.readline() == 'ready\\n'\n"
+                    "print(child.pid, flush=True)\ntime.sleep(120)")
+    try:
+        pid = int(middle.stdout.readline())  # type: ignore[union-attr]
+        assert alive(pid)
+        middle.kill()
+        middle.wait()
+        assert _gone_within(pid, 5)
+    finally:
+        middle.kill()
+        middle.wait()
+
+
+def test_a_launched_process_whose_caller_died_before_it_started_ends_at_once() -> None:
+    code = WATCHED.format(call="die_with_parent", setup="die_with_parent(1); ")  # "the caller" is not its parent
+    child = _spawn(code)
+    assert child.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_interrupting_the_caller_ends_the_launch_and_removes_its_folder(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) to the process that called launch(): the launcher's group is ended,
+    the workers stop and the work folder is gone."""
+    (tmp_path / "sleeper.py").write_text("import time\n\ndef run(spec):\n    time.sleep(300)\n", encoding="utf-8")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    caller = _spawn("from activeit.models.processes import launch, work_folder\n"
+                    "with work_folder() as work:\n"
+                    "    print(work, flush=True)\n"
+                    "    launch('sleeper:run', {}, 2, 'no', True, work)\n",
+                    env={**os.environ, "PYTHONPATH": str(tmp_path), "TMPDIR": str(temporary)})
+    try:
+        work = caller.stdout.readline().strip()  # type: ignore[union-attr]
+        deadline = time.monotonic() + 300
+        while len(pids_holding(work)) < 3 and time.monotonic() < deadline:  # the launcher and 2 workers
+            time.sleep(0.2)
+        launched = pids_holding(work)
+        assert len(launched) == 3, launched
+        time.sleep(2)  # the workers are running
+        caller.send_signal(signal.SIGINT)
+        assert caller.wait(timeout=30) != 0
+        assert all(_gone_within(pid, 10) for pid in launched)
+        assert list(temporary.iterdir()) == []
+    finally:
+        caller.kill()
+        caller.wait()
 
 
 def test_cpu_processes_never_resolve_auto_to_bf16(monkeypatch: pytest.MonkeyPatch) -> None:

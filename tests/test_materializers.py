@@ -6,6 +6,7 @@ import zenml_isolation  # noqa: F401  (must precede zenml)
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,27 @@ def test_score_table(pool: TaskPool, uri: str) -> None:
     assert kinds == sorted([VisualizationType.MARKDOWN, VisualizationType.IMAGE])
     png = next(p for p, kind in visuals.items() if kind == VisualizationType.IMAGE)
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_adaptive_score_table_and_an_older_one(pool: TaskPool, uri: str) -> None:
+    """Intervals, pairs and decisions travel through the artifact; an artifact written before
+    them (no such columns) loads as an exact table."""
+    table = _score_table(pool)
+    stopped = replace(table.rows[0], pairs=3, pu_low=0.0, pu_high=0.3, decided="out")
+    rows = (stopped, *table.rows[1:])
+    meta = {"round": 1, "adaptive": {"budget": 2, "delta": 0.1, "stopped_in": 0, "stopped_out": 1,
+                                     "work_saved": 0.25}}
+    adaptive = ScoreTable(rows, table.instances, meta)
+    loaded, metadata, visuals = roundtrip(ScoreTableMaterializer, adaptive, uri)
+    assert loaded.rows == rows and loaded.rows[0].stopped_early
+    assert (metadata["stopped_early"], metadata["work_saved"]) == (1, 0.25)
+    summary = Path(next(p for p, kind in visuals.items() if kind == VisualizationType.MARKDOWN)).read_text()
+    assert "PU interval" in summary and "1 surely out" in summary
+    frame = pd.read_parquet(Path(uri, "scores.parquet")).drop(columns=["pairs", "pu_low", "pu_high", "decided"])
+    frame.to_parquet(Path(uri, "scores.parquet"), index=False)
+    older = ScoreTableMaterializer(uri).load(ScoreTable)
+    assert [r.pu for r in older.rows] == [r.pu for r in rows]
+    assert not any(r.stopped_early for r in older.rows) and older.rows[0].pu_low == older.rows[0].pu
 
 
 def test_selection(uri: str) -> None:

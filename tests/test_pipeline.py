@@ -352,8 +352,9 @@ def test_compare_is_logged_to_mlflow(compared: Comparison, stack: StackInfo) -> 
 
 
 def test_a_failed_step_is_one_line_saying_how_to_resume(stack: StackInfo) -> None:
-    """A fresh seed (nothing cached), round 0 only, its selector failing on purpose."""
-    done = run_py_main(["--config", str(SMOKE), "--rounds", "0", "--seed", "5"],
+    """A fresh seed (nothing cached), round 0 only, its selector failing on purpose (in an
+    experiment of its own: the smoke experiment holds the --compare study, of 1 round)."""
+    done = run_py_main(["--config", str(SMOKE), "--rounds", "0", "--seed", "5", "--experiment", "activeit-smoke-failure"],
                        env={FAIL_STEP_ENV: "tracker_round_7,selector_round_0"})
     assert done.code == 2
     errors = [line for line in done.err.splitlines() if line.startswith("error: ")]

@@ -145,7 +145,7 @@ def test_bad_options_are_refused() -> None:
         load_pool("builtin", validation_tasks=34)
     with pytest.raises(PoolError, match="max_instances_per_task"):
         load_pool("builtin", max_instances_per_task=0)
-    assert SOURCES == ("niv2", "self-instruct", "hub", "builtin")
+    assert SOURCES == ("niv2", "self-instruct", "hub", "builtin", "alpaca", "sharegpt", "messages", "hf-disk")
 
 
 # ---------------------------------------------------------------- Self-Instruct

@@ -68,6 +68,19 @@ def test_scorer_then_uncertainty_selection(pool: TaskPool, tiny: ModelFolder) ->
     assert chosen.tasks == (sorted(table.rows, key=lambda r: (-r.pu, r.task))[0].task,)
 
 
+def test_adaptive_scorer_takes_the_selectors_budget(pool: TaskPool, tiny: ModelFolder) -> None:
+    """With scoring.adaptive the step settles the selector's top b (per group when stratified)."""
+    trained = [t.name for t in pool.train[6:]]
+    prompts = PromptSet(1, perturber.entrypoint(pool, trained, ScoringSettings(k=2, seed=3), 1).prompts)
+    scoring = ScoringSettings(n=2, k=2, max_new_tokens=2, max_source_length=192, seed=0, adaptive=True, first_stage=2)
+    table, _ = uncertainty_scorer.entrypoint(tiny, pool, prompts, scoring, budget=6, classification_ratio=0.5)
+    groups = [t.is_classification for t in pool.train[:6]]
+    assert table.meta["adaptive"]["budget"] == {"True": min(3, sum(groups)), "False": 6 - min(3, sum(groups))}
+    assert all(r.decided == "in" for r in table)  # 6 of 6: all in after the first stage
+    chosen, _ = selector.entrypoint(pool, trained, "uncertainty", 6, 0, 0.5, 1, scores=table)
+    assert set(chosen.tasks) == set(table.tasks)
+
+
 def test_finetuner_and_evaluator(tmp_path: Path) -> None:
     """The finetuner trains on the named tasks (a constant answer, learnt), and the
     evaluator scores the pool's test split with that model (ROUGE-L 100 after, ~0 before)."""

@@ -25,6 +25,18 @@ from tracking.schema import (
 )
 
 
+def run_named(tracking_uri: str, experiment: str, run_name: str) -> Run | None:
+    """The MLflow run named ``run_name`` in ``experiment`` (a ZenML pipeline run's, named
+    after it), or None."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string=f'tags.mlflow.runName = "{run_name}"',
+                              max_results=1)
+    return runs[0] if runs else None
+
+
 def metric_rows(tracking_uri: str, run_id: str, keys: Iterable[str] = ROUND_METRICS) -> list[dict[str, Any]]:
     """One dict per round (``round`` + every metric logged at that step) of a run."""
     client = MlflowClient(tracking_uri=tracking_uri)

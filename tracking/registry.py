@@ -3,6 +3,8 @@ ZenML artifact rather than copying it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 
 import mlflow
@@ -12,7 +14,14 @@ from mlflow.exceptions import MlflowException
 from activeit.evaluation import ROUGE_L, EvalReport
 from activeit.experiment import ExperimentConfig
 from tracking.policy import is_server_uri, registered_model_name
-from tracking.schema import SOURCE_TAG, model_tag, round_folder
+from tracking.schema import SOURCE_TAG, TRAINING_KEY_TAG, model_tag, round_folder
+
+
+def training_key(config: ExperimentConfig, round_index: int, training_tasks: Sequence[str]) -> str:
+    """A short hash of what round ``round_index``'s model was trained from: the config that a
+    study's runs share, the strategy, the seed, the round and its training tasks."""
+    what = [config.study_key(), config.strategy, config.seed, round_index, list(training_tasks)]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
 
 def register_model(
@@ -28,7 +37,9 @@ def register_model(
     under a remote tracking server is uploaded, since the server cannot read this disk. The
     artifact store is the copy the pipeline itself loads, caches and resumes from; MLflow's
     registry is the catalogue that points at it. A model already registered from the same
-    ZenML artifact (a resumed or cached round) is not registered twice: its version is returned.
+    ZenML artifact (a resumed or cached round), or trained from the same config, round and
+    tasks (an identical run, e.g. with ``--no-cache``), is not registered twice: its version
+    is returned.
     """
     client = MlflowClient()
     name = registered_model_name(config)
@@ -41,8 +52,9 @@ def register_model(
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+    key = training_key(config, round_index, training_tasks)
     for version in client.search_model_versions(f"name='{name}'"):
-        if version.tags.get(SOURCE_TAG) == source_id:
+        if version.tags.get(SOURCE_TAG) == source_id or version.tags.get(TRAINING_KEY_TAG) == key:
             mlflow.set_tag(model_tag(round_index), f"{name}/{version.version}")
             return int(version.version)
     source = source_uri
@@ -60,7 +72,7 @@ def register_model(
         name,
         source=source,
         run_id=mlflow.active_run().info.run_id,
-        tags={SOURCE_TAG: source_id, **{key: str(value) for key, value in tags.items()}},
+        tags={SOURCE_TAG: source_id, TRAINING_KEY_TAG: key, **{k: str(value) for k, value in tags.items()}},
         description=f"Round {round_index} of {config.strategy}, seed {config.seed}: fine-tuned on "
         f"{len(training_tasks)} tasks{rouge}.",
     )

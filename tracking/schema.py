@@ -7,8 +7,11 @@ from __future__ import annotations
 from activeit.evaluation import HEADLINE_METRICS
 
 #: Metrics logged once per round with ``step=round``: the evaluation's headline metrics and
-#: the round's training set size, loss and times.
-ROUND_METRICS = (*HEADLINE_METRICS, "num_training_tasks", "train_loss", "training_time_s", "scoring_time_s")
+#: the round's training set size, loss and times, and (adaptive scoring) the share of the
+#: scoring work saved against exact scoring.
+SCORING_WORK_SAVED = "scoring_work_saved"
+ROUND_METRICS = (*HEADLINE_METRICS, "num_training_tasks", "train_loss", "training_time_s", "scoring_time_s",
+                 SCORING_WORK_SAVED)
 #: The untuned base model's test metrics are logged once (step 0) as ``base_<metric>``.
 BASE_PREFIX = "base_"
 #: The evaluation metrics again with ``step`` = training tasks (the base model at 0), so
@@ -23,6 +26,9 @@ COMPLETE_TAG = "complete"
 DESCRIPTION_TAG = "mlflow.note.content"
 #: Tag on model versions: the ZenML artifact they were logged from (no duplicates on resume).
 SOURCE_TAG = "zenml_artifact_id"
+#: Tag on model versions: what the model was trained from (the shared config, strategy, seed,
+#: round and training tasks), so that an identical run does not register a second copy.
+TRAINING_KEY_TAG = "training_key"
 
 #: MLflow 3 opens an experiment in its model-training view (runs table, charts) instead of
 #: the GenAI view (traces) when this experiment tag says so.

@@ -31,6 +31,7 @@ from tracking.schema import (
     MODEL_TRAINING,
     PICKED_CATEGORIES_KEY,
     SCORES_FILE,
+    SCORING_WORK_SAVED,
     SELECTION_FILE,
     STUDY_KEY_TAG,
     TASK_MAP_FILE,
@@ -85,13 +86,18 @@ def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
     client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
 
 
+def config_params(config: ExperimentConfig) -> dict[str, str]:
+    """The flattened config as MLflow params, strings as MLflow stores them (lists and
+    mappings as JSON)."""
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in config.flat().items()}
+
+
 def log_config(config: ExperimentConfig) -> None:
     """The experiment's view, the run's description and tags, and the flattened config as
-    params (MLflow params are strings)."""
+    params (:func:`config_params`)."""
     mark_model_training(MlflowClient(), mlflow.active_run().info.experiment_id)
     mlflow.set_tags(run_tags(config) | {DESCRIPTION_TAG: run_description(config)})
-    params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in config.flat().items()}
-    mlflow.log_params(params)
+    mlflow.log_params(config_params(config))
 
 
 def _prefixed(report: EvalReport, prefix: str) -> dict[str, float]:
@@ -103,14 +109,16 @@ def round_metrics(
     num_training_tasks: int,
     training_metrics: Mapping[str, Any],
     scoring_time_s: float | None = None,
+    scores: ScoreTable | None = None,
 ) -> dict[str, float]:
     """The :data:`~tracking.schema.ROUND_METRICS` of one round (groups without instances,
-    and times not measured, are left out)."""
+    times not measured, and the work saved of a round not scored adaptively are left out)."""
     metrics: dict[str, float | None] = {
         "num_training_tasks": float(num_training_tasks),
         "train_loss": training_metrics.get("final_loss"),
         "training_time_s": training_metrics.get("wall_time_s"),
         "scoring_time_s": scoring_time_s,
+        SCORING_WORK_SAVED: (scores.meta.get("adaptive") or {}).get("work_saved") if scores is not None else None,
     }
     return report.headline() | {key: float(value) for key, value in metrics.items() if value is not None}
 
@@ -129,7 +137,8 @@ def log_round(
     """Metrics (``step=round``; the base model's once, as ``base_*``) and the round's files:
     selection (with the task-map categories of the picks), evaluation, scores, task map.
     The last round tags the run complete."""
-    mlflow.log_metrics(round_metrics(report, len(training_tasks), training_metrics, scoring_time_s), step=round_index)
+    mlflow.log_metrics(round_metrics(report, len(training_tasks), training_metrics, scoring_time_s, scores),
+                       step=round_index)
     mlflow.log_metrics(_prefixed(report, BY_TASKS_PREFIX), step=len(training_tasks))
     if base_report is not None:
         mlflow.log_metrics(_prefixed(base_report, BASE_PREFIX), step=0)

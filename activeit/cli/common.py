@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import sys
@@ -14,8 +15,9 @@ from typing import Any
 from activeit.config.flags import add_settings_arguments, settings_from_args
 from activeit.config.settings import PoolSettings
 from activeit.data.sources import SkippedTaskWarning, load_pool_from
-from activeit.errors import PoolError
+from activeit.errors import ActiveITError, PoolError
 from activeit.data.tasks import Task, TaskPool
+from activeit.models.lora import adapter_base
 
 
 def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +29,23 @@ def add_output_arguments(parser: argparse.ArgumentParser, help: str) -> None:
     """``--out DIR`` (required) and ``--overwrite``: outputs never replace someone else's files."""
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help=help)
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out even when it holds files activeit did not write")
+                        help="replace --out even when it holds files this command did not write (never the "
+                        "--model folder, the pool --path or the current folder)")
+
+
+def protected_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """What ``--out`` may never be or hold: the ``--model`` folder (and an adapter's base
+    folder) and the pool ``--path``, where they are local."""
+    keep: dict[str, Path] = {}
+    model = Path(args.model).expanduser() if getattr(args, "model", None) else None
+    if model is not None and model.exists():
+        keep["--model folder"] = model
+        with contextlib.suppress(ActiveITError, OSError, ValueError):  # a broken adapter is check_model's to report
+            if (base := adapter_base(model)) and Path(base).expanduser().exists():
+                keep["base model folder of --model"] = Path(base).expanduser()
+    if getattr(args, "path", None):
+        keep["pool --path"] = Path(args.path).expanduser()
+    return keep
 
 
 def pool_from_args(args: argparse.Namespace) -> TaskPool:

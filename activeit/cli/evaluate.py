@@ -10,6 +10,7 @@ from activeit.cli.common import (
     add_pool_arguments,
     named_tasks,
     pool_from_args,
+    protected_paths,
     read_task_names,
 )
 from activeit.config.flags import add_settings_arguments, settings_from_args
@@ -20,6 +21,8 @@ from activeit.models.checks import check_model
 from activeit.models.loading import load_model
 from activeit.outputs import check_output_dir, output_dir
 from activeit.config.settings import EvaluationSettings
+from activeit.errors import PoolError
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -42,13 +45,17 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.out, "--out", args.overwrite)
+    check_output_dir(args.out, "--out", args.overwrite, command="evaluate", protect=protected_paths(args))
     check_model(args.model, args.chat)
     config = settings_from_args(args, EvaluationSettings, max_instances_per_task=args.max_instances)
     pool = pool_from_args(args)
     tasks = named_tasks(pool, read_task_names(args.tasks)) if args.tasks else pool.split(args.split)
+    if not tasks:
+        with_tasks = ", ".join(name for name, split in pool.splits.items() if split)
+        raise PoolError(f"pool '{pool.name}' split '{args.split}' has no tasks to evaluate; choose another --split "
+                        f"(these have tasks: {with_tasks}) or name tasks with --tasks")
     report = evaluate_model(place_model(load_model(args.model)), tasks, config, progress=not args.no_progress)
-    with output_dir(args.out, args.overwrite) as tmp:
+    with output_dir(args.out, args.overwrite, command="evaluate") as tmp:
         report.save(tmp)
     out = args.out
     where = f"tasks {args.tasks}" if args.tasks else f"split '{args.split}'"

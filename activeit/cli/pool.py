@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from activeit.cli.common import add_pool_arguments, pool_from_args
+from activeit.cli.common import add_pool_arguments, pool_from_args, protected_paths
 from activeit.outputs import check_output_file
 
 TOP_CATEGORIES = 12
@@ -25,6 +25,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
                         help="also save the whole pool as JSON (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     parser.set_defaults(handler=run)
 
 
@@ -56,7 +57,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.out is not None:
-        check_output_file(args.out, "--out")
+        check_output_file(args.out, "--out", args.overwrite, protect=protected_paths(args))
     pool = pool_from_args(args)
     if args.out is not None:
         pool.save_json(args.out)

@@ -18,17 +18,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from activeit.cli.common import add_output_arguments, add_pool_arguments, pool_from_args
-from activeit.config.flags import add_settings_arguments, settings_from_args
+from activeit.cli.common import add_output_arguments, add_pool_arguments, pool_from_args, protected_paths
+from activeit.config.flags import add_settings_arguments, flag_of, settings_from_args
 from activeit.data.perturbations import PERTURBATIONS
 from activeit.models.devices import process_state
+from activeit.models.processes import check_processes
 from activeit.errors import ActiveITError
 from activeit.scoring.launch import score
 from activeit.models.builtin import DEFAULT_MODEL
 from activeit.models.checks import check_model
 from activeit.outputs import check_output_dir, output_dir
 from activeit.config.settings import ScoringSettings
-from activeit.selection.strategies import NEEDS_SCORES, STRATEGIES, select_tasks
+from activeit.selection.strategies import NEEDS_SCORES, STRATEGIES, check_adaptive, select_tasks
 from activeit.selection.taskmap import categorize, plot_task_map
 
 SHOWN = 10
@@ -53,7 +54,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
                         help="strategy whose picks are highlighted in the map (default: uncertainty)")
     parser.add_argument("--budget", type=int, default=None,
-                        help="tasks to highlight (default: a tenth of the scored tasks, at least 1)")
+                        help="tasks to highlight, and with --adaptive the top b that scoring settles "
+                        "(default: a tenth of the scored tasks, at least 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -61,15 +63,19 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_tasks is not None and args.max_tasks < 1:
         raise ActiveITError(f"--max-tasks must be at least 1, got {args.max_tasks}")
-    check_output_dir(args.out, "--out", args.overwrite)
+    check_output_dir(args.out, "--out", args.overwrite, command="score", protect=protected_paths(args))
     check_model(args.model, args.chat)
     config = settings_from_args(args, ScoringSettings)
+    check_processes(config.num_processes, flag_of(ScoringSettings, "num_processes"))
     pool = pool_from_args(args)
     tasks = pool.split(args.split)[: args.max_tasks]
     if not tasks:
         raise ActiveITError(f"pool '{pool.name}' split '{args.split}' has no tasks to score")
     state = process_state()
-    table = score(args.model, tasks, config, progress=not args.no_progress)
+    if config.adaptive:  # it settles the top --budget of --strategy, which must rank by PU alone
+        check_adaptive(args.strategy)
+    budget = _budget(args, len(tasks)) if config.adaptive else None
+    table = score(args.model, tasks, config, budget=budget, progress=not args.no_progress)
     if state.is_main_process:
         write_outputs(args, config, table, tasks)
     if state.num_processes > 1:
@@ -80,13 +86,17 @@ def run(args: argparse.Namespace) -> int:
 
 def write_outputs(args: argparse.Namespace, config: ScoringSettings, table: Any, tasks: Any) -> None:
     """Save the table, the selection, the categories and the map; print a summary."""
-    with output_dir(args.out, args.overwrite) as tmp:
+    with output_dir(args.out, args.overwrite, command="score") as tmp:
         categories = _write_files(args, config, table, tasks, tmp)
     out: Path = args.out
     path = out / f"scores.{args.format}"
     stats = table.meta.get("stats", {})
     print(f"scored {len(table)} tasks of split '{args.split}' with {args.model} "
           f"(n={config.n}, k={config.k}, {config.perturbation}) in {stats.get('wall_s', 0.0):.1f}s")
+    if "adaptive" in table.meta:
+        adaptive = table.meta["adaptive"]
+        print(f"adaptive (top {adaptive['budget']}, delta {adaptive['delta']}): {adaptive['stopped_in']} tasks stopped "
+              f"surely in, {adaptive['stopped_out']} surely out, {adaptive['work_saved']:.0%} of the work saved")
     print(f"{'task':<60} {'PU':>9} {'PP':>7} {'ppl':>9}  category")
     for row in sorted(table.rows, key=lambda r: -r.pu)[:SHOWN]:
         print(f"{row.task[:60]:<60} {row.pu:>9.3g} {row.pp:>7.4f} {row.perplexity:>9.2f}  {categories[row.task]}")
@@ -95,10 +105,15 @@ def write_outputs(args: argparse.Namespace, config: ScoringSettings, table: Any,
     print(f"saved {path}, {table.instances_path(path).name}, task_map.png, task_map.json, selection.json in {out}")
 
 
+def _budget(args: argparse.Namespace, scored: int) -> int:
+    """``--budget``, or a tenth of the ``scored`` tasks (at least 1)."""
+    return args.budget if args.budget is not None else max(1, round(scored / 10))
+
+
 def _write_files(args: argparse.Namespace, config: ScoringSettings, table: Any, tasks: Any, out: Path) -> dict[str, str]:
     """The table, the selection, the categories and the map, in ``out``."""
     table.save(out / f"scores.{args.format}")
-    budget = args.budget if args.budget is not None else max(1, round(len(table) / 10))
+    budget = _budget(args, len(table))
     if budget > len(table):
         print(f"warning: --budget {budget} is more than the {len(table)} scored tasks; highlighting all of them",
               file=sys.stderr)

@@ -10,14 +10,17 @@ from activeit.cli.common import (
     add_pool_arguments,
     named_tasks,
     pool_from_args,
+    protected_paths,
     read_task_names,
 )
-from activeit.config.flags import add_settings_arguments, settings_from_args
+from activeit.config.flags import add_settings_arguments, flag_of, settings_from_args
 from activeit.training.launch import train
 from activeit.models.builtin import DEFAULT_MODEL
 from activeit.models.checks import check_lora, check_model
+from activeit.models.processes import check_processes
 from activeit.outputs import check_output_dir
 from activeit.config.settings import TrainingSettings
+from activeit.errors import ConfigError
 from activeit.training.finetune import TrainingResult
 
 
@@ -56,11 +59,23 @@ def format_result(result: TrainingResult) -> str:
     )
 
 
+def check_lora_flags(args: argparse.Namespace, config: TrainingSettings) -> None:
+    """Refuse ``--lora-*`` flags unless the method is LoRA (they would be ignored)."""
+    given = [flag_of(TrainingSettings, key) for key in TrainingSettings.model_fields
+             if key.startswith("lora_") and getattr(args, key, None) is not None]
+    if given and config.method != "lora":
+        flags = " ".join(given)
+        raise ConfigError(f"{flags} only {'applies' if len(given) == 1 else 'apply'} to LoRA, but the method is "
+                          f"'{config.method}'; add --method lora, or drop {flags}")
+
+
 def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.out, "--out", args.overwrite)
+    check_output_dir(args.out, "--out", args.overwrite, protect=protected_paths(args))  # a model folder
     check_model(args.model, args.chat)
     config = settings_from_args(args, TrainingSettings, max_instances_per_task=args.max_instances)
+    check_lora_flags(args, config)
     check_lora(args.model, config.method, config.lora_target_modules)
+    check_processes(config.num_processes, flag_of(TrainingSettings, "num_processes"), args.cpu)
     tasks = named_tasks(pool_from_args(args), read_task_names(args.tasks))
     result = train(args.model, tasks, args.out, config, cpu=args.cpu, progress=not args.no_progress,
                    overwrite=args.overwrite)

@@ -13,11 +13,11 @@ command line) :func:`describe_error` makes it the one line that names the file o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 #: The repository root: relative paths in settings and configs resolve against it (it is
 #: also the code root of a pipeline's container image), not the working directory.
@@ -28,8 +28,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN_BUDGET = 8192
 #: Prediction positions whose vocabulary logits are held at once while teacher forcing.
 LOGIT_BUDGET = 2048
-Source = Literal["niv2", "self-instruct", "hub", "builtin"]
+Source = Literal["niv2", "self-instruct", "hub", "builtin", "alpaca", "sharegpt", "messages", "hf-disk"]
 SOURCES: tuple[str, ...] = get_args(Source)
+#: The sources of instance records (activeit.data.sources.records): a column mapping and a grouping apply.
+RECORD_SOURCES: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "hf-disk")
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 
 
@@ -46,20 +48,37 @@ def describe_error(error: ValidationError, source: str, name: Callable[[str], st
     return f"{source}: {name(key)}: {message}" if key else f"{source}: {message}"
 
 
+_S = TypeVar("_S", bound="Settings")
+
+
 class Settings(BaseModel):
     """A frozen group of settings; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def replace(self, **changes: Any) -> Self:
+    def replace(self: _S, **changes: Any) -> _S:
         """A validated copy with ``changes`` applied."""
         return self.model_validate(self.model_dump() | changes)
+
+
+#: The largest seed: torch, numpy and ``random`` all accept 0..2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: int) -> int:
+    """``value`` when torch, numpy and ``random`` all accept it as a seed; else a ValueError."""
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"a seed must be in 0..{MAX_SEED} (what torch, numpy and random accept), got {value}")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(check_seed)]
 
 
 class WithSeed(Settings):
     """Settings that sample or shuffle."""
 
-    seed: int = Field(default=0, description="seed of every sampling, perturbation and shuffle")
+    seed: Seed = Field(default=0, description="seed of every sampling, perturbation and shuffle")
 
 
 class WithChat(Settings):
@@ -105,6 +124,30 @@ def existing_file(value: str | None, what: str) -> str | None:
 AccelerateConfigFile = Annotated[str | None, AfterValidator(lambda value: existing_file(value, "accelerate config file"))]
 
 
+def column_pairs(value: Any) -> Any:
+    """``{role: column}`` (a config's mapping) or ``ROLE=COLUMN`` strings (the command line) as
+    checked ``ROLE=COLUMN`` strings; the roles each source knows are checked where it reads."""
+    if isinstance(value, Mapping):
+        value = [f"{role}={column}" for role, column in value.items()]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        return value  # pydantic names the wrong type
+    roles: set[str] = set()
+    for pair in value:
+        role, equals, column = str(pair).partition("=")
+        if not (equals and role.strip() and column.strip()):
+            raise ValueError(f"a column mapping is ROLE=COLUMN (e.g. output=response), got {pair!r}")
+        if role.strip() in roles:
+            raise ValueError(f"the column mapping names role '{role.strip()}' twice")
+        roles.add(role.strip())
+    return tuple(f"{r.strip()}={c.strip()}" for r, _, c in (str(p).partition("=") for p in value))
+
+
+#: The column mapping of a record source, kept as ``ROLE=COLUMN`` strings (one flag, one config key).
+ColumnPairs = Annotated[tuple[str, ...] | None, BeforeValidator(column_pairs)]
+
+
 class PoolSettings(WithSeed):
     """Where the task pool comes from and how it is split."""
 
@@ -112,7 +155,9 @@ class PoolSettings(WithSeed):
         default="builtin", description="where the tasks come from (builtin: the offline suite)"
     )
     path: str | None = Field(
-        default=None, description="NIV2 root folder, Self-Instruct .jsonl file or folder, or a hub dataset id"
+        default=None, description="NIV2 root folder, Self-Instruct .jsonl file or folder, a hub dataset id, an "
+        "Alpaca / ShareGPT / messages .json or .jsonl file or folder, or (hf-disk) a save_to_disk folder or a "
+        ".parquet / .json / .jsonl / .csv file"
     )
     split_dir: str = Field(default="default", description="NIV2 split folder under <path>/splits")
     english_only: bool = Field(
@@ -133,14 +178,48 @@ class PoolSettings(WithSeed):
         json_schema_extra={"metavar": "N"},
     )
     skip_invalid: bool = Field(
-        default=False, description="warn about invalid tasks and missing task files instead of failing",
+        default=False, description="warn about invalid tasks (records) and missing task files instead of failing",
         json_schema_extra={"store_true": True},
     )
+    columns: ColumnPairs = Field(
+        default=None,
+        description="alpaca / sharegpt / messages / hf-disk: the file's column of each role it names otherwise, "
+        "as ROLE=COLUMN (in a config, a mapping); roles: instruction, input, output, conversations, messages, "
+        "system, name, category, is_classification",
+        json_schema_extra={"metavar": "ROLE=COLUMN"},
+    )
+    group_by: str | None = Field(
+        default=None,
+        description="alpaca / sharegpt / messages / hf-disk: one task per value of this column (task, category, "
+        "source, ...) instead of one task per distinct instruction",
+        json_schema_extra={"metavar": "COLUMN"},
+    )
+    task_clusters: int | None = Field(
+        default=None, ge=1,
+        description="alpaca / sharegpt / messages / hf-disk: cluster the distinct instructions into N tasks "
+        "(TF-IDF + k-means) instead of one task per distinct instruction",
+        json_schema_extra={"metavar": "N"},
+    )
+
+    @property
+    def column_map(self) -> dict[str, str]:
+        """:attr:`columns` as a ``{role: column}`` dict."""
+        return dict(pair.split("=", 1) for pair in self.columns or ())  # type: ignore[misc]
 
     @model_validator(mode="after")
     def _path_required(self) -> PoolSettings:
-        if self.source in ("niv2", "self-instruct", "hub") and not self.path:
+        if self.source in ("niv2", "self-instruct", "hub", *RECORD_SOURCES) and not self.path:
             raise ValueError(f"pool source '{self.source}' needs a 'path'")
+        return self
+
+    @model_validator(mode="after")
+    def _record_options(self) -> PoolSettings:
+        given = [key for key in ("columns", "group_by", "task_clusters") if getattr(self, key)]
+        if given and self.source not in RECORD_SOURCES:
+            raise ValueError(f"{given[0]} applies to the {', '.join(RECORD_SOURCES)} sources, "
+                             f"not '{self.source}'")
+        if self.group_by and self.task_clusters:
+            raise ValueError("group_by and task_clusters are two ways of making tasks; give one")
         return self
 
 
@@ -178,6 +257,30 @@ class ScoringSettings(WithSeed, WithChat):
         "processes and the table gathered (CPU: gloo; GPU: one each)",
     )
     accelerate_config: AccelerateConfigFile = _accelerate_config()
+    adaptive: bool = Field(
+        default=False,
+        description="score in stages and stop a task once it is surely inside or outside the round's top b by PU "
+        "(activeit.scoring.adaptive; strategies uncertainty and ambiguous); off: every task gets all n x k pairs",
+        json_schema_extra={"store_true": True},
+    )
+    delta: float = Field(
+        default=0.1, gt=0.0, lt=1.0,
+        description="adaptive: the chance, at most, that the top b differs from exact scoring's (each of T tasks' "
+        "PU intervals has level delta / T)",
+    )
+    first_stage: int = Field(
+        default=20, ge=1,
+        description="adaptive: (instance, perturbed prompt) pairs per task in the first stage (n x k or more: exact)",
+    )
+    stage_growth: float = Field(
+        default=2.0, gt=1.0, description="adaptive: each later stage brings a task's pairs to this many times as many"
+    )
+
+    @model_validator(mode="after")
+    def _adaptive_in_one_process(self) -> ScoringSettings:
+        if self.adaptive and (self.num_processes > 1 or self.accelerate_config):
+            raise ValueError("adaptive scoring runs in one process; set num_processes 1 and no accelerate_config")
+        return self
 
 
 class TrainingSettings(WithSeed, WithChat):

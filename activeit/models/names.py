@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from activeit.errors import ModelLoadError
@@ -30,6 +31,18 @@ def local_folder(name: str) -> Path | None:
         raise ModelLoadError(f"model folder '{source}' does not exist (--model / model: names a folder, "
                              f"a hub id or a built-in model: {', '.join((DEFAULT_MODEL, *TINY_MODELS))})")
     if reason := hub_unreachable_reason():
-        raise ModelLoadError(f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
-                             "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy")
+        raise ModelLoadError(unreachable_message(name, reason))
     return None
+
+
+def unreachable_message(name: str, reason: str) -> str:
+    """Why ``name`` cannot be loaded while the hub is out of reach: a bare name (no ``owner/``)
+    is most likely a mistyped built-in name, so that is said first, with the nearest one."""
+    builtin = (DEFAULT_MODEL, *TINY_MODELS)
+    if "/" in name:
+        return (f"cannot load model '{name}' from the Hugging Face hub ({reason}); pass a local "
+                "folder or a built-in name, or set HF_HUB_OFFLINE=1 to use a cached copy")
+    close = difflib.get_close_matches(name, builtin, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"model '{name}' is not a built-in model ({', '.join(builtin)}) or a local folder{hint}, and as a "
+            f"Hugging Face hub id it cannot be reached ({reason})")

@@ -2,13 +2,14 @@
 
 :func:`score` is the one dispatch the pipeline step and the command line use. Under
 ``accelerate launch`` every process runs :func:`run_launched`: it scores its share of the
-pool and the main process writes the gathered table, which is read back here.
+pool and the main process writes the gathered table, which is read back here. With
+``scoring.adaptive`` the round's budget comes along, and scoring runs here, in one process
+(:mod:`activeit.scoring.adaptive`).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from activeit.config.settings import ScoringSettings
 from activeit.data.perturbations import PerturbedPrompts
 from activeit.data.tasks import Task
 from activeit.errors import ActiveITError
-from activeit.models.processes import check_processes, launch, needs_launch
+from activeit.models.processes import check_processes, launch, needs_launch, work_folder
 from activeit.scoring.scores import ScoreTable
 
 
@@ -27,17 +28,21 @@ def score(
     config: ScoringSettings,
     prompts: Mapping[str, PerturbedPrompts] | None = None,
     *,
+    budget: int | Mapping[bool, int] | None = None,
     cpu: bool = False,
     progress: bool = True,
 ) -> ScoreTable:
     """Score ``tasks`` with ``model_name`` here (placed on this process's device), or under
     ``accelerate launch`` in ``config.num_processes`` processes (the main one writes the
-    gathered table, read back here): the same table as one process gives."""
+    gathered table, read back here): the same table as one process gives. ``budget`` (the
+    round's b, or b per ``is_classification``) is what ``config.adaptive`` scoring decides."""
+    if config.adaptive and budget is None:
+        raise ActiveITError("adaptive scoring needs the round's budget (the tasks it will select)")
     check_processes(config.num_processes, "scoring.num_processes", cpu)
-    if not needs_launch(config.num_processes, config.accelerate_config, cpu):
-        return _score_here(model_name, tasks, config, prompts, progress)
-    with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
-        table_file = Path(work) / "table.json"
+    if config.adaptive or not needs_launch(config.num_processes, config.accelerate_config, cpu):
+        return _score_here(model_name, tasks, config, prompts, progress, budget)
+    with work_folder() as work:
+        table_file = work / "table.json"
         error = launch("activeit.scoring.launch:run_launched", {
             "model_name": model_name,
             "tasks": [t.to_dict() for t in tasks],
@@ -45,7 +50,7 @@ def score(
             "config": config.model_dump(),
             "progress": progress,
             "out_file": str(table_file),
-        }, config.num_processes, "no", cpu, Path(work), config.accelerate_config)
+        }, config.num_processes, "no", cpu, work, config.accelerate_config)
         if error:
             raise ActiveITError(f"scoring under accelerate launch failed: {error}")
         if not table_file.exists():
@@ -56,12 +61,19 @@ def score(
 def _score_here(
     model_name: str, tasks: Sequence[Task], config: ScoringSettings,
     prompts: Mapping[str, PerturbedPrompts] | None, progress: bool,
+    budget: int | Mapping[bool, int] | None = None,
 ) -> ScoreTable:
     from activeit.models.devices import place_model  # torch and transformers load only here
     from activeit.models.loading import load_model
+
+    loaded = place_model(load_model(model_name))
+    if config.adaptive:
+        from activeit.scoring.adaptive import score_adaptive
+
+        return score_adaptive(loaded, tasks, config, budget, prompts, progress=progress)  # type: ignore[arg-type]
     from activeit.scoring.scorer import score_tasks
 
-    return score_tasks(place_model(load_model(model_name)), tasks, config, prompts, progress=progress)
+    return score_tasks(loaded, tasks, config, prompts, progress=progress)
 
 
 def run_launched(spec: dict[str, Any]) -> None:

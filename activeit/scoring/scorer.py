@@ -47,7 +47,7 @@ from activeit.scoring.engine.decoding import DecodingStats, greedy_decode_scored
 from activeit.data.prompts import EncodedPrompt, PromptFormatter
 from activeit.scoring.scores import InstanceScore, ScoreTable, summarize_task
 from activeit.config.settings import ScoringSettings
-from activeit.data.tasks import Task
+from activeit.data.tasks import Instance, Task
 
 
 class RowKey(NamedTuple):
@@ -103,31 +103,36 @@ class _Scorer:
         nll: dict[RowKey, float] = dict(zip(originals, decoded_nll)) if decoded_nll is not None else {}
 
         forced = [key for key in rows if key not in nll]
-        pairs = [ForcedPair(*rows[key], targets[key.task, key.i]) for key in forced]
+        nll.update(zip(forced, self.force([ForcedPair(*rows[key], targets[key.task, key.i]) for key in forced])))
+        return [
+            self.instance_score(task, instance, targets[t, i], nll[RowKey(t, 0, i)],
+                                [math.exp(-nll[RowKey(t, j, i)]) for j in range(1, len(prompts[task.name].variants))])
+            for t, (task, instances) in enumerate(zip(tasks, sampled))
+            for i, instance in enumerate(instances)
+        ]
+
+    def force(self, pairs: list[ForcedPair]) -> list[float]:
+        """The teacher-forced ``L`` of each (prompt, prediction) pair, timed and counted."""
+        cfg = self.config
         started = time.perf_counter()
         with self.autocast():
-            forced_nll = teacher_forced_nll(self.loaded, pairs, cfg.token_budget, cfg.logit_budget, self.forcing)
-        nll.update(zip(forced, forced_nll))
+            nll = teacher_forced_nll(self.loaded, pairs, cfg.token_budget, cfg.logit_budget, self.forcing)
         self.timing["teacher_forcing_s"] += time.perf_counter() - started
+        return nll
 
-        scores = []
-        decode = self.loaded.tokenizer.decode
-        for t, (task, instances) in enumerate(zip(tasks, sampled)):
-            k = len(prompts[task.name].variants) - 1
-            for i, instance in enumerate(instances):
-                target, original = targets[t, i], nll[RowKey(t, 0, i)]
-                scores.append(
-                    InstanceScore(
-                        task=task.name,
-                        instance_id=instance.id,
-                        prediction=decode(list(target[:-1]), skip_special_tokens=True).strip(),
-                        prediction_tokens=len(target),
-                        nll0=original,
-                        p0=math.exp(-original),
-                        p=tuple(math.exp(-nll[RowKey(t, j, i)]) for j in range(1, k + 1)),
-                    )
-                )
-        return scores
+    def instance_score(
+        self, task: Task, instance: Instance, target: Ids, nll0: float, p: Sequence[float]
+    ) -> InstanceScore:
+        """One instance's detail: its prediction ``target`` (EOS last), ``L_i0`` and ``p_ij`` for j = 1..k."""
+        return InstanceScore(
+            task=task.name,
+            instance_id=instance.id,
+            prediction=self.loaded.tokenizer.decode(list(target[:-1]), skip_special_tokens=True).strip(),
+            prediction_tokens=len(target),
+            nll0=nll0,
+            p0=math.exp(-nll0),
+            p=tuple(p),
+        )
 
     def predict(self, originals: list[tuple[Ids, Ids]]) -> tuple[list[Ids], list[float] | None]:
         """Greedy predictions (ending in EOS) of the original prompts, and their L_i0 when decoding gives it."""
@@ -159,7 +164,7 @@ class _Scorer:
         return forcing | decoding | self.timing
 
 
-def _check_tasks(tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts] | None) -> None:
+def check_tasks(tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts] | None) -> None:
     seen: set[str] = set()
     for task in tasks:
         if task.name in seen:
@@ -193,7 +198,7 @@ def score_tasks(
     from tqdm.auto import tqdm
 
     tasks = list(tasks)
-    _check_tasks(tasks, prompts)
+    check_tasks(tasks, prompts)
     state = process_state()
     mine = tasks[state.process_index :: state.num_processes]
     if prompts is None:
@@ -219,11 +224,18 @@ def score_tasks(
         by_task.setdefault(score.task, []).append(score)
     rows = tuple(summarize_task(task, by_task[task.name]) for task in tasks)
     ordered = tuple(s for task in tasks for s in by_task[task.name])
+    return ScoreTable(rows, ordered, table_meta(loaded, config, prompts, stats, state.num_processes))
+
+
+def table_meta(
+    loaded: LoadedModel, config: ScoringSettings, prompts: Mapping[str, PerturbedPrompts], stats: dict[str, Any],
+    processes: int = 1,
+) -> dict[str, Any]:
+    """A score table's metadata: the model, the settings (with the prompts' perturbation), the work done."""
     perturbation = next(iter(prompts.values())).perturbation if prompts else config.perturbation
-    meta = {
+    return {
         "model": loaded.name,
         "config": config.model_dump() | {"perturbation": perturbation},
-        "processes": state.num_processes,
+        "processes": processes,
         "stats": stats,
     }
-    return ScoreTable(rows, ordered, meta)

@@ -8,7 +8,10 @@ mean per-token NLL of the greedy prediction ``y_i`` (EOS included) under prompt 
 * ``PP = mean_i p_i0`` (prediction probability),
 * ``perplexity = mean_i exp(L_i0)``.
 
-:func:`task_metrics` is the one place these formulas live; everything that selects,
+Adaptive scoring (:mod:`activeit.scoring.adaptive`) may stop a task before all its pairs are
+scored: its unscored ``p_ij`` are NaN, PU is then the mean over the pairs scored, and the row
+says how many pairs are behind it, the interval of PU and whether it stopped surely inside or
+outside the top b. :func:`task_metrics` is the one place these formulas live; everything that selects,
 plots, stores or tracks scores depends on this module only, never on the scorer.
 """
 
@@ -37,12 +40,23 @@ class InstanceScore:
     prediction_tokens: int  # including the EOS token
     nll0: float  # L_i0, mean NLL per token under the original prompt
     p0: float  # p_i0 = exp(-L_i0)
-    p: tuple[float, ...]  # p_ij for j = 1..k
+    p: tuple[float, ...]  # p_ij for j = 1..k (NaN: not scored, adaptive scoring stopped before it)
+
+
+#: :attr:`TaskScore.decided` of a task that adaptive scoring stopped early, surely inside or outside the top b.
+DECISIONS = ("in", "out")
 
 
 @dataclass(frozen=True)
 class TaskScore:
-    """One task's scores. ``category`` is the task's own category (e.g. NIV2's), not its task-map one."""
+    """One task's scores. ``category`` is the task's own category (e.g. NIV2's), not its task-map one.
+
+    ``n`` and ``k`` count the instances and perturbed prompts behind the scores, ``pairs`` the
+    (instance, perturbed prompt) pairs behind PU (``n * k`` unless stopped early) and
+    ``[pu_low, pu_high]`` is PU's interval (``[pu, pu]`` when every pair is scored); ``decided``
+    is ``"in"`` / ``"out"`` for a task adaptive scoring stopped surely inside / outside the top b,
+    ``""`` for one scored in full. Rows written before these fields existed load with them so.
+    """
 
     task: str
     pu: float
@@ -52,14 +66,33 @@ class TaskScore:
     k: int
     is_classification: bool
     category: str
+    pairs: int | None = None
+    pu_low: float | None = None
+    pu_high: float | None = None
+    decided: str = ""
+
+    def __post_init__(self) -> None:
+        for name, value in (("pairs", self.n * self.k), ("pu_low", self.pu), ("pu_high", self.pu)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.decided not in ("", *DECISIONS):
+            raise ActiveITError(f"task '{self.task}': decided must be '', 'in' or 'out', got {self.decided!r}")
+
+    @property
+    def stopped_early(self) -> bool:
+        return bool(self.decided)
 
 
 def task_metrics(nll: Sequence[Sequence[float]]) -> tuple[float, float, float]:
-    """``(PU, PP, perplexity)`` from ``nll[i][j]`` = L_ij (j = 0 the original prompt)."""
+    """``(PU, PP, perplexity)`` from ``nll[i][j]`` = L_ij (j = 0 the original prompt; a NaN
+    L_ij with j >= 1 is a pair not scored, and PU is the mean over the pairs that are)."""
     if not nll or any(len(row) < 2 for row in nll):
         raise ActiveITError("task_metrics needs at least one instance and one perturbed prompt")
     p = [[math.exp(-value) for value in row] for row in nll]
-    pu = sum(abs(pij - row[0]) for row in p for pij in row[1:]) / sum(len(row) - 1 for row in p)
+    terms = [abs(pij - row[0]) for row in p for pij in row[1:] if not math.isnan(pij)]
+    if not terms:
+        raise ActiveITError("task_metrics needs at least one scored (instance, perturbed prompt) pair")
+    pu = sum(terms) / len(terms)
     pp = sum(row[0] for row in p) / len(p)
     perplexity = sum(math.exp(row[0]) for row in nll) / len(nll)
     return pu, pp, perplexity
@@ -69,17 +102,19 @@ def summarize_task(task: Task, instances: Sequence[InstanceScore]) -> TaskScore:
     """The task's row from its per-instance detail."""
     if not instances:
         raise ActiveITError(f"task '{task.name}' has no scored instances")
-    nll = [[s.nll0, *(-math.log(max(p, 1e-300)) for p in s.p)] for s in instances]
+    nll = [[s.nll0, *(math.nan if math.isnan(p) else -math.log(max(p, 1e-300)) for p in s.p)] for s in instances]
     pu, pp, perplexity = task_metrics(nll)
+    scored = [[not math.isnan(p) for p in s.p] for s in instances]
     return TaskScore(
         task=task.name,
         pu=pu,
         pp=pp,
         perplexity=perplexity,
         n=len(instances),
-        k=len(instances[0].p),
+        k=sum(map(any, zip(*scored))),
         is_classification=task.is_classification,
         category=task.category,
+        pairs=sum(map(sum, scored)),
     )
 
 
@@ -187,6 +222,9 @@ class ScoreTable:
                 task=str(r["task"]), pu=float(r["pu"]), pp=float(r["pp"]),
                 perplexity=float(r["perplexity"]), n=int(r["n"]), k=int(r["k"]),
                 is_classification=bool(r["is_classification"]), category=str(r["category"]),
+                # tables written before adaptive scoring have none of these columns
+                pairs=_optional(r.get("pairs"), int), pu_low=_optional(r.get("pu_low"), float),
+                pu_high=_optional(r.get("pu_high"), float), decided=_optional(r.get("decided"), str) or "",
             )
             for r in frame.to_dict("records")
         )
@@ -203,6 +241,13 @@ class ScoreTable:
                 for r in detail.to_dict("records")
             )
         return cls(rows, instances)
+
+
+def _optional(value: Any, kind: type) -> Any:
+    """A cell read back: None when missing or empty (NaN, or an empty CSV cell), else ``kind(value)``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    return kind(value)
 
 
 def _table_suffix(path: Path) -> str:

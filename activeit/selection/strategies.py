@@ -42,6 +42,9 @@ class Strategy:
     order: Callable[[Sequence[Task], int, int], list[Task]] | None = None
     #: Takes every candidate whatever the budget and ratio (the fully trained reference).
     takes_all: bool = False
+    #: Picks the highest-PU tasks, on PU alone: adaptive scoring (which settles only which tasks
+    #: are in the top b by PU) serves it. The other scored strategies rank the whole table.
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if (self.score_key is None) == (self.order is None):
@@ -90,13 +93,13 @@ def _as_given(candidates: Sequence[Task], seed: int, round_index: int) -> list[T
 
 #: Strategy name -> its entry, in the order the command line lists them.
 STRATEGY_REGISTRY: dict[str, Strategy] = {
-    "uncertainty": Strategy("the tasks of highest prompt uncertainty", score_key=_prompt_uncertainty),
+    "uncertainty": Strategy("the tasks of highest prompt uncertainty", score_key=_prompt_uncertainty, adaptive=True),
     "random": Strategy("random tasks", order=_seeded_shuffle),
     "high-perplexity": Strategy("the tasks of highest perplexity", score_key=_perplexity),
     "low-perplexity": Strategy("the tasks of lowest perplexity", score_key=_perplexity, largest_first=False),
     "all": Strategy("every remaining task at once (the fully trained reference)", order=_as_given, takes_all=True),
     "ambiguous": Strategy("the ambiguous tasks of the task map (highest prompt uncertainty)",
-                          score_key=_prompt_uncertainty),
+                          score_key=_prompt_uncertainty, adaptive=True),
     "easy": Strategy("the easy tasks of the task map (low prompt uncertainty, high prediction probability)",
                      score_key=_easy, largest_first=False),
     "difficult": Strategy("the difficult tasks of the task map (low prompt uncertainty, low prediction probability)",
@@ -104,6 +107,16 @@ STRATEGY_REGISTRY: dict[str, Strategy] = {
 }
 STRATEGIES = tuple(STRATEGY_REGISTRY)
 NEEDS_SCORES = frozenset(name for name, strategy in STRATEGY_REGISTRY.items() if strategy.needs_scores)
+
+
+def check_adaptive(strategy: str) -> None:
+    """Refuse adaptive scoring for a strategy that ranks the whole score table (perplexity, the
+    easy / difficult task-map picks): adaptive scoring settles only the top b by PU."""
+    entry = strategy_named(strategy)
+    if entry.needs_scores and not entry.adaptive:
+        served = ", ".join(name for name, s in STRATEGY_REGISTRY.items() if s.adaptive)
+        raise SelectionError(f"strategy '{strategy}' ranks every task's scores, but adaptive scoring settles only "
+                             f"the top b by prompt uncertainty ({served}); turn scoring.adaptive off for it")
 
 
 def strategy_named(name: str) -> Strategy:
@@ -166,16 +179,20 @@ def rank_tasks(
     return [candidates[i] for i in order], {names[i]: float(keys[i]) for i in order}
 
 
+def stratified_budgets(candidates: Sequence[Task], budget: int, ratio: float) -> dict[bool, int]:
+    """How many classification (``True``) and generation (``False``) tasks a stratified batch
+    takes: ``round(budget * ratio)`` classification and the rest generation; when one group
+    runs out the other fills the batch. Known before any scoring (adaptive scoring's budgets)."""
+    classification = sum(t.is_classification for t in candidates)
+    take_cls = min(round(budget * ratio), classification)
+    take_gen = min(budget - take_cls, len(candidates) - classification)
+    return {True: min(budget - take_gen, classification), False: take_gen}
+
+
 def _stratified(ordered: Sequence[Task], budget: int, ratio: float) -> list[Task]:
-    """``round(budget * ratio)`` classification tasks and the rest generation, each group in
-    pick order; when one group runs out the other fills the batch. Returned in pick order."""
-    wanted = round(budget * ratio)
-    classification = [t for t in ordered if t.is_classification]
-    generation = [t for t in ordered if not t.is_classification]
-    take_cls = min(wanted, len(classification))
-    take_gen = min(budget - take_cls, len(generation))
-    take_cls = min(budget - take_gen, len(classification))
-    picked = {t.name for t in classification[:take_cls]} | {t.name for t in generation[:take_gen]}
+    """:func:`stratified_budgets` tasks of each group, each group in pick order; returned in pick order."""
+    takes = stratified_budgets(ordered, budget, ratio)
+    picked = {t.name for group, take in takes.items() for t in [t for t in ordered if t.is_classification == group][:take]}
     return [t for t in ordered if t.name in picked]
 
 

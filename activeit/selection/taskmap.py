@@ -2,7 +2,8 @@
 
 Categories are rank-based, with no fixed thresholds (METHOD.md): the third of the tasks
 with the highest PU are *ambiguous*; the others are split at their PP median into *easy*
-(higher PP) and *difficult* (lower PP). Ties are broken by task name.
+(higher PP) and *difficult* (lower PP). Ties are broken by task name. A task that adaptive
+scoring stopped early is placed by its PU estimate, drawn hollow with its PU interval.
 """
 
 from __future__ import annotations
@@ -100,12 +101,21 @@ def plot_task_map(
         rows = [r for r in table.rows if categories[r.task] == category]
         if not rows:
             continue
-        plain = [r for r in rows if r.task not in chosen]
-        picked = [r for r in rows if r.task in chosen]
+        plain = [r for r in rows if r.task not in chosen and not r.stopped_early]
+        picked = [r for r in rows if r.task in chosen and not r.stopped_early]
         ax.scatter([r.pu for r in plain], [r.pp for r in plain], s=28, c=COLOURS[category], alpha=0.6,
                    edgecolors="none", label=f"{category} ({len(rows)})", zorder=2)
         ax.scatter([r.pu for r in picked], [r.pp for r in picked], s=90, c=COLOURS[category], alpha=0.95,
                    edgecolors="black", linewidths=1.4, zorder=3)
+        for r in (r for r in rows if r.stopped_early):  # hollow, with the interval of its PU
+            ax.errorbar(r.pu, r.pp, xerr=[[r.pu - r.pu_low], [r.pu_high - r.pu]], fmt="none",
+                        ecolor=COLOURS[category], elinewidth=0.8, capsize=2, alpha=0.5, zorder=1)
+            ax.scatter([r.pu], [r.pp], s=90 if r.task in chosen else 28, facecolors="white",
+                       edgecolors="black" if r.task in chosen else COLOURS[category],
+                       linewidths=1.4 if r.task in chosen else 1.0, zorder=3)
+    stopped = sum(r.stopped_early for r in table.rows)
+    if stopped:
+        ax.scatter([], [], s=28, facecolors="white", edgecolors="grey", label=f"stopped early, PU interval ({stopped})")
     if chosen & set(categories):
         ax.scatter([], [], s=90, facecolors="white", edgecolors="black", linewidths=1.4,
                    label=f"selected ({len(chosen & set(categories))})")

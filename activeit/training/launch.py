@@ -9,7 +9,6 @@ model and its metrics are read back from the output folder.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from activeit.config.settings import TrainingSettings
 from activeit.data.tasks import Task
 from activeit.errors import TrainingError
 from activeit.models.devices import resolve_mixed_precision
-from activeit.models.processes import check_processes, launch, needs_launch
+from activeit.models.processes import check_processes, launch, needs_launch, work_folder
 from activeit.outputs import check_output_dir
 from activeit.training.finetune import TrainingResult, finetune
 from activeit.training.saving import METRICS_FILE
@@ -61,7 +60,7 @@ def launch_finetune(
     """
     out_dir = check_output_dir(out_dir, "output folder", overwrite)
     cpu = cpu or not torch.cuda.is_available()
-    with tempfile.TemporaryDirectory(prefix="activeit-launch-") as work:
+    with work_folder() as work:
         error = launch("activeit.training.launch:run_launched", {
             "model_name": model_name,
             "tasks": [t.to_dict() for t in tasks],
@@ -69,7 +68,7 @@ def launch_finetune(
             "config": config.model_dump(),
             "progress": progress,
             "overwrite": overwrite,
-        }, config.num_processes, resolve_mixed_precision(config.mixed_precision, cpu), cpu, Path(work),
+        }, config.num_processes, resolve_mixed_precision(config.mixed_precision, cpu), cpu, work,
             config.accelerate_config)
     if error:
         raise TrainingError(error)

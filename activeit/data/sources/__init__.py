@@ -1,4 +1,5 @@
-"""Task-pool sources: NIV2 (official layout), Self-Instruct JSONL, the hub, the builtin suite.
+"""Task-pool sources: NIV2 (official layout), Self-Instruct JSONL, the hub, the builtin suite,
+and instance records grouped into tasks (Alpaca, ShareGPT, chat messages, a dataset on disk).
 
 :func:`load_pool` is the one entry point; it reads a source and then applies the options
 every source shares (instance cap, held-out test and validation tasks), all seeded.
@@ -6,14 +7,25 @@ every source shares (instance cap, held-out test and validation tasks), all seed
 
 from __future__ import annotations
 
+import importlib
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 from activeit.errors import ConfigError, PoolError
 from activeit.config.settings import SOURCES, PoolSettings
-from activeit.data.sources._common import SkippedTaskWarning
+from activeit.data.sources._common import SkippedTaskWarning, without_empty_references
+from activeit.data.sources.grouping import Grouping
 from activeit.data.tasks import Task, TaskPool
 
+
+#: The record sources: their module and reader (each ``reader(path, grouping, *, skip_invalid)``).
+RECORD_READERS: dict[str, tuple[str, str]] = {
+    "alpaca": ("alpaca", "load_alpaca"),
+    "sharegpt": ("sharegpt", "load_sharegpt"),
+    "messages": ("messages", "load_messages"),
+    "hf-disk": ("hf_disk", "load_hf_disk"),
+}
 
 __all__ = ["SOURCES", "SkippedTaskWarning", "hold_out", "load_pool", "load_pool_from"]
 
@@ -34,7 +46,8 @@ def hold_out(tasks: tuple[Task, ...], count: int, seed: int, purpose: str) -> tu
     )
 
 
-def _read(source: str, path: str | Path | None, split_dir: str, english_only: bool, skip_invalid: bool) -> TaskPool:
+def _read(source: str, path: str | Path | None, split_dir: str, english_only: bool, skip_invalid: bool,
+          grouping: Grouping) -> TaskPool:
     if source == "niv2":
         from activeit.data.sources.niv2 import load_niv2
 
@@ -51,6 +64,11 @@ def _read(source: str, path: str | Path | None, split_dir: str, english_only: bo
         from activeit.data.sources.builtin import load_builtin
 
         return load_builtin()
+    if source in RECORD_READERS:  # alpaca, sharegpt, messages, hf-disk: instance records grouped into tasks
+        module, reader = RECORD_READERS[source]
+        return getattr(importlib.import_module(f"activeit.data.sources.{module}"), reader)(
+            path, grouping, skip_invalid=skip_invalid
+        )
     raise PoolError(f"unknown pool source '{source}'; choose one of {', '.join(SOURCES)}")
 
 
@@ -65,11 +83,16 @@ def load_pool(
     test_tasks: int = 0,
     seed: int = 0,
     skip_invalid: bool = False,
+    columns: Mapping[str, str] | None = None,
+    group_by: str | None = None,
+    task_clusters: int | None = None,
 ) -> TaskPool:
     """Read a task pool (``source`` in :data:`SOURCES`).
 
     ``path``: the NIV2 root or the Self-Instruct file/folder, a dataset id for ``hub``,
-    ignored for ``builtin``. ``split_dir`` and ``english_only`` apply to NIV2.
+    ignored for ``builtin``, the file, folder or dataset of a record source. ``split_dir``
+    and ``english_only`` apply to NIV2; ``columns`` (role -> column), ``group_by`` and
+    ``task_clusters`` to the record sources (:mod:`activeit.data.sources.grouping`).
     ``max_instances_per_task`` keeps a seeded subset of each task's instances
     (:meth:`Task.sample_instances`). ``test_tasks`` holds out that many seeded train tasks
     as ``test`` for sources without a test split; ``validation_tasks`` then holds out
@@ -82,13 +105,12 @@ def load_pool(
             raise PoolError(f"{option} must be >= 0, got {value}")
     if max_instances_per_task is not None and max_instances_per_task < 1:
         raise PoolError(f"max_instances_per_task must be >= 1, got {max_instances_per_task}")
-    pool = _read(source, path, split_dir, english_only, skip_invalid)
-    splits = dict(pool.splits)
+    pool = _read(source, path, split_dir, english_only, skip_invalid, Grouping(dict(columns or {}), group_by, task_clusters))
+    splits = without_empty_references(pool.splits, pool.name, skip_invalid)
     if not splits.get("train"):
         raise PoolError(
             f"pool '{pool.name}' is empty: no train task was read"
             + (" (all invalid and skipped)" if skip_invalid else "")
-            + (" (english_only dropped every task; try --all-languages)" if source == "niv2" and english_only else "")
         )
     if max_instances_per_task is not None:
         splits = {
@@ -125,6 +147,9 @@ def load_pool_from(settings: PoolSettings, *, need_test_tasks: bool = False) -> 
         test_tasks=settings.test_tasks,
         seed=settings.seed,
         skip_invalid=settings.skip_invalid,
+        columns=settings.column_map,
+        group_by=settings.group_by,
+        task_clusters=settings.task_clusters,
     )
     if need_test_tasks and not pool.test:
         raise ConfigError(f"pool '{pool.name}' has no test tasks to evaluate on (set pool.test_tasks)")

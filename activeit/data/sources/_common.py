@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from activeit.errors import ActiveITError, PoolError
-from activeit.data.tasks import Example, Instance
+from activeit.data.tasks import Example, Instance, Task
 
 #: Demonstrations a source builds from a task's own instances when it has none.
 MAX_DEMONSTRATIONS = 2
@@ -51,3 +51,36 @@ def demonstrations_from_instances(
     count = max(0, min(max_demonstrations, len(instances) - 1))
     demos = tuple(Example(input=i.input, output=i.outputs[0]) for i in instances[:count])
     return demos, tuple(instances[count:])
+
+
+def _has_text(output: str) -> bool:
+    return bool(output.strip())
+
+
+def without_empty_references(
+    splits: Mapping[str, tuple[Task, ...]], pool: str, skip_invalid: bool
+) -> dict[str, tuple[Task, ...]]:
+    """``splits`` when no reference output is empty (blank); else a :class:`PoolError` naming
+    the first, or under ``skip_invalid`` the splits without the empty references (an
+    instance left with none, and a task left without instances, go too) and one warning."""
+    bad = [(t, i) for tasks in splits.values() for t in tasks for i in t.instances if not all(map(_has_text, i.outputs))]
+    if not bad:
+        return dict(splits)
+    first = f"task '{bad[0][0].name}' instance '{bad[0][1].id}'"
+    if not skip_invalid:
+        raise PoolError(f"pool '{pool}': {first} has an empty reference output (a reference needs text); fix "
+                        "the data, or set pool.skip_invalid (--skip-invalid) to leave empty references out")
+    kept: dict[str, tuple[Task, ...]] = {}
+    for split, tasks in splits.items():
+        cleaned = []
+        for task in tasks:
+            instances = [Instance(i.id, i.input, tuple(filter(_has_text, i.outputs))) for i in task.instances]
+            instances = [i for i in instances if i.outputs]
+            if instances:
+                cleaned.append(task.with_instances(instances))
+        kept[split] = tuple(cleaned)
+    dropped = sum(len(tasks) for tasks in splits.values()) - sum(len(tasks) for tasks in kept.values())
+    warnings.warn(f"skipped: {len(bad)} instance(s) with an empty reference output in pool '{pool}', first: {first}"
+                  + (f"; {dropped} task(s) left without instances were dropped" if dropped else ""),
+                  SkippedTaskWarning, stacklevel=3)
+    return kept

@@ -76,6 +76,19 @@ def _text(value: Any, path: Path, field: str) -> str:
     raise TaskFormatError(path, field, f"must be a string, got {type(value).__name__}")
 
 
+def _strings(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
+    """An optional metadata field (``Categories``, ``Domains``, ``Source``): a list of strings
+    (or one string)."""
+    value = data.get(key, [])
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        got = type(value).__name__ if not isinstance(value, list) else "a list holding " + ", ".join(
+            sorted({type(v).__name__ for v in value if not isinstance(v, str)}))
+        raise TaskFormatError(path, key, f"must be a list of strings, got {got}", f'write it as "{key}": ["..."]')
+    return tuple(value)
+
+
 def _examples(data: Mapping[str, Any], key: str, path: Path) -> tuple[Example, ...]:
     raw = data.get(key, [])
     if not isinstance(raw, list):
@@ -144,9 +157,9 @@ def parse_niv2_task(data: Any, path: Path, name: str | None = None) -> Task:
         positive_examples=_examples(data, "Positive Examples", path),
         negative_examples=_examples(data, "Negative Examples", path),
         instances=instances,
-        categories=tuple(str(c) for c in data.get("Categories", ())),
-        domains=tuple(str(d) for d in data.get("Domains", ())),
-        source=", ".join(str(s) for s in data.get("Source", ())),
+        categories=_strings(data, "Categories", path),
+        domains=_strings(data, "Domains", path),
+        source=", ".join(_strings(data, "Source", path)),
         is_classification=niv2_is_classification(definition, (o for i in instances for o in i.outputs)),
     )
 
@@ -163,7 +176,11 @@ def read_niv2_task(path: Path) -> tuple[Task, bool]:
 
 
 def _split_names(split_file: Path) -> list[str]:
-    lines = split_file.read_text(encoding="utf-8").splitlines()
+    """The task names of a split file (one a line; blank lines and ``#`` comments left out)."""
+    try:
+        lines = split_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise TaskFormatError(split_file, "<file>", "is not UTF-8 text", "save the split file as UTF-8, or skip it with --skip-invalid") from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -178,8 +195,9 @@ def load_niv2(
 
     A split file naming a task whose file is missing is an error (naming both files)
     unless ``skip_invalid``, which warns once per split file and loads the rest; so are
-    malformed task files (one warning each). ``english_only`` drops tasks whose language
-    fields name another language.
+    malformed task files (one warning each) and split files that are not UTF-8 (skipped
+    whole). ``english_only`` drops tasks whose language fields name another language. A
+    train split left without a task is one error line saying why.
     """
     root = existing_path(root, "niv2", "<the root of a natural-instructions checkout>")
     folder = root / "splits" / split_dir
@@ -196,8 +214,12 @@ def load_niv2(
         split_file = folder / filename
         if not split_file.is_file():
             raise PoolError(f"niv2: split file '{split_file}' is missing (an NIV2 split dir has {' and '.join(SPLIT_FILES.values())})")
-        names = _split_names(split_file)
-        if not names and split == "train":
+        try:
+            names, unreadable = _split_names(split_file), False
+        except TaskFormatError as error:
+            skip_or_raise(error, skip_invalid)
+            names, unreadable = [], True
+        if not names and split == "train" and not unreadable:
             raise PoolError(f"niv2: the pool is empty: split file '{split_file}' names no train task (one name per line)")
         missing = [n for n in names if n not in present]
         missing_set = set(missing)
@@ -212,7 +234,7 @@ def load_niv2(
                     "or --skip-invalid to load the rest)"
                 )
             warnings.warn(f"skipped: {message}", SkippedTaskWarning, stacklevel=2)
-        tasks, dropped = [], []
+        tasks, dropped, invalid = [], [], 0
         for name in names:
             if name in missing_set:
                 continue
@@ -220,6 +242,7 @@ def load_niv2(
                 task, english = read_niv2_task(task_dir / f"{name}.json")
             except TaskFormatError as error:
                 skip_or_raise(error, skip_invalid)
+                invalid += 1
                 continue
             if english or not english_only:
                 tasks.append(task)
@@ -230,5 +253,14 @@ def load_niv2(
                 f"{split_file}: {len(dropped)} non-English task(s) left out, first: {dropped[0]} "
                 "(--all-languages keeps them)", SkippedTaskWarning, stacklevel=2,
             )
+        if split == "train" and not tasks:
+            reasons = [
+                "the split file is not UTF-8 text (skipped)" if unreadable else "",
+                f"{len(missing)} without a task file (skipped)" if missing else "",
+                f"{invalid} invalid (skipped, see the warnings)" if invalid else "",
+                f"{len(dropped)} not in English (--all-languages keeps them)" if dropped else "",
+            ]
+            raise PoolError(f"niv2: the pool is empty: no train task of {split_file} could be used: "
+                            + "; ".join(r for r in reasons if r))
         splits[split] = tuple(tasks)
     return TaskPool(splits, name=f"niv2:{split_dir}")

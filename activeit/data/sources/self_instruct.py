@@ -6,7 +6,7 @@ Record format (``seed_tasks.jsonl`` of yizhongw/self-instruct, one JSON object a
      "instances": [{"input": "...", "output": "..."}], "is_classification": false}
 
 ``name`` (else ``id``, else ``<file stem>_<line>``) names the task; a repeated name gets
-the record's id (or line number) appended. ``is_classification`` comes from the record
+the record's id appended, then its line number (then a count) until the name is new. ``is_classification`` comes from the record
 when present, otherwise from the label-set heuristic
 (:func:`activeit.data.tasks.looks_like_classification`). ``motivation_app`` (the user-oriented
 set) or ``category`` becomes the task's category.
@@ -24,12 +24,14 @@ Self-Instruct has no test split: ``load_pool(..., test_tasks=N)`` holds out N ta
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from activeit.config.settings import SOURCES
 from activeit.errors import PoolError, TaskFormatError
 from activeit.data.sources._common import (
     SkippedTaskWarning,
@@ -51,6 +53,13 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                     yield number, line
     except UnicodeDecodeError:
         raise TaskFormatError(path, "<file>", "is not UTF-8 text", "save it as UTF-8 JSON Lines") from None
+
+
+def _json_array_error(path: Path) -> TaskFormatError:
+    """A whole file that is one JSON array (Alpaca's layout) rather than one record a line."""
+    fix = ("set pool.source to 'alpaca'" if "alpaca" in SOURCES else
+           "write one JSON object a line") + "; pool.source 'self-instruct' reads JSON Lines, one record a line"
+    return TaskFormatError(path, "<file>", "looks like a JSON array (Alpaca data?), not JSON Lines", fix)
 
 
 def _parse(line: str, where: str) -> Any:
@@ -107,19 +116,27 @@ def _task(name: str, instruction: str, instances: list[Instance], record: Mappin
     )
 
 
-def read_self_instruct_file(path: Path, *, skip_invalid: bool = False) -> list[Task]:
-    """The tasks of one JSONL file (see the module docstring)."""
+def read_self_instruct_file(path: Path, *, skip_invalid: bool = False, taken: set[str] | None = None) -> list[Task]:
+    """The tasks of one JSONL file (see the module docstring); ``taken``: the names already
+    used (by other files of a folder), updated with this file's."""
     tasks: list[Task] = []
-    names: set[str] = set()
+    names: set[str] = taken if taken is not None else set()
     flat: dict[str, tuple[str, list[Instance], Mapping[str, Any]]] = {}
 
-    def unique(base: str, suffix: str) -> str:
-        name = base if base not in names else f"{base}_{suffix}"
+    def unique(base: str, *suffixes: str) -> str:
+        """``base``, else ``base_<suffix>`` for the first suffix not taken, else the last one
+        with a count appended."""
+        candidates = [base, *(f"{base}_{suffix}" for suffix in suffixes)]
+        counted = (f"{candidates[-1]}_{count}" for count in itertools.count(2))
+        name = next(c for c in itertools.chain(candidates, counted) if c not in names)
         names.add(name)
         return name
 
-    for number, text in _lines(path):
+    for index, (number, text) in enumerate(_lines(path)):
         where, line = f"{path}:{number}", str(number)
+        if index == 0 and text.lstrip().startswith("["):
+            skip_or_raise(_json_array_error(path), skip_invalid)
+            return []
         try:
             record = _parse(text, where)
             instruction = _instruction(record, where)
@@ -133,7 +150,7 @@ def read_self_instruct_file(path: Path, *, skip_invalid: bool = False) -> list[T
             items = record.get("instances")
             if not isinstance(items, list) or not items:
                 raise TaskFormatError(where, "instances", "is missing or empty", INSTRUCTION_FIX)
-            name = unique(base, str(record.get("id") or line))
+            name = unique(base, str(record.get("id") or line), line)
             instances = [_instance(x, where, f"instances[{k}]", f"{name}-{k}") for k, x in enumerate(items)]
         except TaskFormatError as error:
             skip_or_raise(error, skip_invalid)
@@ -149,5 +166,6 @@ def load_self_instruct(path: str | Path | None, *, skip_invalid: bool = False) -
     files = sorted(p for p in path.glob("*.jsonl") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise PoolError(f"self-instruct: folder '{path}' holds no .jsonl file")
-    tasks = [task for file in files for task in read_self_instruct_file(file, skip_invalid=skip_invalid)]
+    taken: set[str] = set()
+    tasks = [task for file in files for task in read_self_instruct_file(file, skip_invalid=skip_invalid, taken=taken)]
     return TaskPool({"train": tuple(tasks)}, name=f"self-instruct:{path.name}")

@@ -1,0 +1,227 @@
+"""Adaptive scoring: the bound, the in/out rule, and the staged scorer held to the exact one (tiny models)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from activeit.config.settings import ScoringSettings
+from activeit.data.tasks import Task
+from activeit.errors import ActiveITError
+from activeit.models.loading import LoadedModel, load_model
+from activeit.scoring.adaptive import decide, pu_interval, score_adaptive, stage_sizes
+from activeit.scoring.launch import score
+from activeit.scoring.scorer import score_tasks
+from activeit.scoring.scores import ScoreTable, TaskScore
+from score_worker import handmade_tasks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: 6 instances x 6 perturbed prompts = 36 pairs per task.
+SMALL = ScoringSettings(n=6, k=6, max_new_tokens=3, token_budget=700, tasks_per_chunk=4, chat=False)
+
+
+# ---- the bound ----------------------------------------------------------------------------------
+
+
+def test_interval_is_the_mean_once_every_term_is_in() -> None:
+    terms = [0.1, 0.0, 0.7, 0.25]
+    assert pu_interval(terms, 4, 0.01) == pytest.approx((0.2625, 0.2625))
+    low, high = pu_interval(terms[:3], 4, 0.01)
+    # the unseen term lies in [0, 1]: the interval never leaves what it allows
+    assert 0.8 / 4 - 1e-12 <= low <= high <= 1.8 / 4 + 1e-12
+    assert pu_interval([], 10, 0.1) == (0.0, 1.0)
+
+
+def test_interval_matches_confseq_betting_cs() -> None:
+    """Pinned to ``confseq.betting.betting_cs(x[:t], alpha=0.01, N=100, breaks=4000,
+    running_intersection=True)`` (confseq 0.0.11, its last value; its grid step is 2.5e-4)."""
+    rng = np.random.default_rng(0)
+    x = rng.permutation(np.clip(rng.gamma(0.7, 0.05, 100), 0, 1))
+    expected = {5: (0.0017, 0.7820), 20: (0.0112, 0.3775), 50: (0.0211, 0.1710), 99: (0.0447, 0.0547)}
+    for t, (low, high) in expected.items():
+        assert pu_interval(x[:t], 100, 0.01) == pytest.approx((low, high), abs=3e-4), t
+
+
+def test_interval_covers_the_mean_at_every_stage() -> None:
+    """Anytime-valid: over random orders, the running intervals miss the population mean in at
+    most about alpha of the orders (here none of 200 at alpha = 0.1)."""
+    rng = np.random.default_rng(1)
+    population = np.clip(rng.gamma(0.5, 0.1, 60), 0, 1)
+    misses = 0
+    for _ in range(200):
+        x = rng.permutation(population)
+        misses += any(not low <= population.mean() <= high
+                      for low, high in (pu_interval(x[:t], 60, 0.1) for t in (5, 10, 20, 40, 59)))
+    assert misses <= 20
+    widths = [np.subtract(*pu_interval(x[:t], 60, 0.1)[::-1]) for t in (5, 20, 59)]
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_in_out_rule_by_hand() -> None:
+    # b = 1: t0 is above everyone's UB (surely in), t2 is below t0's LB (surely out), t1 overlaps t3
+    intervals = [(0.5, 0.6), (0.1, 0.3), (0.0, 0.05), (0.2, 0.4)]
+    assert decide(intervals, 1) == ["in", "out", "out", "out"]
+    assert decide(intervals, 2) == ["in", "", "out", ""]
+    assert decide(intervals, 4) == ["in"] * 4  # fewer than b others at all
+    assert decide(intervals, 0) == ["out"] * 4
+    assert decide([(0.2, 0.2), (0.2, 0.2)], 1) == ["in", "in"]  # a tie of exact scores: both "in", the name decides
+    assert stage_sizes(10, 2.0, 100) == [10, 20, 40, 100]  # 80 would leave fewer than it adds
+    assert stage_sizes(5, 1.1, 8) == [5, 6, 7, 8]
+    assert stage_sizes(200, 2.0, 100) == [100]
+
+
+# ---- the staged scorer ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tasks() -> list[Task]:
+    return handmade_tasks(10)
+
+
+@pytest.fixture(scope="module")
+def sensitive() -> LoadedModel:
+    """tiny-llama that answers EOS at once with a probability that swings with the prompt
+    (a bias of ln V on the EOS logit, a large random EOS row): PUs from 0 to ~0.1 across tasks."""
+    loaded = copy.copy(load_model("tiny-llama"))
+    loaded.model = model = copy.deepcopy(loaded.model)
+    head = model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    biased.weight = head.weight
+    eos = loaded.tokenizer.eos_token_id
+    with torch.no_grad():
+        biased.bias.zero_()
+        biased.bias[eos] = math.log(head.out_features)
+        head.weight[eos] = torch.randn(head.in_features, generator=torch.Generator().manual_seed(0)) * 10 / 8
+    model.lm_head = biased
+    return loaded
+
+
+def _same_scores(adaptive: ScoreTable, exact: ScoreTable, tolerance: float = 0.0) -> None:
+    """The same rows, scores within ``tolerance`` (other batches round fp32 otherwise, ~1e-8)."""
+    assert adaptive.tasks == exact.tasks
+    for a, e in zip(adaptive, exact):
+        assert (a.pu, a.pp, a.perplexity) == pytest.approx((e.pu, e.pp, e.perplexity), rel=0, abs=tolerance)
+        assert (a.n, a.k, a.pairs, a.decided) == (e.n, e.k, e.pairs, "")
+        assert a.pu_low == a.pu_high == a.pu
+    assert [s.instance_id for s in adaptive.instances] == [s.instance_id for s in exact.instances]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_delta_to_zero_and_a_full_first_stage_are_exact(sensitive: LoadedModel, tasks: list[Task], seed: int) -> None:
+    config = SMALL.replace(seed=seed, adaptive=True)
+    exact = score_tasks(sensitive, tasks, config, progress=False)
+    # delta -> 0: no interval ever excludes anything, every task goes on to all its pairs
+    _same_scores(score_adaptive(sensitive, tasks, config.replace(delta=1e-12, first_stage=5), 2, progress=False),
+                 exact, tolerance=1e-6)
+    # a full first stage: everything is scored in stage 1, in the exact scorer's batches: the same numbers
+    full = score_adaptive(sensitive, tasks, config.replace(first_stage=36), 2, progress=False)
+    _same_scores(full, exact)
+    assert full.meta["adaptive"]["stages"] == 1 and full.meta["adaptive"]["work_saved"] == 0.0
+
+
+def test_a_task_stopped_early_has_an_interval_holding_its_exact_pu(sensitive: LoadedModel, tasks: list[Task]) -> None:
+    stopped = 0
+    for seed in range(4):
+        config = SMALL.replace(seed=seed, adaptive=True, delta=0.5, first_stage=9, stage_growth=1.25)  # 9 .. 30, 36
+        exact = score_tasks(sensitive, tasks, config, progress=False)
+        for budget in (1, 10, 0):  # 10 and 0: every task is surely in / out after the first stage
+            table = score_adaptive(sensitive, tasks, config, budget, progress=False)
+            for row, truth in zip(table, exact):
+                assert row.pu_low - 1e-6 <= truth.pu <= row.pu_high + 1e-6, (seed, budget, row)  # fp32 batches
+                assert row.pu_low <= row.pu <= row.pu_high
+                if row.stopped_early:
+                    stopped += budget == 1
+                    assert row.pairs < 36 and row.n <= 6 and row.k <= 6
+                    assert sum(not math.isnan(p) for s in table.instances_of(row.task) for p in s.p) == row.pairs
+            top = {r.task for r in sorted(table, key=lambda r: (-r.pu, r.task))[:budget]}
+            assert top == {r.task for r in sorted(exact, key=lambda r: (-r.pu, r.task))[:budget]}
+            meta = table.meta["adaptive"]
+            assert meta["stopped_in"] + meta["stopped_out"] == sum(r.stopped_early for r in table)
+            assert 0.0 <= meta["work_saved"] < 1.0
+    assert stopped >= 1  # b = 1 stops some tasks early on this model (seed 1: five out at 30 of 36 pairs)
+
+
+def test_stages_reuse_decoding_and_pairs(sensitive: LoadedModel, tasks: list[Task]) -> None:
+    """However many stages, each instance is decoded once and each pair forced once: only the
+    prompt prefixes run again (once per stage that needs them)."""
+    config = SMALL.replace(adaptive=True, delta=1e-12, first_stage=4, stage_growth=2.0)
+    exact = score_tasks(sensitive, tasks, config, progress=False).meta["stats"]
+    table = score_adaptive(sensitive, tasks, config, 3, progress=False)
+    stats = table.meta["stats"]
+    for key in ("decoding_suffix_tokens", "decoding_decoded_tokens", "forcing_suffix_tokens", "forcing_logit_positions"):
+        assert stats[key] == exact[key], key
+    assert stats["forcing_prefix_tokens"] > exact["forcing_prefix_tokens"]
+    assert table.meta["adaptive"]["stages"] == len(stage_sizes(4, 2.0, 36))
+    assert table.meta["adaptive"]["decoded"] == 60 and table.meta["adaptive"]["pairs"] == 360
+
+
+def test_stratified_budgets_race_within_each_group(sensitive: LoadedModel, tasks: list[Task]) -> None:
+    config = SMALL.replace(adaptive=True, delta=0.5, first_stage=6)
+    table = score_adaptive(sensitive, tasks, config, {True: 5, False: 0}, progress=False)
+    # every classification task is in (5 of 5), every generation task out (0)
+    for row in table:
+        if row.stopped_early:
+            assert row.decided == ("in" if row.is_classification else "out")
+    assert sum(r.stopped_early for r in table) == len(tasks)
+
+
+def test_adaptive_off_leaves_the_exact_scorer_alone(sensitive: LoadedModel, tasks: list[Task]) -> None:
+    """Off (the default), the dispatch scores exactly, whatever the adaptive settings say and
+    whatever budget is passed; on, it needs a budget and one process."""
+    assert ScoringSettings().adaptive is False
+    exact = score_tasks(sensitive, tasks[:3], SMALL, progress=False)
+    tweaked = score_tasks(sensitive, tasks[:3], SMALL.replace(delta=0.9, first_stage=1, stage_growth=5.0),
+                          progress=False)
+    assert [(r.pu, r.pp, r.perplexity) for r in tweaked] == [(r.pu, r.pp, r.perplexity) for r in exact]
+    assert "adaptive" not in exact.meta
+    assert all((r.pairs, r.pu_low, r.pu_high, r.decided) == (36, r.pu, r.pu, "") for r in exact)
+    dispatched = score("tiny-llama", tasks[:2], SMALL, budget=1, progress=False)
+    assert "adaptive" not in dispatched.meta and all(not r.stopped_early for r in dispatched)
+    with pytest.raises(ActiveITError, match="needs the round's budget"):
+        score("tiny-llama", tasks[:2], SMALL.replace(adaptive=True), progress=False)
+    with pytest.raises(ValueError, match="one process"):
+        SMALL.replace(adaptive=True, num_processes=2)
+
+
+def test_adaptive_rows_save_and_load_and_older_rows_still_load(
+    sensitive: LoadedModel, tasks: list[Task], tmp_path
+) -> None:
+    table = score_adaptive(sensitive, tasks, SMALL.replace(adaptive=True, first_stage=6, delta=0.5), 10,
+                           progress=False)
+    assert any(r.stopped_early for r in table)
+    for suffix in (".csv", ".parquet"):
+        back = ScoreTable.load(table.save(tmp_path / f"scores{suffix}"))
+        assert back.rows == table.rows
+        np.testing.assert_array_equal([s.p for s in back.instances], [s.p for s in table.instances])  # NaN: unscored
+    assert ScoreTable.from_dict(table.to_dict()).rows == table.rows
+    # a row as written before adaptive scoring: no pairs, interval or decision
+    old = {"task": "t", "pu": 0.1, "pp": 0.5, "perplexity": 2.0, "n": 10, "k": 10,
+           "is_classification": False, "category": "c"}
+    row = ScoreTable.from_dict({"rows": [old]}).rows[0]
+    assert (row.pairs, row.pu_low, row.pu_high, row.decided) == (100, 0.1, 0.1, "")
+    table.to_frame().drop(columns=["pairs", "pu_low", "pu_high", "decided"]).to_csv(tmp_path / "old.csv", index=False)
+    assert all(not r.stopped_early and r.pairs == r.n * r.k for r in ScoreTable.load(tmp_path / "old.csv"))
+    with pytest.raises(ActiveITError, match="decided"):
+        TaskScore("t", 0.1, 0.5, 2.0, 10, 10, False, "c", decided="maybe")
+
+
+def test_task_map_and_mlflow_metrics_show_adaptive_rows(sensitive: LoadedModel, tasks: list[Task], tmp_path) -> None:
+    from activeit.evaluation import EvalReport
+    from activeit.selection.taskmap import plot_task_map
+    from tracking.writer import round_metrics
+
+    table = score_adaptive(sensitive, tasks, SMALL.replace(adaptive=True, first_stage=6, delta=0.5), 10,
+                           progress=False)
+    assert all(r.stopped_early for r in table)
+    png = plot_task_map(table, tmp_path / "map.png", selected=table.tasks[:2])
+    assert png.read_bytes().startswith(b"\x89PNG")
+    report = EvalReport.from_predictions([{"task": "t", "id": "1", "category": "c", "is_classification": False,
+                                           "prediction": "a", "references": ["a"], "rougeL": 1.0, "exact_match": 1.0}])
+    metrics = round_metrics(report, 3, {}, 1.5, table)
+    assert metrics["scoring_work_saved"] == pytest.approx(table.meta["adaptive"]["work_saved"]) and metrics["scoring_work_saved"] > 0.5
+    assert "scoring_work_saved" not in round_metrics(report, 3, {}, 1.5, score_tasks(sensitive, tasks[:1], SMALL, progress=False))
