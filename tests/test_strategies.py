@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from activeit.errors import ActiveITError
@@ -13,7 +16,10 @@ from activeit.selection.strategies import (
     STRATEGY_REGISTRY,
     SelectionError,
     select_tasks,
+    strategy_named,
 )
+from activeit.scoring.ifd import IFDTable, TaskIFD
+from activeit.selection.diversity import TaskEmbeddings
 from activeit.selection.taskmap import categorize
 from activeit.data.tasks import Instance, Task
 
@@ -41,6 +47,18 @@ def table() -> ScoreTable:
     return ScoreTable(tuple(TaskScore(n, pu, pp, ppl, 10, 10, cls, "X") for n, pu, pp, ppl, cls in SCORES))
 
 
+#: What the IFD and embedding strategies read beside the PU table: IFDs, and unit vectors at angles.
+IFD = IFDTable(tuple(TaskIFD(n, 0.5 + pu, 2, cls, "X") for n, pu, _, _, cls in SCORES))
+EMBEDDINGS = TaskEmbeddings(tuple(n for n, *_ in SCORES),
+                            np.array([[math.cos(a), math.sin(a)] for a in (0.0, 0.7, 1.9, 2.6, 3.1)]))
+
+
+def inputs(strategy: str, table: ScoreTable) -> dict[str, object]:
+    """The tables a strategy reads: its score table (PU's or IFD's) and the task embeddings."""
+    entry = strategy_named(strategy)
+    return {"scores": IFD if entry.needs_ifd else table, "embeddings": EMBEDDINGS}
+
+
 def test_registry_is_the_one_table(tasks, table) -> None:
     assert STRATEGIES == tuple(STRATEGY_REGISTRY) and STRATEGIES[:2] == ("uncertainty", "random")
     assert NEEDS_SCORES == {name for name, entry in STRATEGY_REGISTRY.items() if entry.needs_scores}
@@ -57,6 +75,8 @@ def test_easy_and_difficult_sum_average_ranks(tasks, table) -> None:
 def test_picks_carry_their_task_map_category(tasks, table) -> None:
     categories = categorize(table)  # among every scored task, not only the candidates
     for strategy in STRATEGIES:
+        if strategy_named(strategy).needs_ifd or strategy_named(strategy).needs_embeddings:
+            continue  # an IFD table, or embeddings: tests/test_diversity.py
         selection = select_tasks(strategy, tasks[1:], 2, scores=table)
         assert selection.categories == {t: categories[t] for t in selection.tasks}, strategy
     assert select_tasks("random", tasks, 2).categories == {}  # picked without scores
@@ -85,8 +105,8 @@ def test_order_of_candidates_does_not_matter(tasks, table) -> None:
     for strategy in STRATEGIES:
         if strategy == "all":
             continue
-        forward = select_tasks(strategy, tasks, 3, scores=table, seed=4)
-        backward = select_tasks(strategy, list(reversed(tasks)), 3, scores=table, seed=4)
+        forward = select_tasks(strategy, tasks, 3, seed=4, **inputs(strategy, table))
+        backward = select_tasks(strategy, list(reversed(tasks)), 3, seed=4, **inputs(strategy, table))
         assert forward.tasks == backward.tasks, strategy
 
 
@@ -103,7 +123,7 @@ def test_budget_larger_than_pool_zero_and_empty(tasks, table) -> None:
     assert len(select_tasks("uncertainty", tasks, 50, scores=table)) == 5
     assert select_tasks("uncertainty", tasks, 0, scores=table).tasks == ()
     for strategy in STRATEGIES:
-        assert select_tasks(strategy, [], 3, scores=table).tasks == ()
+        assert select_tasks(strategy, [], 3, **inputs(strategy, table)).tasks == ()
     with pytest.raises(SelectionError, match="non-negative"):
         select_tasks("random", tasks, -1)
 
@@ -128,10 +148,14 @@ def test_classification_ratio(tasks, table) -> None:
 
 
 def test_missing_scores_are_clear_errors(tasks, table) -> None:
-    assert NEEDS_SCORES == set(STRATEGIES) - {"random", "all"}
+    assert NEEDS_SCORES == set(STRATEGIES) - {"random", "all", "ifd", "diverse"}
     for strategy in NEEDS_SCORES:
         with pytest.raises(SelectionError, match="needs a score table"):
             select_tasks(strategy, tasks, 2)
+    with pytest.raises(SelectionError, match="needs an IFD table"):
+        select_tasks("ifd", tasks, 2, scores=table)
+    with pytest.raises(SelectionError, match="task embeddings"):
+        select_tasks("diverse", tasks, 2)
     partial = ScoreTable(table.rows[:2])
     with pytest.raises(ValueError, match="no scores for candidate task"):
         select_tasks("uncertainty", tasks, 2, scores=partial)

@@ -342,3 +342,20 @@ class EvaluationSettings(WithSeed, WithChat):
     max_new_tokens: int = Field(default=128, ge=1, description="longest greedy prediction, in tokens")
     max_source_length: int = Field(default=1024, ge=16, description="longest prompt, in tokens")
     token_budget: int = Field(default=TOKEN_BUDGET, ge=1, description="padded tokens (prompt + new) per batch")
+
+
+class DiversitySettings(Settings):
+    """Task embeddings (computed once per pool) and the diversity rules of the ``diverse`` and
+    ``uncertainty-diverse`` strategies."""
+
+    encoder: str = Field(
+        default="all-minilm-l6-v2",
+        description="sentence encoder of the task embeddings: all-minilm-l6-v2 (from its PyPI wheel), "
+        "a sentence-transformers folder or a hub id",
+    )
+    threshold: float = Field(
+        default=0.9, gt=0.0, le=1.0,
+        description="uncertainty-diverse: skip a task whose cosine similarity to one already selected is at "
+        "least this (DEITA's representation filter)",
+    )
+    batch_size: int = Field(default=32, ge=1, description="tasks per encoder batch")

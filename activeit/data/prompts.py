@@ -202,6 +202,12 @@ class PromptFormatter:
             return prefix + suffix[: len(header)], suffix[len(header) :]
         return prefix, suffix
 
+    def encode_answer_only(self) -> EncodedPrompt:
+        """The prompt with no definition, demonstration or input: the answer marker ("Output:")
+        alone, chat-wrapped when ``chat`` (the context of IFD's direct answer loss)."""
+        marker = self._encode_cached(self.head + OUTPUT_HEADER.lstrip("\n") + self.tail) + self.trail_specials
+        return EncodedPrompt(self.lead_specials, marker, 0)
+
     def encode_instance(self, task: Task, instance: Instance) -> EncodedPrompt:
         """The unperturbed prompt of ``instance`` under its task."""
         return self.encode(task.definition, task.positive_examples, instance.input)

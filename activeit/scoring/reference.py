@@ -111,3 +111,27 @@ def reference_scores(
         return scored
     finally:
         loaded.model.train(was_training)
+
+
+def reference_ifd(loaded: LoadedModel, tasks: Sequence[Task], config: ScoringSettings) -> dict[str, list[float]]:
+    """Task name -> the IFD of each of its ``n`` seeded instances, computed plainly: for each
+    instance one unbatched forward pass over ``prompt + A`` and one over ``answer marker + A``
+    (:func:`forced_nll`), ``A`` its first reference output cut to ``max_new_tokens`` + EOS."""
+    formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
+    marker = formatter.encode_answer_only().ids
+    was_training = loaded.model.training
+    loaded.model.eval()
+    try:
+        out = {}
+        for task in tasks:
+            values = []
+            for instance in task.sample_instances(config.n, config.seed):
+                answer = formatter.encode_target(instance.outputs[0])
+                if len(answer) > config.max_new_tokens + 1:
+                    answer = [*answer[: config.max_new_tokens], answer[-1]]
+                conditioned = forced_nll(loaded, formatter.encode_instance(task, instance).ids, answer)
+                values.append(conditioned / forced_nll(loaded, marker, answer))
+            out[task.name] = values
+        return out
+    finally:
+        loaded.model.train(was_training)

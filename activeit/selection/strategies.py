@@ -7,19 +7,30 @@ sorted, so the same inputs give the same selection whatever the candidates' orde
 :data:`STRATEGY_REGISTRY` holds one entry per strategy: adding a strategy is adding an entry.
 ``easy`` and ``difficult`` order by the sum of two ranks among the candidates (average
 ranks for ties): low PU plus high (easy) or low (difficult) prediction probability (PP).
+``ifd`` orders by the tasks' mean IFD (:mod:`activeit.scoring.ifd`). ``diverse`` and
+``uncertainty-diverse`` pick one task at a time by a rule on task embeddings
+(:mod:`activeit.selection.diversity`): k-center greedy, and PU order with the representation
+filter; the tasks already trained on count as selected.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from activeit.config.settings import DiversitySettings
 from activeit.data.tasks import Task
 from activeit.errors import ActiveITError
+from activeit.scoring.ifd import IFDTable, TaskIFD
 from activeit.scoring.scores import ScoreTable, TaskScore
+from activeit.selection.diversity import TaskEmbeddings, farthest_candidate, first_dissimilar
 from activeit.selection.taskmap import categorize
+
+#: The score table a scored strategy orders by: prompt uncertainty's or IFD's.
+Table = ScoreTable | IFDTable
 
 
 class SelectionError(ActiveITError, ValueError):
@@ -27,16 +38,29 @@ class SelectionError(ActiveITError, ValueError):
 
 
 @dataclass(frozen=True)
+class PickState:
+    """What a one-at-a-time rule sees: the tasks it may take next (in the strategy's order),
+    the tasks selected so far (trained on, then picked this round) and the embeddings."""
+
+    allowed: Sequence[Task]
+    selected: Sequence[str]
+    embeddings: TaskEmbeddings
+    threshold: float
+
+
+@dataclass(frozen=True)
 class Strategy:
     """One selection strategy: what it picks, in words, and how it orders the candidates.
 
-    A scored strategy orders by ``score_key`` (the candidates' score rows -> one key each,
-    ties broken by name); the others by ``order`` (candidates, seed, round -> pick order).
+    A scored strategy orders by ``score_key`` (the candidates' rows of its ``table``, PU's or
+    IFD's -> one key each, ties broken by name); the others by ``order`` (candidates, seed,
+    round -> pick order). A strategy with a ``next_pick`` rule then takes one task at a time
+    from that order by the rule (on task embeddings), within the quotas.
     """
 
     #: What it picks, in words (run and model descriptions).
     description: str
-    score_key: Callable[[Sequence[TaskScore]], list[float]] | None = None
+    score_key: Callable[[Sequence[Any]], list[float]] | None = None
     #: With ``score_key``: whether the largest key is picked first.
     largest_first: bool = True
     order: Callable[[Sequence[Task], int, int], list[Task]] | None = None
@@ -45,6 +69,12 @@ class Strategy:
     #: Picks the highest-PU tasks, on PU alone: adaptive scoring (which settles only which tasks
     #: are in the top b by PU) serves it. The other scored strategies rank the whole table.
     adaptive: bool = False
+    #: With ``score_key``: the table it reads, prompt uncertainty's (``"pu"``) or IFD's.
+    table: str = "pu"
+    #: The next task given the picks so far (and its score), or None when no allowed task passes.
+    next_pick: Callable[[PickState], tuple[Task, float | None] | None] | None = None
+    #: Source, for the README's table.
+    source: str = ""
 
     def __post_init__(self) -> None:
         if (self.score_key is None) == (self.order is None):
@@ -52,7 +82,16 @@ class Strategy:
 
     @property
     def needs_scores(self) -> bool:
-        return self.score_key is not None
+        """Whether it needs prompt-uncertainty scores."""
+        return self.score_key is not None and self.table == "pu"
+
+    @property
+    def needs_ifd(self) -> bool:
+        return self.score_key is not None and self.table == "ifd"
+
+    @property
+    def needs_embeddings(self) -> bool:
+        return self.next_pick is not None
 
 
 def _prompt_uncertainty(rows: Sequence[TaskScore]) -> list[float]:
@@ -81,6 +120,28 @@ def _difficult(rows: Sequence[TaskScore]) -> list[float]:
     return _combined_ranks(rows, high_pp=False)
 
 
+def _ifd(rows: Sequence[TaskIFD]) -> list[float]:
+    return [r.ifd for r in rows]
+
+
+def _by_name(candidates: Sequence[Task], seed: int, round_index: int) -> list[Task]:
+    return sorted(candidates, key=lambda t: t.name)
+
+
+def _k_center(state: PickState) -> tuple[Task, float | None]:
+    """k-center greedy: the allowed task farthest (cosine) from every selected one."""
+    by_name = {t.name: t for t in state.allowed}
+    name, distance = farthest_candidate(state.embeddings, list(by_name), state.selected)
+    return by_name[name], None if math.isinf(distance) else distance
+
+
+def _filtered(state: PickState) -> tuple[Task, float | None] | None:
+    """The representation filter: the first allowed task not within cosine ``threshold`` of a selected one."""
+    by_name = {t.name: t for t in state.allowed}
+    name = first_dissimilar(state.embeddings, list(by_name), state.selected, state.threshold)
+    return None if name is None else (by_name[name], None)
+
+
 def _seeded_shuffle(candidates: Sequence[Task], seed: int, round_index: int) -> list[Task]:
     ordered = sorted(candidates, key=lambda t: t.name)
     random.Random(f"random:{seed}:{round_index}").shuffle(ordered)
@@ -104,9 +165,19 @@ STRATEGY_REGISTRY: dict[str, Strategy] = {
                      score_key=_easy, largest_first=False),
     "difficult": Strategy("the difficult tasks of the task map (low prompt uncertainty, low prediction probability)",
                           score_key=_difficult, largest_first=False),
+    "ifd": Strategy("the tasks of highest instruction-following difficulty (mean IFD of their instances)",
+                    score_key=_ifd, table="ifd", source="Cherry LLM, Li et al., NAACL 2024"),
+    "diverse": Strategy("the tasks farthest from those already selected (k-center greedy on task embeddings)",
+                        order=_by_name, next_pick=_k_center, source="k-center coverage as in MoDS, Du et al. 2023"),
+    "uncertainty-diverse": Strategy(
+        "the tasks of highest prompt uncertainty, skipping near-duplicates of those already selected",
+        score_key=_prompt_uncertainty, adaptive=False, next_pick=_filtered,
+        source="PU with DEITA's representation filter, Liu et al., ICLR 2024"),
 }
 STRATEGIES = tuple(STRATEGY_REGISTRY)
 NEEDS_SCORES = frozenset(name for name, strategy in STRATEGY_REGISTRY.items() if strategy.needs_scores)
+NEEDS_IFD = frozenset(name for name, strategy in STRATEGY_REGISTRY.items() if strategy.needs_ifd)
+NEEDS_EMBEDDINGS = frozenset(name for name, strategy in STRATEGY_REGISTRY.items() if strategy.needs_embeddings)
 
 
 def check_adaptive(strategy: str) -> None:
@@ -157,10 +228,11 @@ class Selection:
 
 
 def rank_tasks(
-    strategy: str, candidates: Sequence[Task], scores: ScoreTable | None = None,
+    strategy: str, candidates: Sequence[Task], scores: Table | None = None,
     seed: int = 0, round_index: int = 0,
 ) -> tuple[list[Task], dict[str, float]]:
-    """All candidates in the strategy's pick order, and the score each was ordered by."""
+    """All candidates in the strategy's order, and the score each was ordered by (``scores``:
+    the strategy's table, prompt uncertainty's or IFD's)."""
     entry = strategy_named(strategy)
     names = [t.name for t in candidates]
     if len(set(names)) != len(names):
@@ -168,8 +240,10 @@ def rank_tasks(
         raise SelectionError(f"candidate tasks appear twice: {', '.join(duplicates)}")
     if entry.order is not None:
         return entry.order(candidates, seed, round_index), {}
-    if scores is None:
-        raise SelectionError(f"strategy '{strategy}' needs a score table (run the scorer first)")
+    kind, scorer = (IFDTable, "IFD scorer") if entry.table == "ifd" else (ScoreTable, "scorer")
+    if not isinstance(scores, kind):
+        raise SelectionError(f"strategy '{strategy}' needs {'an IFD' if kind is IFDTable else 'a score'} table "
+                             f"(run the {scorer} first)")
     missing = [n for n in names if n not in scores]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -196,34 +270,71 @@ def _stratified(ordered: Sequence[Task], budget: int, ratio: float) -> list[Task
     return [t for t in ordered if t.name in picked]
 
 
+def _one_at_a_time(
+    entry: Strategy, ordered: Sequence[Task], takes: Mapping[bool, int] | None, budget: int,
+    embeddings: TaskEmbeddings | None, selected: Sequence[str], threshold: float,
+) -> tuple[list[Task], dict[str, float]]:
+    """Picks by ``entry.next_pick``, one at a time, each group within its quota (``takes``; None:
+    no quota); when the rule passes no allowed task (every one too similar), the first allowed
+    task in order is taken, so the batch is always full."""
+    if embeddings is None:
+        raise SelectionError(f"strategy needs task embeddings ({entry.description}): run the task embedder first")
+    left = dict(takes) if takes is not None else None
+    total = sum(left.values()) if left is not None else min(budget, len(ordered))
+    picked: list[Task] = []
+    scores: dict[str, float] = {}
+    remaining = list(ordered)
+    while len(picked) < total:
+        allowed = [t for t in remaining if left is None or left[t.is_classification] > 0]
+        state = PickState(allowed, [*selected, *(t.name for t in picked)], embeddings, threshold)
+        task, score = entry.next_pick(state) or (allowed[0], None)
+        picked.append(task)
+        remaining.remove(task)
+        if score is not None:
+            scores[task.name] = score
+        if left is not None:
+            left[task.is_classification] -= 1
+    return picked, scores
+
+
 def select_tasks(
     strategy: str,
     candidates: Sequence[Task],
     budget: int,
     *,
-    scores: ScoreTable | None = None,
+    scores: Table | None = None,
     seed: int = 0,
     classification_ratio: float | None = None,
     round_index: int = 0,
+    embeddings: TaskEmbeddings | None = None,
+    selected: Sequence[str] = (),
+    threshold: float = DiversitySettings().threshold,
 ) -> Selection:
     """Pick ``budget`` tasks from ``candidates`` (all of them when the budget exceeds the pool).
 
     ``classification_ratio`` fixes the share of classification tasks in the batch (the
-    reference's stratification, 0.356 on NIV2); ``all`` ignores budget and ratio.
+    reference's stratification, 0.356 on NIV2); ``all`` ignores budget and ratio. The
+    embedding strategies read ``embeddings``, count ``selected`` (the tasks trained on so far)
+    as already chosen and filter at cosine ``threshold``.
     """
     if budget < 0:
         raise SelectionError(f"budget must be non-negative, got {budget}")
     if classification_ratio is not None and not 0.0 <= classification_ratio <= 1.0:
         raise SelectionError(f"classification_ratio must be in [0, 1], got {classification_ratio}")
+    entry = strategy_named(strategy)
     ordered, keys = rank_tasks(strategy, candidates, scores, seed, round_index)
-    if strategy_named(strategy).takes_all:
+    if entry.takes_all:
         picked = ordered
+    elif entry.next_pick is not None:
+        takes = None if classification_ratio is None else stratified_budgets(ordered, budget, classification_ratio)
+        picked, rule_scores = _one_at_a_time(entry, ordered, takes, budget, embeddings, selected, threshold)
+        keys = {**rule_scores, **keys}
     elif classification_ratio is None:
         picked = ordered[:budget]
     else:
         picked = _stratified(ordered, budget, classification_ratio)
     names = tuple(t.name for t in picked)
-    categories = categorize(scores) if scores is not None else {}
+    categories = categorize(scores) if isinstance(scores, ScoreTable) else {}
     return Selection(
         strategy, round_index, seed, names,
         scores={n: keys[n] for n in names if n in keys},
