@@ -35,6 +35,7 @@ from pydantic import (
 from activeit.config.settings import (
     REPO_ROOT,
     SHARED_FIELDS,
+    DiversitySettings,
     EvaluationSettings,
     PoolSettings,
     ScoringSettings,
@@ -184,6 +185,7 @@ class ExperimentConfig(WithSeed, WithChat):
     scoring: ScoringSettings = ScoringSettings()
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    diversity: DiversitySettings = DiversitySettings()
     tracking: TrackingSettings = TrackingSettings()
     schedule: str | None = Field(
         default=None, description='run on a schedule instead of now, a cron expression such as "0 3 * * 1" '

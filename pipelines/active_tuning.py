@@ -2,8 +2,9 @@
 
 The untuned base model is evaluated once (the zero-task reference). Round 0: a seeded random initial set (the same for every strategy under a seed, so the
 round-0 steps are shared through the cache), fine-tune, evaluate. Rounds 1..R: perturb and
-score the remaining pool with the round r-1 model (strategies that need scores), select,
-fine-tune, evaluate. Step ids and artifact names carry the round
+score the remaining pool with the round r-1 model (strategies that need scores: PU, or IFD for
+``ifd``), select, fine-tune, evaluate. The diversity strategies' task embeddings are computed
+once, before the rounds. Step ids and artifact names carry the round
 (``uncertainty_scorer_round_2``, ``scores_round_2``). Re-running the same config reuses
 every finished step: an interrupted run resumes where it stopped.
 """
@@ -17,14 +18,16 @@ from zenml.config.schedule import Schedule
 
 from activeit.errors import ConfigError
 from activeit.experiment import ExperimentConfig
-from activeit.selection.strategies import NEEDS_SCORES
+from activeit.selection.strategies import NEEDS_EMBEDDINGS, NEEDS_IFD, NEEDS_SCORES
 from steps import (
     accelerate_finetuner,
     base_evaluator,
+    ifd_scorer,
     perturber,
     pool_loader,
     rouge_evaluator,
     selector,
+    task_embedder,
     tracker,
     uncertainty_scorer,
 )
@@ -32,7 +35,8 @@ from steps import (
 PIPELINE_NAME = "active_tuning"
 INITIAL_STRATEGY = "random"
 #: The steps that run a model: the ones ``zenml.step_settings`` may configure (e.g. their GPUs).
-MODEL_STEPS = tuple(step.name for step in (base_evaluator, uncertainty_scorer, accelerate_finetuner, rouge_evaluator))
+MODEL_STEPS = tuple(step.name for step in (
+    base_evaluator, uncertainty_scorer, ifd_scorer, task_embedder, accelerate_finetuner, rouge_evaluator))
 
 
 def check_step_settings(config: ExperimentConfig, source: str) -> None:
@@ -60,6 +64,9 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
     """Rounds 0..R of active instruction tuning; each round logged to MLflow when an
     experiment tracker (a stack component name) is given."""
     pool = pool_loader(pool=config.pool)
+    # the diversity strategies' task embeddings: once per pool (and encoder), cached
+    embeddings = (_with_settings(task_embedder, config)(pool=pool, diversity=config.diversity)
+                  if config.strategy in NEEDS_EMBEDDINGS else None)
     base_report = _with_settings(base_evaluator, config)(base_model=config.model, pool=pool, evaluation=config.evaluation)
     track = None
     if experiment_tracker:
@@ -81,7 +88,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
     training_tasks: Any = []
     model_folder: Any = None
     for r in range(config.selection_rounds + 1):
-        scores = scoring_time = None
+        scores = scoring_time = ifd = None
         if r == 0:
             strategy, budget = INITIAL_STRATEGY, config.initial_tasks
         else:
@@ -98,10 +105,15 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
                     model_folder=model_folder, pool=pool, prompts=prompts, scoring=config.scoring,
                     id=f"uncertainty_scorer_round_{r}", **adaptive,
                 )
+            if strategy in NEEDS_IFD:
+                ifd = _in_round(_with_settings(ifd_scorer, config), r)(
+                    model_folder=model_folder, pool=pool, training_tasks=training_tasks, scoring=config.scoring,
+                    round_index=r, id=f"ifd_scorer_round_{r}",
+                )
         selection, training_tasks = _in_round(selector, r)(
             pool=pool, training_tasks=training_tasks, strategy=strategy, budget=budget, seed=config.seed,
-            classification_ratio=config.classification_ratio, round_index=r, scores=scores,
-            id=f"selector_round_{r}",
+            classification_ratio=config.classification_ratio, round_index=r, threshold=config.diversity.threshold,
+            scores=scores, ifd=ifd, embeddings=embeddings if r > 0 else None, id=f"selector_round_{r}",
         )
         continues = config.training.mode == "continue" and r > 0
         model_folder, training_metrics = _in_round(_with_settings(accelerate_finetuner, config), r)(

@@ -112,10 +112,12 @@ def check_before_running(configs: Sequence[ExperimentConfig], source: str) -> No
     """Refuse up front, in one line, what would fail later: a pool that does not load or is
     too small for a schedule, a model that cannot be loaded, LoRA without target modules for
     the model's family, more GPU processes than GPUs, settings for a step that runs no model
-    (``source``: the config file, named in that error)."""
+    (``source``: the config file, named in that error), a sentence encoder that cannot be found."""
     from activeit.data.sources import load_pool_from
-    from activeit.models.processes import check_processes
     from activeit.models.checks import check_lora, check_model
+    from activeit.models.encoder import check_encoder
+    from activeit.models.processes import check_processes
+    from activeit.selection.strategies import NEEDS_EMBEDDINGS
 
     config = configs[0]
     pool_size = len(load_pool_from(config.pool, need_test_tasks=True).train)
@@ -125,6 +127,8 @@ def check_before_running(configs: Sequence[ExperimentConfig], source: str) -> No
     check_lora(config.model, config.training.method, config.training.lora_target_modules)
     check_processes(config.training.num_processes, "training.num_processes")
     check_processes(config.scoring.num_processes, "scoring.num_processes")
+    if any(each.strategy in NEEDS_EMBEDDINGS for each in configs):
+        check_encoder(config.diversity.encoder)
     if config.zenml.step_settings:  # (imports ZenML only then)
         from pipelines.active_tuning import check_step_settings
 
