@@ -106,7 +106,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
                     id=f"uncertainty_scorer_round_{r}", **adaptive,
                 )
             if strategy in NEEDS_IFD:
-                ifd = _in_round(_with_settings(ifd_scorer, config), r)(
+                ifd, scoring_time = _in_round(_with_settings(ifd_scorer, config), r)(
                     model_folder=model_folder, pool=pool, training_tasks=training_tasks, scoring=config.scoring,
                     round_index=r, id=f"ifd_scorer_round_{r}",
                 )

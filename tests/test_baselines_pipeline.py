@@ -66,6 +66,7 @@ def test_each_baseline_runs_its_own_steps(study: dict[str, Any]) -> None:
         assert _output(run, "selector_round_1", "selection_round_1").strategy == strategy
     assert "ifd_scorer_round_1" in runs["ifd"].steps and "uncertainty_scorer_round_1" not in runs["ifd"].steps
     assert "uncertainty_scorer_round_1" not in runs["diverse"].steps
+    assert _output(runs["ifd"], "ifd_scorer_round_1", "scoring_time_round_1") > 0
     assert "uncertainty_scorer_round_1" in runs["uncertainty-diverse"].steps
     assert {"task_embedder"} <= set(runs["diverse"].steps) and "task_embedder" not in runs["random"].steps
     # the embeddings are computed once per pool: the second strategy reuses them

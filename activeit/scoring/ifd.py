@@ -23,14 +23,15 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from activeit.config.settings import ScoringSettings
 from activeit.data.tasks import Instance, Task
 from activeit.errors import ActiveITError
+from activeit.scoring.scores import TaskTable
 
 if TYPE_CHECKING:  # the table types stay importable without torch (the selection layer reads them)
     from activeit.models.loading import LoadedModel
@@ -68,35 +69,12 @@ class TaskIFD:
 
 
 @dataclass(frozen=True)
-class IFDTable:
+class IFDTable(TaskTable):
     """Task IFDs (one row per task) with per-instance detail and metadata; looked up by task name."""
 
     rows: tuple[TaskIFD, ...]
     instances: tuple[InstanceIFD, ...] = ()
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rows", tuple(self.rows))
-        object.__setattr__(self, "instances", tuple(self.instances))
-        index = {row.task: row for row in self.rows}
-        if len(index) != len(self.rows):
-            raise ActiveITError("IFDTable: a task appears twice")
-        object.__setattr__(self, "_index", index)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[TaskIFD]:
-        return iter(self.rows)
-
-    def __contains__(self, task: object) -> bool:
-        return task in self._index  # type: ignore[attr-defined]
-
-    def __getitem__(self, task: str) -> TaskIFD:
-        try:
-            return self._index[task]  # type: ignore[attr-defined]
-        except KeyError:
-            raise KeyError(f"no IFD for task '{task}'") from None
+    what: ClassVar[str] = "IFD"
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": [asdict(r) for r in self.rows], "instances": [asdict(s) for s in self.instances],

@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from activeit.errors import ActiveITError
 from activeit.data.tasks import Task
@@ -119,35 +119,46 @@ def summarize_task(task: Task, instances: Sequence[InstanceScore]) -> TaskScore:
 
 
 @dataclass(frozen=True)
-class ScoreTable:
-    """Task scores (one :class:`TaskScore` per task) with per-instance detail and metadata."""
+class TaskTable:
+    """Rows of per-task values (each with a ``task`` name) looked up by task name, with
+    per-instance detail and metadata: the shape of every score table (PU's, IFD's)."""
 
-    rows: tuple[TaskScore, ...]
-    instances: tuple[InstanceScore, ...] = ()
+    rows: tuple[Any, ...]
+    instances: tuple[Any, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: What a row holds, for a missing task's KeyError ("no scores for task 'x'").
+    what: ClassVar[str] = "scores"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rows", tuple(self.rows))
         object.__setattr__(self, "instances", tuple(self.instances))
         index = {row.task: row for row in self.rows}
         if len(index) != len(self.rows):
-            raise ActiveITError("ScoreTable: a task appears twice")
+            raise ActiveITError(f"{type(self).__name__}: a task appears twice")
         object.__setattr__(self, "_index", index)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __iter__(self) -> Iterator[TaskScore]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.rows)
 
     def __contains__(self, task: object) -> bool:
         return task in self._index  # type: ignore[attr-defined]
 
-    def __getitem__(self, task: str) -> TaskScore:
+    def __getitem__(self, task: str) -> Any:
         try:
             return self._index[task]  # type: ignore[attr-defined]
         except KeyError:
-            raise KeyError(f"no scores for task '{task}'") from None
+            raise KeyError(f"no {self.what} for task '{task}'") from None
+
+
+@dataclass(frozen=True)
+class ScoreTable(TaskTable):
+    """Task scores (one :class:`TaskScore` per task) with per-instance detail and metadata."""
+
+    rows: tuple[TaskScore, ...]
+    instances: tuple[InstanceScore, ...] = ()
 
     @property
     def tasks(self) -> tuple[str, ...]:
