@@ -8,6 +8,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from activeit.study.report import verdict_lines
+from activeit.study.statistics import Study
 from tracking.policy import is_server_uri
 from tracking.reader import metric_rows
 from tracking.schema import BASE_PREFIX, MODEL_TRAINING_VIEW
@@ -29,6 +31,14 @@ def print_rounds(tracking_uri: str, run_id: str) -> None:
         cells = [format(row[key], fmt) if key in row else "-" for key, _, fmt in COLUMNS]
         print(f"{label:>5} {int(row.get('num_training_tasks', 0)):>6} " + " ".join(f"{c:>8}" for c in cells))
     print("-" * len(header))
+
+
+def print_study_verdict(study: Study) -> None:
+    """The study's last words: per strategy, its difference to random at the largest budget,
+    what the study could detect and how many seeds a 1- or 2-point effect would need."""
+    lines = verdict_lines(study)
+    if lines:
+        print("\n".join(["Paired statistics (details in study.md):", *(f"- {line}" for line in lines)]))
 
 
 def _tool(name: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from activeit.errors import ActiveITError
 from activeit.experiment import ExperimentConfig
-from pipelines.console import print_rounds
+from pipelines.console import print_rounds, print_study_verdict
 from pipelines.stack import LOCAL_FLAVORS, StackInfo, check_schedule_support, prepare_stack, use_repo_source_root
 from pipelines.status import reap_killed_runs, watched
 from pipelines.study import (
@@ -108,4 +108,5 @@ def report_study(tracking_uri: str, experiment: str, runs: Sequence[Any], output
     print((out_dir / "study.md").read_text(encoding="utf-8"))
     children = "" if subset else " (the pairs' runs are its children)"
     print(f"Study written to {out_dir} and logged to MLflow run {run_id}{children}.")
+    print_study_verdict(study)
     return out_dir

@@ -11,6 +11,7 @@ pairs' runs are grouped.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from activeit.errors import ConfigError
 from activeit.evaluation import HEADLINE_METRICS
 from activeit.selection.taskmap import CATEGORIES
 from activeit.study.plots import plot_learning_curve, plot_overlap
-from activeit.study.report import study_markdown
-from activeit.study.statistics import Study
+from activeit.study.report import study_markdown, verdict
+from activeit.study.statistics import BOOTSTRAP_SCHEME, POWER_SCHEME, REFERENCE, Comparison, Study
 from tracking.reader import read_run_record, run_named
 from tracking.schema import COMPLETE_TAG, STUDY_KEY_TAG
 from tracking.writer import config_params, mark_model_training
@@ -187,12 +188,43 @@ def write_study(study: Study, out_dir: Path, title: str) -> list[Path]:
     return files
 
 
+def comparison_metrics(comparison: Comparison) -> dict[str, float]:
+    """A strategy's paired statistics at one round as the parent run's metrics,
+    ``vs_random/<strategy>/<statistic>`` (those not computable are left out)."""
+    boot, power = comparison.bootstrap, comparison.power
+    values = {
+        "delta": comparison.difference.mean, "t_low": comparison.difference.low, "t_high": comparison.difference.high,
+        "bootstrap_low": boot.low, "bootstrap_high": boot.high, "p_improvement": boot.improvement,
+        "sd": power.sd, "mde": power.mde,
+        **{f"seeds_for_{effect:g}pt": needed for effect, needed in power.seeds_needed.items()},
+    }
+    prefix = f"vs_{REFERENCE}/{comparison.strategy}/"
+    return {prefix + k: float(v) for k, v in values.items() if v is not None and not math.isnan(v)}
+
+
+def study_series(study: Study) -> dict[str, dict[int, float]]:
+    """Metric -> step (training tasks) -> value of the parent run: each strategy's mean
+    ``rougeL_<strategy>`` and its :func:`comparison_metrics`."""
+    series: dict[str, dict[int, float]] = {}
+    for strategy in study.strategies:
+        for round_index, tasks in study.rounds_of(strategy):
+            summary = study.summary(strategy, round_index)
+            if summary is not None:
+                series.setdefault(f"rougeL_{strategy}", {})[tasks] = summary.mean
+    for comparison in study.comparisons:
+        for key, value in comparison_metrics(comparison).items():
+            series.setdefault(key, {})[comparison.training_tasks] = value
+    return series
+
+
 def log_study(
     tracking_uri: str, experiment: str, study: Study, files: Sequence[Path], title: str, adopt: bool = True
 ) -> str:
     """The study's parent MLflow run (:func:`study_run_name`; the one logged before, if any,
-    else a new one) with the study's files and, per strategy, the mean ``rougeL_<strategy>``
-    with ``step`` = training tasks; with ``adopt``, the pairs' runs become its children."""
+    else a new one) with the study's files, :func:`study_series` with ``step`` = training
+    tasks (a point logged before is not logged again), and as tags how the paired statistics
+    were computed and each strategy's verdict; with ``adopt``, the pairs' runs become its
+    children."""
     client = MlflowClient(tracking_uri=tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = mlflow.set_experiment(experiment).experiment_id
@@ -202,15 +234,16 @@ def log_study(
                                 order_by=["attributes.start_time DESC"], max_results=1)
     run_id = before[0].info.run_id if before else None
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, description=title) as parent:
+        verdicts = {f"verdict.{strategy}": verdict(found) for strategy in study.strategies
+                    if (found := study.final_comparison(strategy)) is not None}
         mlflow.set_tags({STUDY_TAG: "true", "strategies": ",".join(study.strategies),
-                         "seeds": ",".join(map(str, study.seeds))})
-        for strategy in study.strategies:
-            key = f"rougeL_{strategy}"
+                         "seeds": ",".join(map(str, study.seeds)), "stats.bootstrap": BOOTSTRAP_SCHEME,
+                         "stats.power": POWER_SCHEME, **verdicts})
+        for key, points in study_series(study).items():
             logged = {(m.step, m.value) for m in client.get_metric_history(run_id, key)} if run_id else set()
-            for round_index, tasks in study.rounds_of(strategy):
-                summary = study.summary(strategy, round_index)
-                if summary is not None and (tasks, summary.mean) not in logged:
-                    mlflow.log_metric(key, summary.mean, step=tasks)
+            for step, value in points.items():
+                if (step, value) not in logged:
+                    mlflow.log_metric(key, value, step=step)
         for path in files:
             mlflow.log_artifact(str(path))
         if adopt:

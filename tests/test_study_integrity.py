@@ -20,7 +20,15 @@ from activeit.experiment import CONFIG_DIR, ExperimentConfig, load_config
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
 from pipelines.study import PARENT_TAG, STUDY_TAG, check_same_study
 from tracking.registry import register_model
-from tracking.schema import COMPLETE_TAG, SELECTION_FILE, TRAINING_TASKS_KEY, round_folder
+from activeit.study.statistics import BOOTSTRAP_SCHEME, minimum_detectable_effect
+from tracking.schema import (
+    COMPLETE_TAG,
+    EVALUATION_FILE,
+    PER_TASK_KEY,
+    SELECTION_FILE,
+    TRAINING_TASKS_KEY,
+    round_folder,
+)
 from tracking.writer import config_params, run_tags
 
 pytestmark = pytest.mark.slow  # ZenML's store and run.py's checks, a few seconds each
@@ -40,8 +48,9 @@ def _config(experiment: str, strategy: str = "uncertainty", seed: int = 0, **ove
                                **overrides})
 
 
-def _log_pair(uri: str, config: ExperimentConfig, rouge: float) -> str:
-    """One complete tracked run of ``config`` (rounds 0 and 1), as the tracker step logs it."""
+def _log_pair(uri: str, config: ExperimentConfig, rouge: float, task_offsets: tuple[float, ...] = ()) -> str:
+    """One complete tracked run of ``config`` (rounds 0 and 1), as the tracker step logs it
+    (with ``task_offsets``, an evaluation file with test task ``t<i>`` at the headline + offset i)."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(config.tracking.experiment)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
@@ -57,6 +66,11 @@ def _log_pair(uri: str, config: ExperimentConfig, rouge: float) -> str:
             client.log_metric(run_id, key, value, step=round_index)
         client.log_dict(run_id, {TRAINING_TASKS_KEY: tasks, "picked_categories": {}},
                         f"{round_folder(round_index)}/{SELECTION_FILE}")
+        if task_offsets:
+            per_task = {f"t{i}": {"rougeL": rouge + round_index + offset, "instances": 3}
+                        for i, offset in enumerate(task_offsets)}
+            client.log_dict(run_id, {"overall": {"rougeL": rouge + round_index}, PER_TASK_KEY: per_task},
+                            f"{round_folder(round_index)}/{EVALUATION_FILE}")
     client.set_terminated(run_id)
     return run_id
 
@@ -138,6 +152,36 @@ def test_a_rerun_of_a_report_reuses_its_parent_run(
     assert [r.info.run_id for r in again] == [first.info.run_id]
     history = MlflowClient(stack.tracking_uri).get_metric_history(first.info.run_id, "rougeL_uncertainty")
     assert [m.step for m in history] == [1, 2]  # logged once, not again
+
+
+# ---------------------------------------------------------------- per-task pairing and power
+
+
+def test_a_report_pairs_per_task_scores_and_logs_its_power(
+    stack: StackInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment = "integrity-per-task"
+    for seed, gain in ((0, 1.0), (1, 1.5)):  # uncertainty - random: +1 and +1.5 on every task
+        for strategy in STRATEGIES:
+            rouge = 10.0 + 20 * seed + (gain if strategy == "uncertainty" else 0.0)
+            _log_pair(stack.tracking_uri, _config(experiment, strategy, seed), rouge, task_offsets=(-20.0, 0.0, 20.0))
+    monkeypatch.setattr(run_py, "OUTPUTS", tmp_path)
+    capsys.readouterr()
+    assert run_py.main(["--report", experiment, "--config", str(SMOKE)]) == 0
+    out = capsys.readouterr().out
+    text = (tmp_path / f"study-{experiment}" / "study.md").read_text(encoding="utf-8")
+    assert "| uncertainty | 1 | 2 | 2 | seeds, then ≤ 3 test tasks within them | +1.25 | [+1.00, +1.50] |" in text
+    mde = minimum_detectable_effect(0.5 ** 0.5 / 2, 2)  # sd of (1, 1.5)
+    verdict = next(line for line in text.splitlines() if line.startswith("- uncertainty vs random"))
+    assert f"can detect differences of {mde:.2f} ROUGE-L points" in verdict and "(seeds, then ≤ 3 test tasks within them)" in verdict
+    tail = out[out.index("Study written to"):]
+    assert f"{verdict}\n" in tail and tail.index(verdict) < tail.index("Done in")  # the study's last lines
+    (parent,) = _parents(stack.tracking_uri, experiment)
+    metrics, tags = parent.data.metrics, parent.data.tags
+    assert metrics["vs_random/uncertainty/mde"] == pytest.approx(mde)
+    assert metrics["vs_random/uncertainty/bootstrap_low"] == pytest.approx(1.0)
+    assert metrics["vs_random/uncertainty/p_improvement"] == 1.0
+    assert tags["stats.bootstrap"] == BOOTSTRAP_SCHEME and tags["verdict.uncertainty"] == verdict[2:]
 
 
 # ---------------------------------------------------------------- model versions

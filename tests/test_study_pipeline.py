@@ -7,6 +7,7 @@ from __future__ import annotations
 import zenml_isolation  # noqa: F401  (must precede zenml)
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from zenml.enums import ExecutionStatus
 import run as run_py
 from activeit.experiment import CONFIG_DIR, load_config
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
-from pipelines.study import PARENT_TAG, STUDY_TAG
+from pipelines.study import PARENT_TAG, STUDY_TAG, build_study
 
 pytestmark = pytest.mark.slow
 SMOKE = CONFIG_DIR / "smoke.yaml"
@@ -63,6 +64,26 @@ def test_every_pair_ran_and_the_study_files_are_written(study_dir: Path, stack: 
     text = (study_dir / "study.md").read_text()
     assert "| base model (untuned) | – | 0 |" in text and "## Budget to match" in text
     assert set(_pair_runs(stack)) == {(s, seed) for s in ("uncertainty", "random") for seed in (0, 1)}
+
+
+def test_per_task_and_per_instance_scores_are_tracked_and_paired(
+    study_dir: Path, stack: StackInfo, tmp_path: Path
+) -> None:
+    client = MlflowClient(stack.tracking_uri)
+    run_id = _pair_runs(stack)["uncertainty", 0].info.run_id
+    files = {a.path for a in client.list_artifacts(run_id, "round_1")}
+    assert {"round_1/evaluation.json", "round_1/predictions.jsonl"} <= files
+    lines = Path(client.download_artifacts(run_id, "round_1/predictions.jsonl", str(tmp_path))).read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 4 * 3  # 3 instances of each of the 4 test tasks
+    assert {"task", "id", "prediction", "references", "rougeL"} <= set(records[0])
+    study = build_study(stack.tracking_uri, _pair_runs(stack).values())
+    scores = study.paired_scores("uncertainty", 1)  # the smoke pool holds out 4 test tasks per seed
+    assert scores.seeds == (0, 1) and [len(row) for row in scores.differences] == [4, 4]
+    assert all(len(rnd.task_metrics) == 4 for run in study.runs for rnd in run.rounds)
+    text = (study_dir / "study.md").read_text()
+    assert "## Paired statistics and power (vs random)" in text
+    assert "| uncertainty | 1 | 6 | 2 | seeds, then ≤ 4 test tasks within them |" in text
 
 
 def test_round_zero_is_shared_per_seed_through_the_cache(study_dir: Path, stack: StackInfo) -> None:

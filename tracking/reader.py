@@ -13,10 +13,12 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from activeit.evaluation import HEADLINE_METRICS
+from activeit.evaluation import HEADLINE_METRICS, ROUGE_L
 from activeit.study.statistics import RoundRecord, RunRecord
 from tracking.schema import (
     BASE_PREFIX,
+    EVALUATION_FILE,
+    PER_TASK_KEY,
     PICKED_CATEGORIES_KEY,
     ROUND_METRICS,
     SELECTION_FILE,
@@ -47,21 +49,39 @@ def metric_rows(tracking_uri: str, run_id: str, keys: Iterable[str] = ROUND_METR
     return [rounds[r] for r in sorted(rounds)]
 
 
+def _round_json(client: MlflowClient, run_id: str, folder: str, name: str, into: str) -> dict[str, Any] | None:
+    """A JSON file of a round's folder (None when the run logged none)."""
+    if f"{folder}/{name}" not in {info.path for info in client.list_artifacts(run_id, folder)}:
+        return None
+    path = client.download_artifacts(run_id, f"{folder}/{name}", into)
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _task_rouge(evaluation: dict[str, Any] | None) -> dict[str, float]:
+    """Test task -> ROUGE-L from a round's evaluation file (empty without one)."""
+    per_task = (evaluation or {}).get(PER_TASK_KEY, {})
+    return {task: float(m[ROUGE_L]) for task, m in per_task.items() if m.get(ROUGE_L) is not None}
+
+
 def read_run_record(tracking_uri: str, run: Run) -> RunRecord:
     """A tracked run as a study record: per round its metrics, training tasks and the
-    categories of its picks (from the round's selection file), and the base model."""
+    categories of its picks (from the round's selection file), the ROUGE-L of each test task
+    (from its evaluation file, where logged), and the base model."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file each
     client = MlflowClient(tracking_uri=tracking_uri)
+    run_id = run.info.run_id
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        for row in metric_rows(tracking_uri, run.info.run_id):
-            path = client.download_artifacts(run.info.run_id, f"{round_folder(row['round'])}/{SELECTION_FILE}", tmp)
+        for row in metric_rows(tracking_uri, run_id):
+            folder = round_folder(row["round"])
+            path = client.download_artifacts(run_id, f"{folder}/{SELECTION_FILE}", tmp)
             selected = json.loads(Path(path).read_text(encoding="utf-8"))
             rounds.append(RoundRecord(
                 round=int(row["round"]),
                 training_tasks=tuple(selected[TRAINING_TASKS_KEY]),
                 metrics={m: row[m] for m in HEADLINE_METRICS if m in row},
                 picked_categories=selected.get(PICKED_CATEGORIES_KEY, {}),
+                task_metrics=_task_rouge(_round_json(client, run_id, folder, EVALUATION_FILE, tmp)),
             ))
     metrics = run.data.metrics
     return RunRecord(
@@ -69,5 +89,5 @@ def read_run_record(tracking_uri: str, run: Run) -> RunRecord:
         seed=int(run.data.tags["seed"]),
         rounds=tuple(rounds),
         base={m: metrics[BASE_PREFIX + m] for m in HEADLINE_METRICS if BASE_PREFIX + m in metrics},
-        run_id=run.info.run_id,
+        run_id=run_id,
     )

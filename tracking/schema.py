@@ -5,6 +5,7 @@ reader share these names; a study reads runs back by them."""
 from __future__ import annotations
 
 from activeit.evaluation import HEADLINE_METRICS
+from activeit.evaluation import PREDICTIONS_FILE as PREDICTIONS_FILE  # a round's per-instance file
 
 #: Metrics logged once per round with ``step=round``: the evaluation's headline metrics and
 #: the round's training set size, loss and times, and (adaptive scoring) the share of the
@@ -38,11 +39,15 @@ MODEL_TRAINING = "custom_model_development"
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 #: A round's files: its selection (with the training set so far and the task-map category of
-#: each pick, under these keys), evaluation, training metrics, score table and task map.
+#: each pick, under these keys), evaluation (grouped metrics; per test task under
+#: ``per_task``, which a study reads back), the per-instance predictions and scores (JSON
+#: lines, :class:`~activeit.evaluation.EvalReport`'s format), training metrics, score table
+#: and task map.
 SELECTION_FILE = "selected_tasks.json"
 TRAINING_TASKS_KEY = "training_tasks"
 PICKED_CATEGORIES_KEY = "picked_categories"
 EVALUATION_FILE = "evaluation.json"
+PER_TASK_KEY = "per_task"
 TRAINING_FILE = "training.json"
 SCORES_FILE = "score_table.csv"
 TASK_MAP_FILE = "task_map.png"

@@ -30,6 +30,7 @@ from tracking.schema import (
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING,
     PICKED_CATEGORIES_KEY,
+    PREDICTIONS_FILE,
     SCORES_FILE,
     SCORING_WORK_SAVED,
     SELECTION_FILE,
@@ -135,7 +136,8 @@ def log_round(
     base_report: EvalReport | None = None,
 ) -> None:
     """Metrics (``step=round``; the base model's once, as ``base_*``) and the round's files:
-    selection (with the task-map categories of the picks), evaluation, scores, task map.
+    selection (with the task-map categories of the picks), evaluation (with the per-task
+    scores a study pairs), the per-instance predictions and scores, scores, task map.
     The last round tags the run complete."""
     mlflow.log_metrics(round_metrics(report, len(training_tasks), training_metrics, scoring_time_s, scores),
                        step=round_index)
@@ -151,6 +153,8 @@ def log_round(
     if round_index == config.selection_rounds:
         mlflow.set_tag(COMPLETE_TAG, "true")
     mlflow.log_dict(report.metrics(), f"{folder}/{EVALUATION_FILE}")
+    mlflow.log_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in report.predictions),
+                    f"{folder}/{PREDICTIONS_FILE}")
     mlflow.log_dict({k: v for k, v in training_metrics.items() if k != "config"}, f"{folder}/{TRAINING_FILE}")
     if scores is not None and len(scores):
         from activeit.selection.taskmap import plot_task_map
