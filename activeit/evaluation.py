@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from activeit.config.settings import EvaluationSettings
-from activeit.data.tasks import Instance, Task
+from activeit.data.tasks import Instance, Task, TaskPool
+from activeit.errors import ConfigError
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -198,6 +199,16 @@ def score_predictions(items: Iterable[tuple[Task, Instance, str]]) -> EvalReport
         }
         for task, instance, prediction in items
     )
+
+
+def evaluation_tasks(pool: TaskPool, config: EvaluationSettings) -> tuple[Task, ...]:
+    """The pool's tasks that ``config`` evaluates on (its ``split``); a :class:`ConfigError`
+    when that split is empty."""
+    tasks = pool.splits.get(config.split, ())
+    if not tasks:
+        hint = "set pool.validation_tasks" if config.split == "validation" else "set pool.test_tasks"
+        raise ConfigError(f"pool '{pool.name}' has no {config.split} tasks to evaluate on ({hint})")
+    return tuple(tasks)
 
 
 def evaluate_model(

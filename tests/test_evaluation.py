@@ -137,3 +137,17 @@ def test_evaluation_decodes_the_same_tokens_as_generate(name: str, early_stops: 
     report = evaluate_model(loaded, tasks, config, progress=False)
     texts = [loaded.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in expected]
     assert [p["prediction"] for p in report.predictions] == texts
+
+
+def test_evaluation_targets_the_split_it_names() -> None:
+    """``evaluation.split: validation`` evaluates on the held-out train tasks, never the test tasks."""
+    from activeit.data.tasks import TaskPool
+    from activeit.errors import ConfigError
+    from activeit.evaluation import evaluation_tasks
+
+    a, b, c = constant_task("say_a", "a", n=2), constant_task("say_b", "b", n=2), constant_task("say_c", "c", n=2)
+    pool = TaskPool({"train": (a,), "validation": (b,), "test": (c,)})
+    assert evaluation_tasks(pool, EvaluationSettings()) == (c,)
+    assert evaluation_tasks(pool, EvaluationSettings(split="validation")) == (b,)
+    with pytest.raises(ConfigError, match="no validation tasks.*pool.validation_tasks"):
+        evaluation_tasks(TaskPool({"train": (a,), "test": (c,)}), EvaluationSettings(split="validation"))

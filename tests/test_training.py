@@ -75,6 +75,56 @@ def test_sampler_draws_one_reference_per_epoch_deterministically() -> None:
     assert list(sampler) == plans[1]
 
 
+def _examples(task: str, n: int) -> list[TrainingExample]:
+    return [TrainingExample(task, (1,) * (k % 5 + 1), ((7,), (8, 8), (9,)), id=f"{task}-{k}") for k in range(n)]
+
+
+def _flat(sampler: EpochBatchSampler, task: str) -> list[tuple[str, int]]:
+    """The plan of ``sampler`` as (instance id, reference) in training order, ``task``'s only."""
+    return [(sampler.examples[i].id, r) for batch in sampler for i, r in batch if sampler.examples[i].task == task]
+
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_shared_examples_get_the_same_references_and_order_whatever_else_is_trained(group_by_length: bool) -> None:
+    """Common random numbers: two strategies' round-1 sets share round 0's tasks; under one seed
+    those examples get the same reference draws and (without length grouping) the same
+    relative order, wherever they sit in the list and whatever else is trained."""
+    shared = _examples("round0", 16)
+    first = EpochBatchSampler([*shared, *_examples("picked_by_a", 16)], 4, seed=3, group_by_length=group_by_length)
+    second = EpochBatchSampler([*_examples("picked_by_b", 24), *shared[::-1]], 4, seed=3,
+                               group_by_length=group_by_length)
+    alone = EpochBatchSampler(shared, 4, seed=3, group_by_length=group_by_length)
+    for epoch in range(2):
+        for sampler in (first, second, alone):
+            sampler.set_epoch(epoch)
+        a, b, c = _flat(first, "round0"), _flat(second, "round0"), _flat(alone, "round0")
+        assert len(a) == len(b) == 16
+        if group_by_length:
+            assert sorted(a) == sorted(b) == sorted(c)  # the same references; the order follows the lengths
+        else:
+            assert a == b == c
+            assert [i for i, _ in a] != sorted(i for i, _ in a)  # shuffled, not in list order
+    # another seed draws another order
+    other = EpochBatchSampler(shared, 4, seed=4, group_by_length=False)
+    alone.group_by_length = False
+    alone.set_epoch(0)
+    assert _flat(other, "round0") != _flat(alone, "round0")
+
+
+def test_instance_draws_depend_on_the_seed_and_task_only() -> None:
+    """A task's training instances are the same whatever else is in the training set."""
+    from activeit.training.data import build_examples
+
+    loaded = load_model("tiny-llama")
+    formatter = PromptFormatter.for_model(loaded, 256, chat=False)
+    config = TrainingSettings(max_instances_per_task=4, seed=5, chat=False)
+    tasks = [constant_task(name, name.split("_")[1], n=12, seed=k) for k, name in enumerate(("say_a", "say_b", "say_c"))]
+    with_b = [e for e in build_examples(formatter, [tasks[0], tasks[1]], config) if e.task == "say_b"]
+    with_c = [e for e in build_examples(formatter, [tasks[2], tasks[1]], config) if e.task == "say_b"]
+    assert with_b == with_c and len(with_b) == 4
+    assert [e.id for e in with_b] != [e.id for e in build_examples(formatter, [tasks[1]], config.replace(seed=6))]
+
+
 def test_collator_masks_prompt_and_padding_for_causal_models() -> None:
     batch = Collator(pad_id=0, seq2seq=False)([((5, 6, 7), (8, 9)), ((5,), (8, 9))])
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [5, 8, 9, 0, 0]]

@@ -301,6 +301,11 @@ class TrainingSettings(WithSeed, WithChat):
     max_instances_per_task: int = Field(default=200, ge=1, description="seeded training instances per task")
     max_source_length: int = Field(default=1024, ge=16, description="longest prompt, in tokens")
     max_target_length: int = Field(default=128, ge=2, description="longest target, in tokens (EOS included)")
+    group_by_length: bool = Field(
+        default=True,
+        description="batch examples of similar length (less padding); off: consecutive examples of the seeded "
+        "order, so two training sets that share examples see them in the same order (common random numbers)",
+    )
     gradient_checkpointing: bool = Field(
         default=False, description="trade compute for memory", json_schema_extra={"store_true": True}
     )
@@ -338,6 +343,12 @@ class TrainingSettings(WithSeed, WithChat):
 class EvaluationSettings(WithSeed, WithChat):
     """ROUGE-L evaluation on the test tasks; 100 instances per task as in the NIV2 benchmark."""
 
+    split: Literal["test", "validation"] = Field(
+        default="test",
+        description="the tasks evaluated on: test (unseen tasks, the reported result) or validation (train tasks "
+        "held out by pool.validation_tasks, for choosing a training regime without looking at the test tasks)",
+        json_schema_extra={"cli": False},  # `activeit evaluate` has its own --split
+    )
     max_instances_per_task: int = Field(default=100, ge=1, description="seeded test instances per task")
     max_new_tokens: int = Field(default=128, ge=1, description="longest greedy prediction, in tokens")
     max_source_length: int = Field(default=1024, ge=16, description="longest prompt, in tokens")

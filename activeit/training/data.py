@@ -5,12 +5,20 @@
   evaluation; one reference output is drawn per instance per epoch (seeded);
 * causal models see ``prompt + target`` with the loss on the target only; seq2seq models
   get the target as labels;
-* batches are grouped by length (sorted within shuffled mega-batches) so that padding
-  stays small; each batch carries its real and padded token counts.
+* common random numbers: within a seed, whatever else a training set holds, an instance
+  gets the same draws (which instances of a task, :meth:`Task.sample_instances` on
+  ``(task, seed)``; which reference, from ``(seed, epoch, task, instance id)``) and the
+  examples are ordered by a seeded hash of ``(seed, epoch, task, instance id)``, so two
+  training sets that share examples see the shared ones in the same relative order (two
+  strategies' round-r sets differ only by their picks);
+* with ``group_by_length`` the batches are grouped by length (sorted within mega-batches of
+  the hashed order, then ordered by their smallest hash) so that padding stays small, at the
+  price of that relative order; each batch carries its real and padded token counts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -21,7 +29,7 @@ import torch
 from activeit.config.settings import TrainingSettings
 from activeit.data.prompts import PromptFormatter
 from activeit.data.tasks import Task
-from activeit.models.batching import length_grouped_batches, pad
+from activeit.models.batching import MEGA_BATCH_FACTOR, longest_first, pad, plan_batches
 
 #: The label that no loss is computed on (prompt tokens and padding).
 IGNORE_INDEX = -100
@@ -29,11 +37,14 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """One instance as ids: its prompt and one target per reference output."""
+    """One instance as ids: its prompt and one target per reference output; ``id`` is the
+    instance's (its seeded draws and place in the order follow ``(task, id)``; an example
+    without one falls back to its index)."""
 
     task: str
     prompt: tuple[int, ...]
     targets: tuple[tuple[int, ...], ...]
+    id: str = ""
 
 
 def truncate_target(ids: Sequence[int], max_length: int) -> tuple[int, ...]:
@@ -62,6 +73,7 @@ def build_examples(
                         truncate_target(formatter.encode_target(o), config.max_target_length)
                         for o in outputs
                     ),
+                    id=instance.id,
                 )
             )
     return examples
@@ -82,31 +94,56 @@ class ExampleDataset(torch.utils.data.Dataset):
         return example.prompt, example.targets[reference]
 
 
+def example_key(seed: int, epoch: int, example: TrainingExample, index: int) -> str:
+    """The example's name in its seeded draws: ``seed:epoch:task:id`` (the index without an id)."""
+    return f"{seed}:{epoch}:{example.task}:{example.id or f'#{index}'}"
+
+
+def example_rank(key: str) -> int:
+    """A seeded hash of :func:`example_key`: the example's place in the order."""
+    return int.from_bytes(hashlib.blake2b(f"activeit-train:{key}".encode(), digest_size=8).digest(), "big")
+
+
 class EpochBatchSampler:
     """Yields batches of ``(example, reference)`` keys, re-drawn for every epoch.
 
-    For each epoch (:meth:`set_epoch`) one reference per example is drawn and the
-    examples are grouped by length, both from ``seed`` and the epoch, so every process
-    computes the same plan (``accelerate`` then gives each process its share).
+    For each epoch (:meth:`set_epoch`) one reference per example is drawn and the examples
+    are ordered, each from ``(seed, epoch, task, instance id)`` alone (common random numbers:
+    an example's draws and its order relative to any other example do not depend on what
+    else is trained on), then cut into batches of ``batch_size`` consecutive examples, or
+    (``group_by_length``) grouped by length. Every process computes the same plan
+    (``accelerate`` then gives each process its share).
     """
 
-    def __init__(self, examples: Sequence[TrainingExample], batch_size: int, seed: int) -> None:
+    def __init__(
+        self, examples: Sequence[TrainingExample], batch_size: int, seed: int, group_by_length: bool = True
+    ) -> None:
         self.examples = examples
         self.batch_size = batch_size
         self.seed = seed
+        self.group_by_length = group_by_length
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def plan(self) -> list[list[tuple[int, int]]]:
-        rng = random.Random(f"activeit-train:{self.seed}:{self.epoch}")
-        refs = [rng.randrange(len(e.targets)) for e in self.examples]
-        lengths = [len(e.prompt) + len(e.targets[r]) for e, r in zip(self.examples, refs)]
-        return [
-            [(i, refs[i]) for i in batch]
-            for batch in length_grouped_batches(lengths, self.batch_size, rng)
-        ]
+        keys = [example_key(self.seed, self.epoch, e, i) for i, e in enumerate(self.examples)]
+        refs = [random.Random(f"activeit-train-ref:{k}").randrange(len(e.targets)) if len(e.targets) > 1 else 0
+                for k, e in zip(keys, self.examples)]
+        ranks = [example_rank(k) for k in keys]
+        order = sorted(range(len(self.examples)), key=lambda i: (ranks[i], i))
+        size = self.batch_size
+        if self.group_by_length:
+            lengths = [len(e.prompt) + len(e.targets[r]) for e, r in zip(self.examples, refs)]
+            mega = MEGA_BATCH_FACTOR * size
+            batches: list[list[int]] = []
+            for start in range(0, len(order), mega):
+                batches += plan_batches(longest_first(lengths, order[start : start + mega]), lengths, max_rows=size)
+            batches.sort(key=lambda batch: min(ranks[i] for i in batch))
+        else:
+            batches = [order[start : start + size] for start in range(0, len(order), size)]
+        return [[(i, refs[i]) for i in batch] for batch in batches]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         return iter(self.plan())

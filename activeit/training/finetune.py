@@ -4,8 +4,10 @@ One plain loop (nanoGPT-style) that ``accelerate`` places on devices, runs in mi
 precision, accumulates gradients for, and shards over several processes when started
 with ``accelerate launch`` (see :mod:`activeit.training.launch`):
 
-* the examples and batches come from :mod:`activeit.training.data` (seeded, length-grouped;
-  the padding share is recorded);
+* the examples and batches come from :mod:`activeit.training.data` (common random numbers:
+  an example's draws and order follow ``(seed, task, instance)``; optionally length-grouped;
+  the padding share is recorded); the torch seed (LoRA's initial adapter, dropout) is the
+  config's seed;
 * AdamW, constant learning rate after a linear warm-up;
 * a non-finite loss stops the run with :class:`TrainingError`; the model is written by
   :mod:`activeit.training.saving` to a temporary folder next to ``out_dir`` and renamed at
@@ -143,7 +145,7 @@ def finetune(
         model = add_lora(model, config, base=model_name, seq2seq=loaded.is_seq2seq)
     model.train()
 
-    sampler = EpochBatchSampler(examples, config.batch_size, config.seed)
+    sampler = EpochBatchSampler(examples, config.batch_size, config.seed, config.group_by_length)
     loader = torch.utils.data.DataLoader(
         ExampleDataset(examples),
         batch_sampler=sampler,
