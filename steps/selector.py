@@ -6,6 +6,7 @@ from typing import Annotated
 
 from zenml import step
 
+from activeit.config.settings import DiversitySettings
 from activeit.data.tasks import TaskPool
 from activeit.scoring.ifd import IFDTable
 from activeit.scoring.scores import ScoreTable
@@ -23,10 +24,10 @@ def selector(
     seed: int,
     classification_ratio: float | None,
     round_index: int,
-    threshold: float,
     scores: ScoreTable | None = None,
     ifd: IFDTable | None = None,
     embeddings: TaskEmbeddings | None = None,
+    threshold: float = DiversitySettings().threshold,
 ) -> tuple[Annotated[Selection, "selection_round_{round}"], Annotated[list[str], "train_tasks_round_{round}"]]:
     """This round's selection and the training tasks so far (the earlier ones + the selected).
     The embedding strategies count the earlier training tasks as selected and filter at cosine
