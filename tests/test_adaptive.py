@@ -146,18 +146,31 @@ def test_a_task_stopped_early_has_an_interval_holding_its_exact_pu(sensitive: Lo
     assert stopped >= 1  # b = 1 stops some tasks early on this model (seed 1: five out at 30 of 36 pairs)
 
 
-def test_stages_reuse_decoding_and_pairs(sensitive: LoadedModel, tasks: list[Task]) -> None:
-    """However many stages, each instance is decoded once and each pair forced once: only the
-    prompt prefixes run again (once per stage that needs them)."""
+def test_stages_reuse_decoding_pairs_and_prefixes(sensitive: LoadedModel, tasks: list[Task]) -> None:
+    """However many stages, each instance is decoded once and each pair forced once; with the
+    prefix caches of continuing tasks kept, each prompt prefix runs once too (exact scoring's
+    tokens, the same scores); without (a budget of 0), once per stage that needs it."""
     config = SMALL.replace(adaptive=True, delta=1e-12, first_stage=4, stage_growth=2.0)
-    exact = score_tasks(sensitive, tasks, config, progress=False).meta["stats"]
+    exact = score_tasks(sensitive, tasks, config, progress=False)
     table = score_adaptive(sensitive, tasks, config, 3, progress=False)
+    rerun = score_adaptive(sensitive, tasks, config, 3, progress=False, keep_prefixes_bytes=0)
     stats = table.meta["stats"]
     for key in ("decoding_suffix_tokens", "decoding_decoded_tokens", "forcing_suffix_tokens", "forcing_logit_positions"):
-        assert stats[key] == exact[key], key
-    assert stats["forcing_prefix_tokens"] > exact["forcing_prefix_tokens"]
+        assert stats[key] == rerun.meta["stats"][key] == exact.meta["stats"][key], key
+    assert stats["forcing_prefix_tokens"] == exact.meta["stats"]["forcing_prefix_tokens"]
+    assert rerun.meta["stats"]["forcing_prefix_tokens"] > exact.meta["stats"]["forcing_prefix_tokens"]
+    assert table.meta["adaptive"]["prefix_tokens_reused"] > 0 and table.meta["adaptive"]["kept_bytes_peak"] > 0
+    assert rerun.meta["adaptive"]["prefix_tokens_reused"] == 0
+    _same_scores(table, exact, tolerance=1e-6)
+    _same_scores(rerun, exact, tolerance=1e-6)
     assert table.meta["adaptive"]["stages"] == len(stage_sizes(4, 2.0, 36))
     assert table.meta["adaptive"]["decoded"] == 60 and table.meta["adaptive"]["pairs"] == 360
+    # a budget that holds some prefixes only: fewer reruns, the same scores
+    some = score_adaptive(sensitive, tasks, config, 3, progress=False,
+                          keep_prefixes_bytes=table.meta["adaptive"]["kept_bytes_peak"] // 3)
+    assert (exact.meta["stats"]["forcing_prefix_tokens"] < some.meta["stats"]["forcing_prefix_tokens"]
+            < rerun.meta["stats"]["forcing_prefix_tokens"])
+    _same_scores(some, exact, tolerance=1e-6)
 
 
 def test_stratified_budgets_race_within_each_group(sensitive: LoadedModel, tasks: list[Task]) -> None:
@@ -225,3 +238,129 @@ def test_task_map_and_mlflow_metrics_show_adaptive_rows(sensitive: LoadedModel, 
     metrics = round_metrics(report, 3, {}, 1.5, table)
     assert metrics["scoring_work_saved"] == pytest.approx(table.meta["adaptive"]["work_saved"]) and metrics["scoring_work_saved"] > 0.5
     assert "scoring_work_saved" not in round_metrics(report, 3, {}, 1.5, score_tasks(sensitive, tasks[:1], SMALL, progress=False))
+
+
+# ---- large pools: flat memory, progress, checkpoint and resume ------------------------------------
+
+#: 9 .. 36 pairs in 7 stages, five tasks stopped out at b = 1 on seed 1 (see the interval test above); 3 chunks per stage.
+STAGED = SMALL.replace(adaptive=True, delta=0.5, first_stage=9, stage_growth=1.25, seed=1)
+
+
+def _interrupted(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """Make the staged scorer stop (as Ctrl-C would) when it starts its chunk number ``after`` + 1."""
+    import activeit.scoring.adaptive as adaptive
+
+    real, calls = adaptive._advance, []
+
+    def advance(*args, **kwargs):
+        if len(calls) == after:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(adaptive, "_advance", advance)
+
+
+def _same_table(resumed: ScoreTable, whole: ScoreTable, tolerance: float = 0.0) -> None:
+    assert [(r.task, r.n, r.k, r.pairs, r.decided) for r in resumed] == [(r.task, r.n, r.k, r.pairs, r.decided)
+                                                                          for r in whole]
+    for a, b in zip(resumed, whole):
+        assert (a.pu, a.pp, a.pu_low, a.pu_high) == pytest.approx((b.pu, b.pp, b.pu_low, b.pu_high), rel=0,
+                                                                  abs=tolerance)
+    np.testing.assert_allclose([s.p for s in resumed.instances], [s.p for s in whole.instances], rtol=0,
+                               atol=tolerance)  # NaN where unscored, in both
+
+
+@pytest.mark.parametrize("keep", [0, None])
+def test_an_interrupted_run_resumes_to_the_same_table(
+    sensitive: LoadedModel, tasks: list[Task], tmp_path, monkeypatch: pytest.MonkeyPatch, keep: int | None
+) -> None:
+    """Interrupted in stage 2 (after 4 of its chunks), then run again with the same checkpoint:
+    the 4 chunks are read back, the rest scored, and the table is the uninterrupted run's (to
+    the bit without kept prefix caches; within fp32 rounding with them, since the resumed run
+    recomputes the prefixes the interrupted one had kept)."""
+    options = {} if keep is None else {"keep_prefixes_bytes": keep}
+    whole = score_adaptive(sensitive, tasks, STAGED, 1, progress=False, **options)
+    assert whole.meta["adaptive"]["stages"] >= 3 and whole.meta["adaptive"]["stopped_out"] >= 1
+    path = tmp_path / "scores.checkpoint"
+    with monkeypatch.context() as patch:
+        _interrupted(patch, after=4)
+        with pytest.raises(KeyboardInterrupt):
+            score_adaptive(sensitive, tasks, STAGED, 1, progress=False, checkpoint=path, **options)
+    assert len(path.read_text().splitlines()) == 1 + 4  # the header and the chunks done
+    with path.open("a") as file:
+        file.write('{"stage": 2, "first": 4, "tas')  # a line cut short by the interruption
+    resumed = score_adaptive(sensitive, tasks, STAGED, 1, progress=False, checkpoint=path, **options)
+    assert resumed.meta["adaptive"]["resumed_chunks"] == 4
+    _same_table(resumed, whole, tolerance=0.0 if keep == 0 else 1e-6)
+    assert {k: v for k, v in resumed.meta["adaptive"].items() if k not in ("resumed_chunks", "prefix_tokens_reused",
+                                                                           "kept_bytes_peak")} == \
+        {k: v for k, v in whole.meta["adaptive"].items() if k not in ("resumed_chunks", "prefix_tokens_reused",
+                                                                       "kept_bytes_peak")}
+    # the journal is now complete: a third run reads everything back and scores nothing
+    again = score_adaptive(sensitive, tasks, STAGED, 1, progress=False, checkpoint=path, **options)
+    _same_table(again, resumed)
+    assert again.meta["stats"]["forcing_forward_passes"] == 0 and again.meta["stats"]["decoding_forward_passes"] == 0
+
+
+def test_a_checkpoint_of_another_run_is_refused(sensitive: LoadedModel, tasks: list[Task], tmp_path) -> None:
+    path = tmp_path / "scores.checkpoint"
+    score_adaptive(sensitive, tasks[:4], STAGED, 1, progress=False, checkpoint=path)
+    for budget, config, subset, what in [(2, STAGED, tasks[:4], "budget"),
+                                         (1, STAGED.replace(seed=2), tasks[:4], "config"),
+                                         (1, STAGED, tasks[1:5], "fingerprint")]:
+        with pytest.raises(ActiveITError, match=f"another run \\(different {what}"):
+            score_adaptive(sensitive, subset, config, budget, progress=False, checkpoint=path)
+    other = tmp_path / "notes.txt"
+    other.write_text("my notes\n")
+    with pytest.raises(ActiveITError, match="not an adaptive scoring checkpoint"):
+        score_adaptive(sensitive, tasks[:4], STAGED, 1, progress=False, checkpoint=other)
+    assert other.read_text() == "my notes\n"
+    with pytest.raises(ActiveITError, match="does not exist"):
+        score_adaptive(sensitive, tasks[:4], STAGED, 1, progress=False, checkpoint=tmp_path / "no" / "file")
+
+
+def test_prompts_are_built_per_chunk_and_the_bar_counts_decided_and_left(
+    sensitive: LoadedModel, tasks: list[Task], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Memory stays flat: no stage builds more than a chunk's perturbed prompts at once; the
+    progress bar says how many tasks are decided and how many are left."""
+    import activeit.scoring.adaptive as adaptive
+
+    sizes = []
+    real = adaptive.perturb_tasks
+
+    def perturb(chunk, *args, **kwargs):
+        sizes.append(len(chunk))
+        return real(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(adaptive, "perturb_tasks", perturb)
+    table = score_adaptive(sensitive, tasks, STAGED, 1, progress=True)
+    assert max(sizes) <= STAGED.tasks_per_chunk and sum(sizes) > len(tasks)
+    _same_table(table, score_adaptive(sensitive, tasks, STAGED, 1, progress=False,
+                                      prompts=real(tasks, STAGED.perturbation, STAGED.k, STAGED.seed,
+                                                   drop_prob=STAGED.drop_prob)), tolerance=1e-6)
+    err = capsys.readouterr().err
+    decided = sum(r.stopped_early for r in table)
+    assert f"decided {decided}, left 0" in err and "left" in err and "stage 1/" in err
+
+
+def test_score_command_resumes_from_its_checkpoint(tmp_path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import activeit.cli
+    from activeit.cli import main
+
+    monkeypatch.setattr(activeit.cli, "COMMANDS", ("score",))  # this command's parser only
+    fast = ["score", "--source", "builtin", "--model", "tiny-llama", "--n", "2", "--k", "3", "--max-new-tokens", "3",
+            "--max-tasks", "4", "--no-progress", "--adaptive", "--first-stage", "2", "--budget", "2",
+            "--tasks-per-chunk", "2"]
+    path = tmp_path / "run.checkpoint"
+    with monkeypatch.context() as patch:
+        _interrupted(patch, after=1)
+        assert main([*fast, "--out", str(tmp_path / "a"), "--checkpoint", str(path)]) == 130
+    assert main([*fast, "--out", str(tmp_path / "a"), "--checkpoint", str(path)]) == 0
+    assert main([*fast, "--out", str(tmp_path / "b")]) == 0
+    assert ScoreTable.load(tmp_path / "a" / "scores.csv").rows == ScoreTable.load(tmp_path / "b" / "scores.csv").rows
+    capsys.readouterr()
+    assert main([*fast[:-7], "--out", str(tmp_path / "c"), "--checkpoint", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("error: --checkpoint is for --adaptive")

@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--budget", type=int, default=None,
                         help="tasks to highlight, and with --adaptive the top b that scoring settles "
                         "(default: a tenth of the scored tasks, at least 1)")
+    parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                        help="with --adaptive: journal the scoring to FILE; run again with the same FILE and "
+                        "settings to resume an interrupted run (delete it once the scores are saved)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out", args.overwrite, command="score", protect=protected_paths(args))
     check_model(args.model, args.chat)
     config = settings_from_args(args, ScoringSettings)
+    if args.checkpoint is not None and not config.adaptive:
+        raise ActiveITError("--checkpoint is for --adaptive scoring (exact scoring has no checkpoint)")
     check_processes(config.num_processes, flag_of(ScoringSettings, "num_processes"))
     pool = pool_from_args(args)
     tasks = pool.split(args.split)[: args.max_tasks]
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if config.adaptive:  # it settles the top --budget of --strategy, which must rank by PU alone
         check_adaptive(args.strategy)
     budget = _budget(args, len(tasks)) if config.adaptive else None
-    table = score(args.model, tasks, config, budget=budget, progress=not args.no_progress)
+    table = score(args.model, tasks, config, budget=budget, progress=not args.no_progress, checkpoint=args.checkpoint)
     if state.is_main_process:
         write_outputs(args, config, table, tasks)
     if state.num_processes > 1:

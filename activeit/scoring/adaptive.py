@@ -30,24 +30,37 @@ tasks' intervals has level ``delta / T`` (Bonferroni), so all hold together with
 ``1 - delta``, and then the selected top b equals exact scoring's.
 
 Work is reused across stages: stage 1 decodes each sampled instance once (its greedy
-prediction and ``p_i0``; PP needs them all, and decoding is about a tenth of the work), and
-each pair is teacher-forced once; only the prompt prefixes run again in each stage that
-continues a task. The engine is the exact scorer's (:class:`activeit.scoring.scorer._Scorer`).
-A task scored to the end has its exact PU (the same formula,
+prediction and ``p_i0``; PP needs them all, and decoding is about a tenth of the work), each
+pair is teacher-forced once, and the prefix KV caches of a continuing task's perturbed prompts
+are kept from one stage to the next (within ``keep_prefixes_bytes``; past it a prefix runs
+again), so each prompt prefix runs once, as in exact scoring. The engine is the exact
+scorer's (:class:`activeit.scoring.scorer._Scorer`, with a prefix pool that reuses the kept
+caches). A task scored to the end has its exact PU (the same formula,
 :func:`activeit.scoring.scores.summarize_task`); a stopped one the mean of its scored terms,
 kept inside its interval, with ``k`` and ``pairs`` behind it, and its exact PP and perplexity.
+
+Large pools: tasks are scored ``tasks_per_chunk`` at a time and their instances, prompts and
+pair orders are rebuilt for each chunk, so between stages a task costs a few numbers (its
+predictions and likelihoods); the progress bar counts the tasks done and shows the stage, the
+tasks decided and the tasks left. With a ``checkpoint`` file every chunk is journaled
+(:class:`_Checkpoint`) and a run given an interrupted run's file resumes it to the same table.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from activeit.data.perturbations import PerturbedPrompts, perturb_tasks
 from activeit.data.tasks import Instance, Task
@@ -55,7 +68,8 @@ from activeit.errors import ActiveITError
 from activeit.models.batching import Ids
 from activeit.models.loading import LoadedModel
 from activeit.config.settings import ScoringSettings
-from activeit.scoring.engine.forcing import ForcedPair
+from activeit.scoring.engine.forcing import ForcedPair, teacher_forced_nll
+from activeit.scoring.engine.prefix_cache import PrefixPool
 from activeit.scoring.scorer import _Scorer, check_tasks, table_meta
 from activeit.scoring.scores import InstanceScore, ScoreTable, TaskScore, summarize_task
 
@@ -142,29 +156,10 @@ def decide(intervals: Sequence[tuple[float, float]], budget: int) -> list[str]:
 
 # ---- the staged scorer -------------------------------------------------------------------------
 
-
-@dataclass
-class _Race:
-    """One task being scored in stages: its pairs in their random order and what is known so far."""
-
-    task: Task
-    instances: tuple[Instance, ...]
-    prompts: PerturbedPrompts
-    order: list[tuple[int, int]]  # (instance i, perturbed prompt j >= 1)
-    scored: int = 0
-    targets: dict[int, Ids] = field(default_factory=dict)  # i -> greedy prediction + EOS
-    nll0: dict[int, float] = field(default_factory=dict)  # i -> L_i0
-    nll: dict[tuple[int, int], float] = field(default_factory=dict)  # (i, j) -> L_ij
-    interval: tuple[float, float] = (0.0, 1.0)
-    decided: str = ""
-
-    @property
-    def done(self) -> bool:
-        return bool(self.decided) or self.scored == len(self.order)
-
-    def terms(self) -> list[float]:
-        """``|p_ij - p_i0|`` of the pairs scored, in their order."""
-        return [abs(math.exp(-self.nll[pair]) - math.exp(-self.nll0[pair[0]])) for pair in self.order[: self.scored]]
+#: Bytes of prefix KV cache kept for continuing tasks between stages (past it, a prefix runs again).
+KEEP_PREFIXES_BYTES = 1 << 30
+#: What the first line of a checkpoint says it is, and the version of its records.
+CHECKPOINT_KIND, CHECKPOINT_VERSION = "activeit adaptive scoring checkpoint", 1
 
 
 def _pair_order(task: Task, n: int, k: int, seed: int) -> list[tuple[int, int]]:
@@ -184,48 +179,310 @@ def stage_sizes(first: int, growth: float, total: int) -> list[int]:
     return sizes
 
 
-def _advance(scorer: _Scorer, races: Sequence[_Race], size: int) -> None:
-    """Score each race's pairs up to ``size``; the first stage decodes every instance once (its
-    prediction and L_i0: PP needs them all, and it is a tenth of the work), later ones force pairs only."""
+@dataclass(eq=False)
+class _Race:
+    """What is known of one task being scored in stages. Compact (numbers only): its instances,
+    prompts and pair order are rebuilt for each chunk it is scored in, so memory stays flat."""
+
+    index: int  # the task's position in the pool
+    n: int
+    k: int
+    scored: int = 0
+    targets: list[Ids] = field(default_factory=list)  # i -> greedy prediction + EOS (empty: not decoded yet)
+    nll0: list[float] = field(default_factory=list)  # i -> L_i0
+    nll: np.ndarray = field(default_factory=lambda: np.empty(0))  # L of the pairs in their order (NaN: unscored)
+    interval: tuple[float, float] = (0.0, 1.0)
+    decided: str = ""
+
+    def __post_init__(self) -> None:
+        self.nll = np.full(self.n * self.k, np.nan)
+
+    @property
+    def pairs(self) -> int:
+        return self.n * self.k
+
+    @property
+    def done(self) -> bool:
+        return bool(self.decided) or self.scored == self.pairs
+
+    def terms(self, order: Sequence[tuple[int, int]]) -> np.ndarray:
+        """``|p_ij - p_i0|`` of the pairs scored, in their order."""
+        p0 = np.exp(-np.asarray(self.nll0))[[i for i, _ in order[: self.scored]]]
+        return np.abs(np.exp(-self.nll[: self.scored]) - p0)
+
+
+@dataclass
+class _Work:
+    """A race in the chunk being scored, with what the chunk rebuilds for it."""
+
+    race: _Race
+    task: Task
+    instances: tuple[Instance, ...]
+    prompts: PerturbedPrompts | None  # None where only the table is built
+    order: list[tuple[int, int]]
+
+
+class _KeptPrefixes:
+    """Prefix KV caches of continuing tasks, kept from one stage to the next within ``budget`` bytes.
+
+    Without them each stage that continues a task runs its perturbed prompts' prefixes again
+    (a pair order touches nearly every prompt j in every stage). A prefix forced in a stage is
+    kept when its task goes on (``wanted``) and the budget has room, first come first kept (no
+    eviction: what is kept is used); it is released when its task is done. Kept caches are the
+    same numbers the prefix gave when it ran (fp32 rounding aside: it ran beside other prefixes).
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.used, self.peak, self.reused_tokens = budget, 0, 0, 0
+        self.kept: dict[Ids, tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = {}  # prefix -> (race, layers)
+        self.owned: dict[int, list[Ids]] = {}
+        self.wanted: dict[Ids, int] = {}  # prefixes forced now whose task goes on -> its race
+
+    def pool(self, loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.device) -> PrefixPool:
+        return _ReusingPool(self, loaded, prefixes, device)
+
+    def keep(self, prefix: Ids, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        size = sum(t.numel() * t.element_size() for pair in layers for t in pair)
+        race = self.wanted.get(prefix)
+        if race is None or prefix in self.kept or self.used + size > self.budget:
+            return
+        self.kept[prefix] = (race, layers)
+        self.owned.setdefault(race, []).append(prefix)
+        self.used += size
+        self.peak = max(self.peak, self.used)
+
+    def release(self, race: int) -> None:
+        for prefix in self.owned.pop(race, ()):
+            layers = self.kept.pop(prefix)[1]
+            self.used -= sum(t.numel() * t.element_size() for pair in layers for t in pair)
+
+
+class _ReusingPool(PrefixPool):
+    """A pool of prefixes whose kept caches are reused; only the others run (and may be kept)."""
+
+    def __init__(self, kept: _KeptPrefixes, loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.device) -> None:
+        self.device = device
+        missing = [p for p in prefixes if p not in kept.kept]
+        fresh = PrefixPool(loaded, missing, device) if missing else None
+        self.real_tokens = fresh.real_tokens if fresh else 0
+        self.padded_tokens = fresh.padded_tokens if fresh else 0
+        if fresh is not None:
+            for number, prefix in enumerate(missing):
+                if prefix in kept.wanted:
+                    kept.keep(prefix, [(k[number, :, : len(prefix)].clone(), v[number, :, : len(prefix)].clone())
+                                       for k, v in fresh.layers])
+        if fresh is not None and len(missing) == len(prefixes):  # nothing kept: the plain pool as it ran
+            self.layers, self.lengths = fresh.layers, fresh.lengths
+            return
+        kept.reused_tokens += sum(len(p) for p in prefixes if p not in missing)
+        slot = {prefix: number for number, prefix in enumerate(missing)}
+        sample = kept.kept[next(p for p in prefixes if p in kept.kept)][1]
+        width = max(map(len, prefixes))
+        self.layers = []
+        for layer, (k_ref, v_ref) in enumerate(sample):
+            keys = torch.zeros((len(prefixes), k_ref.shape[0], width, k_ref.shape[2]), dtype=k_ref.dtype, device=device)
+            values = torch.zeros((len(prefixes), v_ref.shape[0], width, v_ref.shape[2]), dtype=v_ref.dtype,
+                                 device=device)
+            for row, prefix in enumerate(prefixes):
+                if prefix in slot:
+                    k, v = (t[slot[prefix], :, : len(prefix)] for t in fresh.layers[layer])  # type: ignore[union-attr]
+                else:
+                    k, v = kept.kept[prefix][1][layer]
+                keys[row, :, : len(prefix)] = k
+                values[row, :, : len(prefix)] = v
+            self.layers.append((keys, values))
+        self.lengths = torch.tensor([len(p) for p in prefixes], device=device)
+
+
+class _Checkpoint:
+    """An interrupted run's work, so that the next run with the same file resumes it.
+
+    A journal: the first line describes the run (model, settings, budget, a fingerprint of the
+    tasks and prompts), then one line per chunk scored (its stage, its place in the stage and,
+    per task, the new predictions, L_i0 and L_ij). Each line is written whole and flushed to
+    disk before the next chunk starts; a line cut short by the interruption is dropped on
+    resume. Resuming replays the lines in the order the stages consume them (the chunks and
+    the decisions are the same, so the table is the uninterrupted run's) and appends the rest.
+    Memory stays flat: the file is read line by line as the stages reach them.
+    """
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path, self.replayed = path, 0
+        if not path.parent.is_dir():
+            raise ActiveITError(f"adaptive scoring checkpoint '{path}': folder '{path.parent}' does not exist")
+        end, records = 0, 0
+        if path.exists() and path.stat().st_size:
+            with path.open("rb") as file:
+                first = file.readline()
+                try:
+                    found = json.loads(first)
+                except ValueError:
+                    found = None
+                if not isinstance(found, dict) or found.get("kind") != CHECKPOINT_KIND or not first.endswith(b"\n"):
+                    raise ActiveITError(f"'{path}' is not an adaptive scoring checkpoint; pass another path")
+                if found != header:
+                    changed = sorted(key for key in header.keys() | found.keys() if header.get(key) != found.get(key))
+                    raise ActiveITError(f"checkpoint '{path}' is of another run (different {', '.join(changed)}); "
+                                        "remove it, or pass another path, to start afresh")
+                end = len(first)
+                for line in file:
+                    try:
+                        json.loads(line)
+                    except ValueError:
+                        break
+                    if not line.endswith(b"\n"):
+                        break
+                    end, records = end + len(line), records + 1
+        with path.open("ab") as file:  # drop a line cut short
+            file.truncate(end)
+        self._pending = records
+        self._reader = path.open("rb")
+        self._reader.readline()
+        self._out = path.open("ab")
+        if end == 0:
+            self._write(header)
+
+    def next(self, stage: int, first: int) -> list[Any] | None:
+        """The recorded chunk ``first`` of ``stage``, or None once every recorded chunk is replayed."""
+        if not self._pending:
+            return None
+        self._pending -= 1
+        record = json.loads(self._reader.readline())
+        if (record["stage"], record["first"]) != (stage, first):
+            raise ActiveITError(f"checkpoint '{self.path}' is out of step (chunk {record['first']} of stage "
+                                f"{record['stage']} where chunk {first} of stage {stage} was due); remove it")
+        self.replayed += 1
+        if not self._pending:
+            self._reader.close()
+        return record["tasks"]
+
+    def write(self, stage: int, first: int, entries: list[Any]) -> None:
+        self._write({"stage": stage, "first": first, "tasks": entries})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._out.write((json.dumps(record, separators=(",", ":")) + "\n").encode())
+        self._out.flush()
+        os.fsync(self._out.fileno())
+
+    def close(self) -> None:
+        self._reader.close()
+        self._out.close()
+
+
+def _fingerprint(loaded: LoadedModel, tasks: Sequence[Task], prompts: Mapping[str, PerturbedPrompts] | None) -> str:
+    """A digest of the tasks (and the prompts given) and of the model's weights."""
+    digest = hashlib.sha256()
+    for task in tasks:
+        digest.update(repr((task.name, task.definition, task.positive_examples, task.instances)).encode())
+        if prompts is not None:
+            digest.update(repr(prompts[task.name]).encode())
+    with torch.no_grad():
+        total = sum(float(p.float().sum()) for p in loaded.model.parameters())
+    digest.update(f"{total:.12e}".encode())
+    return digest.hexdigest()
+
+
+def _works(
+    races: Sequence[_Race], tasks: Sequence[Task], config: ScoringSettings,
+    prompts: Mapping[str, PerturbedPrompts] | None, perturb: bool = True,
+) -> list[_Work]:
+    """The chunk's races with their instances, pair order and (unless not ``perturb``) prompts,
+    perturbed here when not given."""
+    chunk = [tasks[race.index] for race in races]
+    made = prompts if prompts is not None or not perturb else perturb_tasks(
+        chunk, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)
+    return [_Work(race, task, task.sample_instances(config.n, config.seed), made[task.name] if made else None,
+                  _pair_order(task, race.n, race.k, config.seed)) for race, task in zip(races, chunk)]
+
+
+def _force(scorer: _Scorer, pairs: list[ForcedPair], kept: _KeptPrefixes) -> list[float]:
+    """:meth:`_Scorer.force` with the kept prefix caches."""
+    cfg = scorer.config
+    started = time.perf_counter()
+    with scorer.autocast():
+        nll = teacher_forced_nll(scorer.loaded, pairs, cfg.token_budget, cfg.logit_budget, scorer.forcing,
+                                 pools=kept.pool)
+    scorer.timing["teacher_forcing_s"] += time.perf_counter() - started
+    return nll
+
+
+def _advance(scorer: _Scorer, works: Sequence[_Work], size: int, kept: _KeptPrefixes) -> list[Any]:
+    """Score each race's pairs up to ``size``: per race ``[index, predictions, L_i0, new L_ij]``
+    (predictions and L_i0 only where the race had none). The first stage decodes every instance
+    once (its prediction and L_i0: PP needs them all, and it is a tenth of the work), later ones
+    force pairs only."""
     encode = scorer.formatter.encode
 
-    def row(race: _Race, i: int, j: int) -> tuple[Ids, Ids]:
-        variant = race.prompts.variants[j]
-        return scorer.split(encode(variant.definition, variant.examples, race.instances[i].input))
+    def row(work: _Work, i: int, j: int) -> tuple[Ids, Ids]:
+        variant = work.prompts.variants[j]  # type: ignore[union-attr]
+        return scorer.split(encode(variant.definition, variant.examples, work.instances[i].input))
 
     # in the exact scorer's order (task, prompt, instance): a full first stage runs the same batches
-    new = [(race, sorted(race.order[race.scored : size], key=lambda pair: (pair[1], pair[0]))) for race in races]
-    originals = [(race, i) for race in races if not race.targets for i in range(len(race.instances))]
-    predictions, decoded = scorer.predict([row(race, i, 0) for race, i in originals]) if originals else ([], [])
-    for (race, i), target in zip(originals, predictions):
-        race.targets[i] = target
-    forced = [(race, (i, j)) for race, pairs in new for i, j in pairs]
+    new = [(work, sorted(work.order[work.race.scored : size], key=lambda pair: (pair[1], pair[0]))) for work in works]
+    originals = [(work, i) for work in works if not work.race.targets for i in range(work.race.n)]
+    predictions, decoded = scorer.predict([row(work, i, 0) for work, i in originals]) if originals else ([], [])
+    targets: dict[tuple[int, int], Ids] = {(w.race.index, i): t for (w, i), t in zip(originals, predictions)}
+    nll0: dict[tuple[int, int], float] = {}
+    forced = [(work, (i, j)) for work, pairs in new for i, j in pairs]
     if decoded is not None:
-        for (race, i), value in zip(originals, decoded):
-            race.nll0[i] = value
+        nll0 = {(w.race.index, i): value for (w, i), value in zip(originals, decoded)}
     else:  # reduced precision: j = 0 is teacher-forced like the others
-        forced = [(race, (i, 0)) for race, i in originals] + forced
-    values = scorer.force([ForcedPair(*row(race, i, j), race.targets[i]) for race, (i, j) in forced]) if forced else []
-    for (race, (i, j)), value in zip(forced, values):
+        forced = [(work, (i, 0)) for work, i in originals] + forced
+
+    def target(work: _Work, i: int) -> Ids:
+        return targets.get((work.race.index, i)) or work.race.targets[i]
+
+    kept.wanted = {}
+    rows = [(work, pair, row(work, *pair)) for work, pair in forced]
+    for work, (_, j), (prefix, _) in rows:
+        if j and min(size, work.race.pairs) < work.race.pairs:  # its task goes on after this stage
+            kept.wanted[prefix] = work.race.index
+    values = _force(scorer, [ForcedPair(*ids, target(work, i)) for work, (i, _), ids in rows], kept) if rows else []
+    kept.wanted = {}
+    new_nll: dict[int, dict[tuple[int, int], float]] = {}
+    for (work, (i, j)), value in zip(forced, values):
         if j == 0:
-            race.nll0[i] = value
+            nll0[work.race.index, i] = value
         else:
-            race.nll[i, j] = value
-    for race in races:
-        race.scored = min(size, len(race.order))
+            new_nll.setdefault(work.race.index, {})[i, j] = value
+    entries = []
+    for work, pairs in new:
+        index, first = work.race.index, not work.race.targets
+        mine = new_nll.get(index, {})
+        entries.append([
+            index,
+            [list(targets[index, i]) for i in range(work.race.n)] if first else None,
+            [nll0[index, i] for i in range(work.race.n)] if first else None,
+            [mine[pair] for pair in work.order[work.race.scored : size]],
+        ])
+    return entries
 
 
-def _task_score(scorer: _Scorer, race: _Race) -> tuple[TaskScore, list[InstanceScore]]:
+def _apply(races: Sequence[_Race], entries: list[Any], size: int) -> None:
+    """Record a chunk's new predictions and likelihoods (scored now, or read from a checkpoint)."""
+    for index, predictions, nll0, values in entries:
+        race = races[index]
+        if predictions is not None:
+            race.targets, race.nll0 = [tuple(t) for t in predictions], [float(v) for v in nll0]
+        end = min(size, race.pairs)
+        if len(values) != end - race.scored or not race.targets:
+            raise ActiveITError(f"adaptive scoring: the record of task {index} does not fit its stage (a checkpoint "
+                                "of another run?)")
+        race.nll[race.scored : end] = values
+        race.scored = end
+
+
+def _task_score(scorer: _Scorer, work: _Work) -> tuple[TaskScore, list[InstanceScore]]:
     """The race's row and the detail of its decoded instances (unscored p_ij NaN)."""
-    k = race.prompts.k
-    detail = [
-        scorer.instance_score(race.task, race.instances[i], race.targets[i], race.nll0[i],
-                              [math.exp(-race.nll[i, j]) if (i, j) in race.nll else math.nan for j in range(1, k + 1)])
-        for i in sorted(race.targets)
-    ]
-    row = summarize_task(race.task, detail)
+    race = work.race
+    p = np.full((race.n, race.k), math.nan)
+    for (i, j), value in zip(work.order[: race.scored], race.nll[: race.scored]):
+        p[i, j - 1] = math.exp(-value)
+    detail = [scorer.instance_score(work.task, work.instances[i], race.targets[i], race.nll0[i], p[i].tolist())
+              for i in range(race.n)]
+    row = summarize_task(work.task, detail)
     low, high = race.interval
-    if race.scored < len(race.order):  # stopped early: the mean of its terms, inside its interval
+    if race.scored < race.pairs:  # stopped early: the mean of its terms, inside its interval
         row = replace(row, pu=min(max(row.pu, low), high), pu_low=low, pu_high=high, decided=race.decided)
     return row, detail
 
@@ -244,13 +501,22 @@ def score_adaptive(
     budget: int | Mapping[bool, int],
     prompts: Mapping[str, PerturbedPrompts] | None = None,
     progress: bool = True,
+    *,
+    checkpoint: str | Path | None = None,
+    keep_prefixes_bytes: int = KEEP_PREFIXES_BYTES,
 ) -> ScoreTable:
     """Score ``tasks`` in stages until every one is surely in or out of the top ``budget`` by PU,
     or scored in full (see the module docstring); rows in the order of ``tasks``.
 
     ``budget`` is the round's b, or ``{True: b_classification, False: b_generation}`` for a
-    stratified selection (:func:`activeit.selection.strategies.stratified_budgets`). The table's
-    ``meta["adaptive"]`` holds the settings, the stages, the tasks stopped and the work saved.
+    stratified selection (:func:`activeit.selection.strategies.stratified_budgets`). Tasks are
+    scored ``config.tasks_per_chunk`` at a time, their prompts built per chunk (when not given),
+    so memory does not grow with the pool beyond a few numbers per task, the final table and at
+    most ``keep_prefixes_bytes`` of prefix caches kept between stages (0: none kept). With
+    ``checkpoint`` (a file) every chunk's work is journaled there, and a run given the file of
+    an interrupted one with the same model, tasks, settings and budget resumes it, giving the
+    same table. The table's ``meta["adaptive"]`` holds the settings, the stages, the tasks
+    stopped and the work saved.
     """
     from tqdm.auto import tqdm
 
@@ -259,43 +525,70 @@ def score_adaptive(
     budgets = _group_budgets(tasks, budget)
     if any(b < 0 for b in budgets.values()):
         raise ActiveITError(f"adaptive scoring: the budget must be non-negative, got {budget}")
-    if prompts is None:
-        prompts = perturb_tasks(tasks, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)
+    if keep_prefixes_bytes < 0:
+        raise ActiveITError(f"adaptive scoring: keep_prefixes_bytes must be non-negative, got {keep_prefixes_bytes}")
     scorer = _Scorer(loaded, config)
-    races = []
-    for task in tasks:
-        instances = task.sample_instances(config.n, config.seed)
-        races.append(_Race(task, instances, prompts[task.name],
-                           _pair_order(task, len(instances), prompts[task.name].k, config.seed)))
+    races = [_Race(index, len(task.sample_instances(config.n, config.seed)),
+                   prompts[task.name].k if prompts is not None else config.k) for index, task in enumerate(tasks)]
+    journal = None
+    if checkpoint is not None:
+        header = {"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "model": loaded.name,
+                  "config": config.model_dump(mode="json"),
+                  "budget": budget if not isinstance(budget, Mapping) else {str(k): v for k, v in budget.items()},
+                  "tasks": len(tasks), "fingerprint": _fingerprint(loaded, tasks, prompts)}
+        journal = _Checkpoint(Path(checkpoint), json.loads(json.dumps(header)))
+    kept = _KeptPrefixes(keep_prefixes_bytes)
     alpha = config.delta / max(len(tasks), 1)
-    groups = {key: [r for r in races if key is None or r.task.is_classification == key] for key in budgets}
+    groups = {key: [r for r in races if key is None or tasks[r.index].is_classification == key] for key in budgets}
     started = time.perf_counter()
-    sizes = stage_sizes(config.first_stage, config.stage_growth, max((len(r.order) for r in races), default=0))
+    sizes = stage_sizes(config.first_stage, config.stage_growth, max((r.pairs for r in races), default=0))
     stages = 0
-    with tqdm(total=len(races), unit="task", desc="adaptive scoring", disable=not progress) as bar:
-        for size in sizes:
-            going = [r for r in races if not r.done]
-            if not going:
-                break
-            stages += 1
-            for first in range(0, len(going), config.tasks_per_chunk):
-                _advance(scorer, going[first : first + config.tasks_per_chunk], size)
-            for race in going:
-                race.interval = pu_interval(race.terms(), len(race.order), alpha)
-            for key, members in groups.items():
-                for race, verdict in zip(members, decide([r.interval for r in members], budgets[key])):
-                    if not race.done:  # a task scored in full keeps "" whatever its side
-                        race.decided = verdict
-            finished = sum(r.done for r in going)
-            bar.update(finished)
-            bar.set_postfix(stage=stages, pairs=size, decided=sum(bool(r.decided) for r in races),
-                            left=len(going) - finished)
-    scored = [_task_score(scorer, race) for race in races]
-    rows, detail = [row for row, _ in scored], [s for _, instances in scored for s in instances]
+    try:
+        with tqdm(total=len(races), unit="task", desc="adaptive scoring", disable=not progress) as bar:
+            for size in sizes:
+                going = [r for r in races if not r.done]
+                if not going:
+                    break
+                stages += 1
+                for first in range(0, len(going), config.tasks_per_chunk):
+                    part = going[first : first + config.tasks_per_chunk]
+                    entries = journal.next(stages, first) if journal is not None else None
+                    if entries is None:
+                        entries = _advance(scorer, _works(part, tasks, config, prompts), size, kept)
+                        if journal is not None:
+                            journal.write(stages, first, entries)
+                    _apply(races, entries, size)
+                    bar.update(sum(r.scored == r.pairs for r in part))
+                    bar.set_postfix_str(f"stage {stages}/{len(sizes)} ({size} pairs): {first + len(part)}/"
+                                        f"{len(going)} scored, decided {sum(bool(r.decided) for r in races)}, "
+                                        f"left {sum(not r.done for r in races)}", refresh=False)
+                for race in going:
+                    order = _pair_order(tasks[race.index], race.n, race.k, config.seed)
+                    race.interval = pu_interval(race.terms(order), race.pairs, alpha)
+                for key, members in groups.items():
+                    for race, verdict in zip(members, decide([r.interval for r in members], budgets[key])):
+                        if not race.done:  # a task scored in full keeps "" whatever its side
+                            race.decided = verdict
+                            bar.update(bool(verdict))
+                for race in going:
+                    if race.done:
+                        kept.release(race.index)
+                bar.set_postfix_str(f"stage {stages}/{len(sizes)} done: decided "
+                                    f"{sum(bool(r.decided) for r in races)}, left {sum(not r.done for r in races)}")
+    finally:
+        if journal is not None:
+            journal.close()
+    rows: list[TaskScore] = []
+    detail: list[InstanceScore] = []
+    for first in range(0, len(races), config.tasks_per_chunk):
+        for work in _works(races[first : first + config.tasks_per_chunk], tasks, config, prompts, perturb=False):
+            row, instances = _task_score(scorer, work)
+            rows.append(row)
+            detail.extend(instances)
     decoded = sum(len(r.targets) for r in races)
     pairs = sum(r.scored for r in races)
-    full = sum(len(r.instances) * (r.prompts.k + 1) for r in races)
-    meta = table_meta(loaded, config, prompts, scorer.stats() | {"wall_s": time.perf_counter() - started})
+    full = sum(r.n * (r.k + 1) for r in races)
+    meta = table_meta(loaded, config, prompts or {}, scorer.stats() | {"wall_s": time.perf_counter() - started})
     meta["adaptive"] = {
         "budget": budget if not isinstance(budget, Mapping) else {str(k): v for k, v in budget.items()},
         "delta": config.delta,
@@ -308,5 +601,9 @@ def score_adaptive(
         "decoded": decoded,
         # work in rows: a decoded original prompt or a teacher-forced pair (exact scoring: n (k + 1) per task)
         "work_saved": 1.0 - (decoded + pairs) / full if full else 0.0,
+        # prefix tokens of kept caches (not run again) and the most bytes kept at once
+        "prefix_tokens_reused": kept.reused_tokens,
+        "kept_bytes_peak": kept.peak,
+        "resumed_chunks": journal.replayed if journal is not None else 0,
     }
     return ScoreTable(tuple(rows), tuple(detail), meta)

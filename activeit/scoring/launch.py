@@ -4,7 +4,7 @@
 ``accelerate launch`` every process runs :func:`run_launched`: it scores its share of the
 pool and the main process writes the gathered table, which is read back here. With
 ``scoring.adaptive`` the round's budget comes along, and scoring runs here, in one process
-(:mod:`activeit.scoring.adaptive`).
+(:mod:`activeit.scoring.adaptive`), journaled to a checkpoint file when one is given.
 """
 
 from __future__ import annotations
@@ -31,16 +31,20 @@ def score(
     budget: int | Mapping[bool, int] | None = None,
     cpu: bool = False,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> ScoreTable:
     """Score ``tasks`` with ``model_name`` here (placed on this process's device), or under
     ``accelerate launch`` in ``config.num_processes`` processes (the main one writes the
     gathered table, read back here): the same table as one process gives. ``budget`` (the
-    round's b, or b per ``is_classification``) is what ``config.adaptive`` scoring decides."""
+    round's b, or b per ``is_classification``) is what ``config.adaptive`` scoring decides;
+    ``checkpoint`` (adaptive only) is the file an interrupted adaptive run resumes from."""
     if config.adaptive and budget is None:
         raise ActiveITError("adaptive scoring needs the round's budget (the tasks it will select)")
+    if checkpoint is not None and not config.adaptive:
+        raise ActiveITError("a scoring checkpoint is for adaptive scoring (scoring.adaptive); exact scoring has none")
     check_processes(config.num_processes, "scoring.num_processes", cpu)
     if config.adaptive or not needs_launch(config.num_processes, config.accelerate_config, cpu):
-        return _score_here(model_name, tasks, config, prompts, progress, budget)
+        return _score_here(model_name, tasks, config, prompts, progress, budget, checkpoint)
     with work_folder() as work:
         table_file = work / "table.json"
         error = launch("activeit.scoring.launch:run_launched", {
@@ -62,6 +66,7 @@ def _score_here(
     model_name: str, tasks: Sequence[Task], config: ScoringSettings,
     prompts: Mapping[str, PerturbedPrompts] | None, progress: bool,
     budget: int | Mapping[bool, int] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> ScoreTable:
     from activeit.models.devices import place_model  # torch and transformers load only here
     from activeit.models.loading import load_model
@@ -70,7 +75,8 @@ def _score_here(
     if config.adaptive:
         from activeit.scoring.adaptive import score_adaptive
 
-        return score_adaptive(loaded, tasks, config, budget, prompts, progress=progress)  # type: ignore[arg-type]
+        return score_adaptive(loaded, tasks, config, budget, prompts, progress=progress,  # type: ignore[arg-type]
+                              checkpoint=checkpoint)
     from activeit.scoring.scorer import score_tasks
 
     return score_tasks(loaded, tasks, config, prompts, progress=progress)

@@ -18,21 +18,32 @@ def _pyplot() -> object:
     return plt
 
 
+def _curve(study: Study, strategy: str) -> list[tuple[int, float, float]]:
+    """(training tasks, mean, std over seeds) of each round of ``strategy``, by training tasks."""
+    points = []
+    for round_index, tasks in study.rounds_of(strategy):
+        summary = study.summary(strategy, round_index)
+        if summary is not None:
+            points.append((tasks, summary.mean, 0.0 if math.isnan(summary.std) else summary.std))
+    return sorted(points)
+
+
 def plot_learning_curve(study: Study, path: str | Path, title: str) -> Path:
     """Mean ROUGE-L per strategy against training tasks, a ±1 std band over seeds, and the
-    untuned base model as a dashed line."""
+    untuned base model as a dashed line. Strategies whose curves are identical (they picked the
+    same tasks on every seed) share one line, labelled with all their names."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=130)  # type: ignore[attr-defined]
+    curves: dict[tuple[tuple[int, float, float], ...], list[str]] = {}
     for strategy in study.strategies:
-        points = []
-        for round_index, tasks in study.rounds_of(strategy):
-            summary = study.summary(strategy, round_index)
-            if summary is not None:
-                points.append((tasks, summary.mean, 0.0 if math.isnan(summary.std) else summary.std))
-        points.sort()
+        curves.setdefault(tuple(_curve(study, strategy)), []).append(strategy)
+    for points, strategies in curves.items():
         xs, means, stds = zip(*points) if points else ((), (), ())
-        style = {"linewidth": 2.4} if strategy != REFERENCE else {"linewidth": 2.0, "color": "0.35"}
-        line = ax.plot(xs, means, marker="o", label=f"{strategy} ({len({r.seed for r in study.runs if r.strategy == strategy})} seeds)", **style)[0]
+        style = {"linewidth": 2.4} if REFERENCE not in strategies else {"linewidth": 2.0, "color": "0.35"}
+        seeds = len({r.seed for r in study.runs if r.strategy == strategies[0]})
+        names = " = ".join(strategies) + (" (identical curves" if len(strategies) > 1 else " (")
+        label = f"{names}{', ' if len(strategies) > 1 else ''}{seeds} seeds)"
+        line = ax.plot(xs, means, marker="o", label=label, **style)[0]
         ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                         color=line.get_color(), alpha=0.15, linewidth=0)
     base = study.base()
@@ -43,7 +54,7 @@ def plot_learning_curve(study: Study, path: str | Path, title: str) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of training tasks")
     ax.set_ylabel("ROUGE-L on unseen test tasks (x100)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

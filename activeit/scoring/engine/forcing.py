@@ -7,7 +7,7 @@ only at the target positions; seq2seq models take the whole prompt as encoder in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +33,9 @@ from activeit.scoring.engine.prefix_cache import (
 )
 from activeit.config.settings import LOGIT_BUDGET, TOKEN_BUDGET
 
+#: Builds the KV caches of a batch's distinct prefixes (:class:`PrefixPool`, or one that reuses kept caches).
+PoolFactory = Callable[[LoadedModel, Sequence[tuple[int, ...]], torch.device], PrefixPool]
+
 
 @dataclass(frozen=True)
 class ForcedPair:
@@ -54,6 +57,7 @@ def teacher_forced_nll(
     token_budget: int = TOKEN_BUDGET,
     logit_budget: int = LOGIT_BUDGET,
     stats: ForcingStats | None = None,
+    pools: PoolFactory = PrefixPool,
 ) -> list[float]:
     """Mean per-token NLL of each pair's target under its prompt (all target tokens count).
 
@@ -62,18 +66,20 @@ def teacher_forced_nll(
     length of ``suffix + target[:-1]``, each batch gathering its rows' prefix caches, and run
     right-padded on top with their true positions. A pair with an empty prefix is a plain
     full-prompt pass. Seq2seq models: the whole prompt is the encoder input and the target
-    the decoder's.
+    the decoder's. ``pools`` builds each pool of prefixes (adaptive scoring passes one that keeps
+    a continuing task's prefix caches between stages).
     """
     if any(not p.target for p in pairs):
         raise ActiveITError("teacher forcing needs non-empty targets (the EOS token at least)")
     stats = stats if stats is not None else ForcingStats()
     if loaded.is_seq2seq:
         return _seq2seq_nll(loaded, pairs, token_budget, logit_budget, stats)
-    return _causal_nll(loaded, pairs, token_budget, logit_budget, stats)
+    return _causal_nll(loaded, pairs, token_budget, logit_budget, stats, pools)
 
 
 def _causal_nll(
-    loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats
+    loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats,
+    pools: PoolFactory = PrefixPool,
 ) -> list[float]:
     """Pools of distinct prefixes are computed once; their rows run in length-sorted batches."""
     if any(not p.prefix and not p.suffix for p in pairs):
@@ -89,10 +95,10 @@ def _causal_nll(
     distinct = sorted(by_prefix, key=lambda p: (-len(p), p))
     for group in plan_batches(range(len(distinct)), [len(p) for p in distinct], token_budget):
         prefixes = [distinct[number] for number in group]
-        pool = PrefixPool(loaded, prefixes, device)
+        pool = pools(loaded, prefixes, device)
         stats.prefix_tokens += pool.real_tokens
         stats.padded_tokens += pool.padded_tokens
-        stats.forward_passes += 1
+        stats.forward_passes += bool(pool.real_tokens)  # a pool of kept caches runs nothing
         slot = {prefix: number for number, prefix in enumerate(prefixes)}
         rows = [r for prefix in prefixes for r in by_prefix[prefix]]
         for batch in _row_batches(pairs, rows, token_budget, logit_budget):
