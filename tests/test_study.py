@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from activeit.errors import ActiveITError
-from activeit.study.plots import plot_learning_curve, plot_overlap
+from activeit.study.plots import plot_learning_curve, plot_overlap, shared_curves
 from activeit.study.report import study_markdown
 from activeit.study.statistics import RoundRecord, RunRecord, Study, jaccard, paired_difference, summarize
 
@@ -122,3 +122,15 @@ def test_plots_are_pngs(study: Study, tmp_path: Path) -> None:
     for plot in (plot_learning_curve, plot_overlap):
         path = plot(study, tmp_path / f"{plot.__name__}.png", "a study")
         assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
+
+
+def test_strategies_with_the_same_curve_share_one_line(study: Study) -> None:
+    """A strategy that picked as another on every seed (say uncertainty-diverse whose filter
+    never fired) is drawn as one line naming both, not hidden under the other."""
+    twins = tuple(RunRecord("uncertainty-diverse", run.seed, run.rounds, run.base) for run in study.runs
+                  if run.strategy == "uncertainty")
+    groups = shared_curves(Study((*study.runs, *twins)))
+    assert sorted(sorted(names) for _, names in groups) == [["random"], ["uncertainty", "uncertainty-diverse"]]
+    points = dict((tuple(names), curve) for curve, names in groups)[("uncertainty", "uncertainty-diverse")]
+    assert [(tasks, round(mean, 6)) for tasks, mean, _ in points] == [(2, 11.0), (4, round(41 / 3, 6)), (6, 16.0)]
+    assert len(shared_curves(study)) == 2

@@ -28,16 +28,22 @@ def _curve(study: Study, strategy: str) -> list[tuple[int, float, float]]:
     return sorted(points)
 
 
+def shared_curves(study: Study) -> list[tuple[tuple[tuple[int, float, float], ...], list[str]]]:
+    """Each distinct learning curve (training tasks, mean, std per round) with the strategies
+    that have it, in the study's order: strategies that picked alike on every seed share one."""
+    curves: dict[tuple[tuple[int, float, float], ...], list[str]] = {}
+    for strategy in study.strategies:
+        curves.setdefault(tuple(_curve(study, strategy)), []).append(strategy)
+    return list(curves.items())
+
+
 def plot_learning_curve(study: Study, path: str | Path, title: str) -> Path:
     """Mean ROUGE-L per strategy against training tasks, a ±1 std band over seeds, and the
     untuned base model as a dashed line. Strategies whose curves are identical (they picked the
     same tasks on every seed) share one line, labelled with all their names."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=130)  # type: ignore[attr-defined]
-    curves: dict[tuple[tuple[int, float, float], ...], list[str]] = {}
-    for strategy in study.strategies:
-        curves.setdefault(tuple(_curve(study, strategy)), []).append(strategy)
-    for points, strategies in curves.items():
+    for points, strategies in shared_curves(study):
         xs, means, stds = zip(*points) if points else ((), (), ())
         style = {"linewidth": 2.4} if REFERENCE not in strategies else {"linewidth": 2.0, "color": "0.35"}
         seeds = len({r.seed for r in study.runs if r.strategy == strategies[0]})
