@@ -222,6 +222,11 @@ class _Work:
     order: list[tuple[int, int]]
 
 
+def _bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Bytes held by one prefix's per-layer key and value caches."""
+    return sum(t.numel() * t.element_size() for pair in layers for t in pair)
+
+
 class _KeptPrefixes:
     """Prefix KV caches of continuing tasks, kept from one stage to the next within ``budget`` bytes.
 
@@ -242,7 +247,7 @@ class _KeptPrefixes:
         return _ReusingPool(self, loaded, prefixes, device)
 
     def keep(self, prefix: Ids, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        size = sum(t.numel() * t.element_size() for pair in layers for t in pair)
+        size = _bytes(layers)
         race = self.wanted.get(prefix)
         if race is None or prefix in self.kept or self.used + size > self.budget:
             return
@@ -253,8 +258,7 @@ class _KeptPrefixes:
 
     def release(self, race: int) -> None:
         for prefix in self.owned.pop(race, ()):
-            layers = self.kept.pop(prefix)[1]
-            self.used -= sum(t.numel() * t.element_size() for pair in layers for t in pair)
+            self.used -= _bytes(self.kept.pop(prefix)[1])
 
 
 class _ReusingPool(PrefixPool):
@@ -435,7 +439,7 @@ def _advance(scorer: _Scorer, works: Sequence[_Work], size: int, kept: _KeptPref
     kept.wanted = {}
     rows = [(work, pair, row(work, *pair)) for work, pair in forced]
     for work, (_, j), (prefix, _) in rows:
-        if j and min(size, work.race.pairs) < work.race.pairs:  # its task goes on after this stage
+        if j and size < work.race.pairs:  # its task goes on after this stage
             kept.wanted[prefix] = work.race.index
     values = _force(scorer, [ForcedPair(*ids, target(work, i)) for work, (i, _), ids in rows], kept) if rows else []
     kept.wanted = {}

@@ -47,8 +47,8 @@ def plot_learning_curve(study: Study, path: str | Path, title: str) -> Path:
         xs, means, stds = zip(*points) if points else ((), (), ())
         style = {"linewidth": 2.4} if REFERENCE not in strategies else {"linewidth": 2.0, "color": "0.35"}
         seeds = len({r.seed for r in study.runs if r.strategy == strategies[0]})
-        names = " = ".join(strategies) + (" (identical curves" if len(strategies) > 1 else " (")
-        label = f"{names}{', ' if len(strategies) > 1 else ''}{seeds} seeds)"
+        shared = "identical curves, " if len(strategies) > 1 else ""
+        label = f"{' = '.join(strategies)} ({shared}{seeds} seeds)"
         line = ax.plot(xs, means, marker="o", label=label, **style)[0]
         ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                         color=line.get_color(), alpha=0.15, linewidth=0)
