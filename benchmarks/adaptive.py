@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from activeit.config.settings import TOKEN_BUDGET, ScoringSettings  # noqa: E402
 from activeit.models.builtin import DEFAULT_MODEL  # noqa: E402
-from activeit.scoring.adaptive import KEEP_PREFIXES_BYTES, score_adaptive  # noqa: E402
+from activeit.scoring.adaptive import kept_prefix_bytes, score_adaptive  # noqa: E402
 from activeit.scoring.scorer import score_tasks  # noqa: E402
 from activeit.scoring.scores import ScoreTable  # noqa: E402
 from activeit.selection.strategies import select_tasks  # noqa: E402
@@ -109,8 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delta", default=str(DEFAULTS.delta), help="comma-separated levels delta")
     parser.add_argument("--first-stage", type=int, default=DEFAULTS.first_stage)
     parser.add_argument("--stage-growth", type=float, default=DEFAULTS.stage_growth)
-    parser.add_argument("--keep-prefixes-mb", type=float, default=KEEP_PREFIXES_BYTES / 2**20,
-                        help="prefix KV caches kept between stages, MiB (0: every stage runs its prefixes again)")
+    parser.add_argument("--keep-prefixes-mb", type=float, default=None,
+                        help="prefix KV caches kept between stages, MiB (0: every stage runs its prefixes again; "
+                        "default: the setting's, half the free memory)")
     parser.add_argument("--token-budget", type=int, default=TOKEN_BUDGET)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -128,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              ("--before-tasks", args.before_tasks, 1), ("--before-repeats", args.before_repeats, 1)):
         if value < low:
             raise SystemExit(f"{flag} must be at least {low}, got {value}")
-    if args.stage_growth <= 1 or args.keep_prefixes_mb < 0:
+    if args.stage_growth <= 1 or (args.keep_prefixes_mb or 0) < 0:
         raise SystemExit("--stage-growth must be above 1 and --keep-prefixes-mb not negative")
     if max(args.budget_list) >= args.tasks:
         raise SystemExit(f"every budget must be below --tasks ({args.tasks}), got {args.budgets}")
@@ -200,11 +201,11 @@ def run(args: argparse.Namespace) -> None:
         if args.before_only:
             return
     loaded, tasks, device = setup(args)
-    keep = int(args.keep_prefixes_mb * 2**20)
     print(f"model {args.model} on {device}; {len(tasks)} NIV2 tasks, n={args.n}, k={args.k}, "
           f"max_new_tokens={args.max_new_tokens}; seeds {seeds}, budgets {budgets}, delta {deltas}; "
           f"first_stage={args.first_stage}, stage_growth={args.stage_growth}, kept prefix caches up to "
-          f"{args.keep_prefixes_mb:g} MiB", flush=True)
+          f"{kept_prefix_bytes(ScoringSettings(keep_prefixes_mb=args.keep_prefixes_mb), device) / 2**20:.0f} MiB",
+          flush=True)
     score_tasks(loaded, [tasks[0].with_instances(tasks[0].instances[:2])], ScoringSettings(n=2, k=1, max_new_tokens=4),
                 progress=False)  # warm-up
     header = (f"{'seed':>4} {'b':>3} {'delta':>6} {'same':>5} {'jaccard':>7} {'stopped':>7} {'pairs':>6} "
@@ -219,10 +220,9 @@ def run(args: argparse.Namespace) -> None:
         print(f"{seed:>4} exact: {exact_s:.1f} s, {exact_tokens} forward tokens", flush=True)
         for delta in deltas:
             adaptive_config = config.replace(adaptive=True, delta=delta, first_stage=args.first_stage,
-                                             stage_growth=args.stage_growth)
+                                             stage_growth=args.stage_growth, keep_prefixes_mb=args.keep_prefixes_mb)
             for budget in budgets:
-                table, seconds = timed(lambda: score_adaptive(loaded, tasks, adaptive_config, budget, progress=False,
-                                                              keep_prefixes_bytes=keep))
+                table, seconds = timed(lambda: score_adaptive(loaded, tasks, adaptive_config, budget, progress=False))
                 mine, theirs = top(table, tasks, budget), top(exact, tasks, budget)
                 meta = table.meta["adaptive"]
                 case = {"delta": delta, "same": mine == theirs, "jaccard": len(mine & theirs) / len(mine | theirs),

@@ -55,8 +55,7 @@ loaded_peak = peak_mib()
 config = ScoringSettings(**spec["config"])
 budget = max(1, round(spec["share"] * len(tasks)))
 started = time.perf_counter()
-table = score_adaptive(loaded, tasks, config, budget, progress=spec["progress"], checkpoint=spec["checkpoint"],
-                       keep_prefixes_bytes=spec["keep"])
+table = score_adaptive(loaded, tasks, config, budget, progress=spec["progress"], checkpoint=spec["checkpoint"])
 seconds = time.perf_counter() - started
 if spec["save"]:
     table.save(spec["save"])
@@ -105,9 +104,9 @@ def child(args: argparse.Namespace, path: Path, size: int, checkpoint: Path | No
     """One scoring run in a fresh process; None when it was interrupted (as planned)."""
     spec = {"root": str(ROOT), "path": str(path), "size": size, "share": args.budget_share,
             "progress": not args.no_progress, "checkpoint": str(checkpoint) if checkpoint else None,
-            "save": str(save) if save else None, "keep": int(args.keep_prefixes_mb * 2**20),
+            "save": str(save) if save else None,
             "config": {"n": 1, "k": args.k, "max_new_tokens": args.max_new_tokens, "adaptive": True,
-                       "delta": args.delta, "first_stage": args.first_stage, "tasks_per_chunk": args.tasks_per_chunk,
+                       "delta": args.delta, "first_stage": args.first_stage, "keep_prefixes_mb": args.keep_prefixes_mb, "tasks_per_chunk": args.tasks_per_chunk,
                        "token_budget": args.token_budget, "chat": False}}
     process = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, stdout=subprocess.PIPE,
                                text=True)

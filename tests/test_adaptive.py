@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from activeit.config.settings import ScoringSettings
 from activeit.data.tasks import Task
 from activeit.errors import ActiveITError
+from activeit.models.devices import free_memory
 from activeit.models.loading import LoadedModel, load_model
-from activeit.scoring.adaptive import decide, pu_interval, score_adaptive, stage_sizes
+from activeit.scoring import adaptive
+from activeit.scoring.adaptive import decide, kept_prefix_bytes, pu_interval, score_adaptive, stage_sizes
 from activeit.scoring.launch import score
 from activeit.scoring.scorer import score_tasks
 from activeit.scoring.scores import ScoreTable, TaskScore
@@ -153,7 +157,7 @@ def test_stages_reuse_decoding_pairs_and_prefixes(sensitive: LoadedModel, tasks:
     config = SMALL.replace(adaptive=True, delta=1e-12, first_stage=4, stage_growth=2.0)
     exact = score_tasks(sensitive, tasks, config, progress=False)
     table = score_adaptive(sensitive, tasks, config, 3, progress=False)
-    rerun = score_adaptive(sensitive, tasks, config, 3, progress=False, keep_prefixes_bytes=0)
+    rerun = score_adaptive(sensitive, tasks, config.replace(keep_prefixes_mb=0), 3, progress=False)
     stats = table.meta["stats"]
     for key in ("decoding_suffix_tokens", "decoding_decoded_tokens", "forcing_suffix_tokens", "forcing_logit_positions"):
         assert stats[key] == rerun.meta["stats"][key] == exact.meta["stats"][key], key
@@ -166,11 +170,23 @@ def test_stages_reuse_decoding_pairs_and_prefixes(sensitive: LoadedModel, tasks:
     assert table.meta["adaptive"]["stages"] == len(stage_sizes(4, 2.0, 36))
     assert table.meta["adaptive"]["decoded"] == 60 and table.meta["adaptive"]["pairs"] == 360
     # a budget that holds some prefixes only: fewer reruns, the same scores
-    some = score_adaptive(sensitive, tasks, config, 3, progress=False,
-                          keep_prefixes_bytes=table.meta["adaptive"]["kept_bytes_peak"] // 3)
+    some = score_adaptive(sensitive, tasks, config.replace(keep_prefixes_mb=table.meta["adaptive"]["kept_bytes_peak"]
+                                                            / 3 / 2**20), 3, progress=False)
     assert (exact.meta["stats"]["forcing_prefix_tokens"] < some.meta["stats"]["forcing_prefix_tokens"]
             < rerun.meta["stats"]["forcing_prefix_tokens"])
     _same_scores(some, exact, tolerance=1e-6)
+
+
+def test_kept_prefix_caches_take_the_setting_or_half_the_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    free = free_memory(cpu)
+    assert 0 < free <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert kept_prefix_bytes(SMALL.replace(keep_prefixes_mb=1.5), cpu) == 3 * 2**19
+    assert kept_prefix_bytes(SMALL.replace(keep_prefixes_mb=0), cpu) == 0
+    monkeypatch.setattr(adaptive, "free_memory", lambda device: 6 * 2**30)
+    assert kept_prefix_bytes(SMALL, cpu) == 3 * 2**30
+    with pytest.raises(ValidationError):
+        SMALL.replace(keep_prefixes_mb=-1)
 
 
 def test_stratified_budgets_race_within_each_group(sensitive: LoadedModel, tasks: list[Task]) -> None:
@@ -279,26 +295,25 @@ def test_an_interrupted_run_resumes_to_the_same_table(
     the 4 chunks are read back, the rest scored, and the table is the uninterrupted run's (to
     the bit without kept prefix caches; within fp32 rounding with them, since the resumed run
     recomputes the prefixes the interrupted one had kept)."""
-    options = {} if keep is None else {"keep_prefixes_bytes": keep}
-    whole = score_adaptive(sensitive, tasks, STAGED, 1, progress=False, **options)
+    config = STAGED if keep is None else STAGED.replace(keep_prefixes_mb=keep)
+    whole = score_adaptive(sensitive, tasks, config, 1, progress=False)
     assert whole.meta["adaptive"]["stages"] >= 3 and whole.meta["adaptive"]["stopped_out"] >= 1
     path = tmp_path / "scores.checkpoint"
     with monkeypatch.context() as patch:
         _interrupted(patch, after=4)
         with pytest.raises(KeyboardInterrupt):
-            score_adaptive(sensitive, tasks, STAGED, 1, progress=False, checkpoint=path, **options)
+            score_adaptive(sensitive, tasks, config, 1, progress=False, checkpoint=path)
     assert len(path.read_text().splitlines()) == 1 + 4  # the header and the chunks done
     with path.open("a") as file:
         file.write('{"stage": 2, "first": 4, "tas')  # a line cut short by the interruption
-    resumed = score_adaptive(sensitive, tasks, STAGED, 1, progress=False, checkpoint=path, **options)
+    resumed = score_adaptive(sensitive, tasks, config, 1, progress=False, checkpoint=path)
     assert resumed.meta["adaptive"]["resumed_chunks"] == 4
     _same_table(resumed, whole, tolerance=0.0 if keep == 0 else 1e-6)
-    assert {k: v for k, v in resumed.meta["adaptive"].items() if k not in ("resumed_chunks", "prefix_tokens_reused",
-                                                                           "kept_bytes_peak")} == \
-        {k: v for k, v in whole.meta["adaptive"].items() if k not in ("resumed_chunks", "prefix_tokens_reused",
-                                                                       "kept_bytes_peak")}
+    varies = ("resumed_chunks", "prefix_tokens_reused", "kept_bytes_peak", "kept_bytes_budget")  # free memory moves
+    assert {k: v for k, v in resumed.meta["adaptive"].items() if k not in varies} == \
+        {k: v for k, v in whole.meta["adaptive"].items() if k not in varies}
     # the journal is now complete: a third run reads everything back and scores nothing
-    again = score_adaptive(sensitive, tasks, STAGED, 1, progress=False, checkpoint=path, **options)
+    again = score_adaptive(sensitive, tasks, config, 1, progress=False, checkpoint=path)
     _same_table(again, resumed)
     assert again.meta["stats"]["forcing_forward_passes"] == 0 and again.meta["stats"]["decoding_forward_passes"] == 0
 

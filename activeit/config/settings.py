@@ -275,6 +275,11 @@ class ScoringSettings(WithSeed, WithChat):
     stage_growth: float = Field(
         default=2.0, gt=1.0, description="adaptive: each later stage brings a task's pairs to this many times as many"
     )
+    keep_prefixes_mb: float | None = Field(
+        default=None, ge=0.0,
+        description="adaptive: MiB of prefix KV caches kept between stages, so no prefix runs twice (0: none kept; "
+        "unset: half the memory free on the scoring device when scoring starts)",
+    )
 
     @model_validator(mode="after")
     def _adaptive_in_one_process(self) -> ScoringSettings:

@@ -24,6 +24,21 @@ def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def free_memory(device: torch.device) -> int:
+    """Bytes free for new tensors on ``device`` now: CUDA's free memory, or the host's
+    ``MemAvailable`` (``/proc/meminfo``; elsewhere the free physical pages)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
 def process_state() -> Any:
     """accelerate's ``PartialState`` for this process.
 

@@ -32,8 +32,8 @@ tasks' intervals has level ``delta / T`` (Bonferroni), so all hold together with
 Work is reused across stages: stage 1 decodes each sampled instance once (its greedy
 prediction and ``p_i0``; PP needs them all, and decoding is about a tenth of the work), each
 pair is teacher-forced once, and the prefix KV caches of a continuing task's perturbed prompts
-are kept from one stage to the next (within ``keep_prefixes_bytes``; past it a prefix runs
-again), so each prompt prefix runs once, as in exact scoring. The engine is the exact
+are kept from one stage to the next (within ``keep_prefixes_mb``, by default half the
+device's free memory; past it a prefix runs again), so each prompt prefix runs once, as in exact scoring. The engine is the exact
 scorer's (:class:`activeit.scoring.scorer._Scorer`, with a prefix pool that reuses the kept
 caches). A task scored to the end has its exact PU (the same formula,
 :func:`activeit.scoring.scores.summarize_task`); a stopped one the mean of its scored terms,
@@ -67,6 +67,7 @@ from activeit.data.tasks import Instance, Task
 from activeit.errors import ActiveITError
 from activeit.models.batching import Ids
 from activeit.models.loading import LoadedModel
+from activeit.models.devices import free_memory, model_device
 from activeit.config.settings import ScoringSettings
 from activeit.scoring.engine.forcing import ForcedPair, teacher_forced_nll
 from activeit.scoring.engine.prefix_cache import PrefixPool
@@ -156,10 +157,19 @@ def decide(intervals: Sequence[tuple[float, float]], budget: int) -> list[str]:
 
 # ---- the staged scorer -------------------------------------------------------------------------
 
-#: Bytes of prefix KV cache kept for continuing tasks between stages (past it, a prefix runs again).
-KEEP_PREFIXES_BYTES = 1 << 30
+#: Share of the scoring device's free memory that kept prefix KV caches may take when
+#: ``keep_prefixes_mb`` is unset (past it, a prefix runs again).
+KEEP_PREFIXES_SHARE = 0.5
 #: What the first line of a checkpoint says it is, and the version of its records.
 CHECKPOINT_KIND, CHECKPOINT_VERSION = "activeit adaptive scoring checkpoint", 1
+
+
+def kept_prefix_bytes(config: ScoringSettings, device: torch.device) -> int:
+    """Bytes of prefix KV caches kept between stages: ``config.keep_prefixes_mb``, or when unset
+    :data:`KEEP_PREFIXES_SHARE` of the memory free on ``device`` now (the caches live there)."""
+    if config.keep_prefixes_mb is not None:
+        return int(config.keep_prefixes_mb * 2**20)
+    return int(KEEP_PREFIXES_SHARE * free_memory(device))
 
 
 def _pair_order(task: Task, n: int, k: int, seed: int) -> list[tuple[int, int]]:
@@ -507,7 +517,6 @@ def score_adaptive(
     progress: bool = True,
     *,
     checkpoint: str | Path | None = None,
-    keep_prefixes_bytes: int = KEEP_PREFIXES_BYTES,
 ) -> ScoreTable:
     """Score ``tasks`` in stages until every one is surely in or out of the top ``budget`` by PU,
     or scored in full (see the module docstring); rows in the order of ``tasks``.
@@ -516,7 +525,7 @@ def score_adaptive(
     stratified selection (:func:`activeit.selection.strategies.stratified_budgets`). Tasks are
     scored ``config.tasks_per_chunk`` at a time, their prompts built per chunk (when not given),
     so memory does not grow with the pool beyond a few numbers per task, the final table and at
-    most ``keep_prefixes_bytes`` of prefix caches kept between stages (0: none kept). With
+    most :func:`kept_prefix_bytes` of prefix caches kept between stages. With
     ``checkpoint`` (a file) every chunk's work is journaled there, and a run given the file of
     an interrupted one with the same model, tasks, settings and budget resumes it, giving the
     same table. The table's ``meta["adaptive"]`` holds the settings, the stages, the tasks
@@ -529,8 +538,6 @@ def score_adaptive(
     budgets = _group_budgets(tasks, budget)
     if any(b < 0 for b in budgets.values()):
         raise ActiveITError(f"adaptive scoring: the budget must be non-negative, got {budget}")
-    if keep_prefixes_bytes < 0:
-        raise ActiveITError(f"adaptive scoring: keep_prefixes_bytes must be non-negative, got {keep_prefixes_bytes}")
     scorer = _Scorer(loaded, config)
     races = [_Race(index, len(task.sample_instances(config.n, config.seed)),
                    prompts[task.name].k if prompts is not None else config.k) for index, task in enumerate(tasks)]
@@ -541,7 +548,7 @@ def score_adaptive(
                   "budget": budget if not isinstance(budget, Mapping) else {str(k): v for k, v in budget.items()},
                   "tasks": len(tasks), "fingerprint": _fingerprint(loaded, tasks, prompts)}
         journal = _Checkpoint(Path(checkpoint), json.loads(json.dumps(header)))
-    kept = _KeptPrefixes(keep_prefixes_bytes)
+    kept = _KeptPrefixes(kept_prefix_bytes(config, model_device(loaded.model)))
     alpha = config.delta / max(len(tasks), 1)
     groups = {key: [r for r in races if key is None or tasks[r.index].is_classification == key] for key in budgets}
     started = time.perf_counter()
@@ -607,6 +614,7 @@ def score_adaptive(
         "work_saved": 1.0 - (decoded + pairs) / full if full else 0.0,
         # prefix tokens of kept caches (not run again) and the most bytes kept at once
         "prefix_tokens_reused": kept.reused_tokens,
+        "kept_bytes_budget": kept.budget,
         "kept_bytes_peak": kept.peak,
         "resumed_chunks": journal.replayed if journal is not None else 0,
     }
