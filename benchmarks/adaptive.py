@@ -115,6 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token-budget", type=int, default=TOKEN_BUDGET)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--save-exact", type=Path, default=None, metavar="DIR",
+                        help="also save each seed's exact table to DIR/seed<seed>.csv (with its detail), "
+                        "for benchmarks/adaptive_replay.py")
     parser.add_argument("--before", type=Path, default=None, metavar="CHECKOUT",
                         help="also time that checkout's exact scorer against this tree's (fresh processes)")
     parser.add_argument("--before-tasks", type=int, default=4, help="tasks of the --before comparison")
@@ -133,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit("--stage-growth must be above 1 and --keep-prefixes-mb not negative")
     if max(args.budget_list) >= args.tasks:
         raise SystemExit(f"every budget must be below --tasks ({args.tasks}), got {args.budgets}")
+    if args.save_exact is not None and any((args.save_exact / f"seed{seed}.csv").exists() for seed in args.seed_list):
+        raise SystemExit(f"--save-exact: {args.save_exact} already holds a seed's table; name another folder")
     if args.before_only and args.before is None:
         raise SystemExit("--before-only needs --before CHECKOUT")
     if args.before is not None and not (args.before / "activeit" / "scoring" / "scorer.py").is_file():
@@ -218,6 +223,8 @@ def run(args: argparse.Namespace) -> None:
         exact, exact_s = timed(lambda: score_tasks(loaded, tasks, config, progress=False))
         exact_tokens = forward_tokens(exact)
         print(f"{seed:>4} exact: {exact_s:.1f} s, {exact_tokens} forward tokens", flush=True)
+        if args.save_exact is not None:
+            exact.save(args.save_exact / f"seed{seed}.csv")
         for delta in deltas:
             adaptive_config = config.replace(adaptive=True, delta=delta, first_stage=args.first_stage,
                                              stage_growth=args.stage_growth, keep_prefixes_mb=args.keep_prefixes_mb)

@@ -150,6 +150,23 @@ def test_a_task_stopped_early_has_an_interval_holding_its_exact_pu(sensitive: Lo
     assert stopped >= 1  # b = 1 stops some tasks early on this model (seed 1: five out at 30 of 36 pairs)
 
 
+def test_the_replay_benchmark_repeats_the_live_race(sensitive: LoadedModel, tasks: list[Task], tmp_path) -> None:
+    """benchmarks/adaptive_replay.py's race on a saved exact table's terms, in adaptive scoring's
+    pair order of the same seed, stops the same tasks after the same pairs, with the same PU."""
+    from benchmarks.adaptive_replay import race, task_terms
+
+    config = SMALL.replace(seed=1, adaptive=True, delta=0.5, first_stage=9, stage_growth=1.25)
+    score_tasks(sensitive, tasks, config, progress=False).save(tmp_path / "exact.csv")
+    terms = task_terms(ScoreTable.load(tmp_path / "exact.csv"))
+    ordered = [np.array([terms[task.name][i, j - 1] for i, j in adaptive.pair_order(task.name, 6, 6, config.seed)])
+               for task in tasks]
+    live = score_adaptive(sensitive, tasks, config, 1, progress=False)
+    scored, decided, estimates = race(ordered, 1, config.delta, config.first_stage, config.stage_growth)
+    assert scored == [row.pairs for row in live]
+    assert decided == [row.decided for row in live] and any(decided)
+    assert estimates == pytest.approx([row.pu for row in live], rel=0, abs=1e-6)
+
+
 def test_stages_reuse_decoding_pairs_and_prefixes(sensitive: LoadedModel, tasks: list[Task]) -> None:
     """However many stages, each instance is decoded once and each pair forced once; with the
     prefix caches of continuing tasks kept, each prompt prefix runs once too (exact scoring's

@@ -172,10 +172,10 @@ def kept_prefix_bytes(config: ScoringSettings, device: torch.device) -> int:
     return int(KEEP_PREFIXES_SHARE * free_memory(device))
 
 
-def _pair_order(task: Task, n: int, k: int, seed: int) -> list[tuple[int, int]]:
-    """The task's ``n * k`` pairs in a random order seeded by (task, seed)."""
+def pair_order(task: str, n: int, k: int, seed: int) -> list[tuple[int, int]]:
+    """Task ``task``'s ``n * k`` pairs ``(i, j)`` in the random order seeded by (task name, seed)."""
     pairs = [(i, j) for i in range(n) for j in range(1, k + 1)]
-    random.Random(f"adaptive:{task.name}:{seed}").shuffle(pairs)
+    random.Random(f"adaptive:{task}:{seed}").shuffle(pairs)
     return pairs
 
 
@@ -406,7 +406,7 @@ def _works(
     made = prompts if prompts is not None or not perturb else perturb_tasks(
         chunk, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)
     return [_Work(race, task, task.sample_instances(config.n, config.seed), made[task.name] if made else None,
-                  _pair_order(task, race.n, race.k, config.seed)) for race, task in zip(races, chunk)]
+                  pair_order(task.name, race.n, race.k, config.seed)) for race, task in zip(races, chunk)]
 
 
 def _force(scorer: _Scorer, pairs: list[ForcedPair], kept: _KeptPrefixes) -> list[float]:
@@ -574,7 +574,7 @@ def score_adaptive(
                                         f"{len(going)} scored, decided {sum(bool(r.decided) for r in races)}, "
                                         f"left {sum(not r.done for r in races)}", refresh=False)
                 for race in going:
-                    order = _pair_order(tasks[race.index], race.n, race.k, config.seed)
+                    order = pair_order(tasks[race.index].name, race.n, race.k, config.seed)
                     race.interval = pu_interval(race.terms(order), race.pairs, alpha)
                 for key, members in groups.items():
                     for race, verdict in zip(members, decide([r.interval for r in members], budgets[key])):
