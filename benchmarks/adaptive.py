@@ -34,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,15 +188,20 @@ def compare_before(args: argparse.Namespace, config: ScoringSettings) -> None:
           flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Bad input (or too small a pool): one ``error:`` line and exit status 2."""
+def bad_input_exits_2(work: Callable[[], None]) -> None:
+    """Run ``work``; bad input (a ``SystemExit`` with a message) is one ``error:`` line and exit status 2."""
     try:
-        run(parse_args(argv))
+        work()
     except SystemExit as stop:
         if isinstance(stop.code, str):
             print(f"error: {stop.code}", file=sys.stderr)
             raise SystemExit(2) from None
         raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Bad input (or too small a pool): one ``error:`` line and exit status 2."""
+    bad_input_exits_2(lambda: run(parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> None:

@@ -41,7 +41,7 @@ from activeit.config.settings import ScoringSettings  # noqa: E402
 from activeit.errors import ActiveITError  # noqa: E402
 from activeit.scoring.adaptive import decide, pair_order, pu_interval, stage_sizes  # noqa: E402
 from activeit.scoring.scores import ScoreTable  # noqa: E402
-from benchmarks.adaptive import _deltas, _ints  # noqa: E402
+from benchmarks.adaptive import _deltas, _ints, bad_input_exits_2  # noqa: E402
 
 DEFAULTS = ScoringSettings()
 
@@ -168,13 +168,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Bad input: one ``error:`` line and exit status 2."""
-    try:
-        run(parse_args(argv))
-    except SystemExit as stop:
-        if isinstance(stop.code, str):
-            print(f"error: {stop.code}", file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
+    bad_input_exits_2(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":
