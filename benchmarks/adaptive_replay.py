@@ -4,8 +4,7 @@ No model runs. Each table given was scored exactly (``python -m activeit score``
 ``benchmarks/adaptive.py --save-exact DIR``), so its per-instance detail holds every term
 ``|p_ij - p_i0|`` of every task. For each pair order (``--orders`` R: the orders adaptive scoring
 uses with seeds 0 .. R-1, so the table of seed s replayed at order s repeats that run's race),
-budget b and level
-delta, the replay runs adaptive scoring's race on those terms with the library's own pieces
+budget b and level delta, the replay runs adaptive scoring's race on those terms with the library's own pieces
 (:func:`activeit.scoring.adaptive.pair_order`, :func:`~activeit.scoring.adaptive.stage_sizes`,
 :func:`~activeit.scoring.adaptive.pu_interval` at level delta / T,
 :func:`~activeit.scoring.adaptive.decide`): stage by stage, a task's next
@@ -95,7 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("tables", nargs="+", type=Path, help="exact score tables (.csv / .parquet with their detail)")
     parser.add_argument("--budgets", default="5,10", help="comma-separated budgets b")
     parser.add_argument("--delta", default="0.01,0.1,0.5,0.9", help="comma-separated levels delta")
-    parser.add_argument("--orders", type=int, default=4, help="pair orders replayed per table: adaptive scoring's of seeds 0 .. R-1")
+    parser.add_argument("--orders", type=int, default=4,
+                        help="pair orders replayed per table: adaptive scoring's of seeds 0 .. R-1")
     parser.add_argument("--first-stage", type=int, default=DEFAULTS.first_stage)
     parser.add_argument("--stage-growth", type=float, default=DEFAULTS.stage_growth)
     parser.add_argument("--population", default=None, metavar="NxK",
@@ -137,11 +137,11 @@ def run(args: argparse.Namespace) -> None:
         decoded = len(table.instances) if args.shape is None else args.shape[0] * len(names)
         size = None if args.shape is None else args.shape[0] * args.shape[1]
         for order in range(args.orders):
-            rng = np.random.default_rng([order, size or 0])
             if size is None:  # adaptive scoring's own pair order of seed `order`
                 shuffled = [np.array([values[i, j - 1] for i, j in pair_order(name, *values.shape, order)])
                             for name, values in measured.items()]
             else:
+                rng = np.random.default_rng([order, size])
                 shuffled = [rng.choice(values.ravel(), size) for values in measured.values()]
             truth = [float(x.mean()) for x in shuffled]
             for budget in args.budget_list:
