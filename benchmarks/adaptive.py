@@ -7,8 +7,10 @@ ratio of that seed. Then the tasks are scored adaptively for each budget b and e
 (:mod:`activeit.scoring.adaptive`). Per case (seed, b, delta) it prints whether the adaptive
 top b (the ``uncertainty`` strategy's pick) is the exact one, their Jaccard overlap, the tasks
 stopped early (surely in + surely out), the share of the n x k pairs scored, the forward
-tokens (prompt prefixes, suffixes and decoded tokens run through the model: exact counts) and
-the wall time of adaptive over exact scoring. A benchmark: it measures, it asserts nothing.
+tokens (prompt prefixes, suffixes and decoded tokens run through the model: exact counts), the
+padded slots and forward passes those tokens ran in (what the wall time pays for beyond the
+tokens: smaller stages pad more and fill fewer batches), and the wall time, each of adaptive
+over exact scoring. A benchmark: it measures, it asserts nothing.
 The last line is
 
     adaptive: identical=<share of cases> jaccard=<mean> tokens=<adaptive/exact> wall=<adaptive/exact>
@@ -157,6 +159,14 @@ def forward_tokens(table: ScoreTable) -> int:
     )
 
 
+def padded_slots_and_passes(table: ScoreTable) -> tuple[int, int]:
+    """Padded batch slots (prefix pools, rows, decoding steps) and forward passes of the scoring."""
+    stats = table.meta["stats"]
+    phases = ("decoding", "forcing")
+    return (sum(stats[f"{phase}_padded_tokens"] for phase in phases),
+            sum(stats[f"{phase}_forward_passes"] for phase in phases))
+
+
 def top(table: ScoreTable, tasks: list[Any], budget: int) -> set[str]:
     return set(select_tasks("uncertainty", tasks, budget, scores=table).tasks)
 
@@ -220,14 +230,14 @@ def run(args: argparse.Namespace) -> None:
     score_tasks(loaded, [tasks[0].with_instances(tasks[0].instances[:2])], ScoringSettings(n=2, k=1, max_new_tokens=4),
                 progress=False)  # warm-up
     header = (f"{'seed':>4} {'b':>3} {'delta':>6} {'same':>5} {'jaccard':>7} {'stopped':>7} {'pairs':>6} "
-              f"{'tokens':>7} {'wall':>6} {'stages':>6} {'exact s':>8} {'adapt s':>8}")
+              f"{'tokens':>7} {'padded':>7} {'passes':>7} {'wall':>6} {'stages':>6} {'exact s':>8} {'adapt s':>8}")
     print(header, flush=True)
     cases = []
     for seed in seeds:
         config = ScoringSettings(n=args.n, k=args.k, max_new_tokens=args.max_new_tokens,
                                  token_budget=args.token_budget, seed=seed)
         exact, exact_s = timed(lambda: score_tasks(loaded, tasks, config, progress=False))
-        exact_tokens = forward_tokens(exact)
+        exact_tokens, (exact_padded, exact_passes) = forward_tokens(exact), padded_slots_and_passes(exact)
         print(f"{seed:>4} exact: {exact_s:.1f} s, {exact_tokens} forward tokens", flush=True)
         if args.save_exact is not None:
             exact.save(args.save_exact / f"seed{seed}.csv")
@@ -243,8 +253,10 @@ def run(args: argparse.Namespace) -> None:
                 cases.append(case)
                 stopped = f"{meta['stopped_in']}+{meta['stopped_out']}"
                 pairs = meta["pairs"] / sum(r.n * r.k for r in exact)
+                padded, passes = padded_slots_and_passes(table)
                 print(f"{seed:>4} {budget:>3} {delta:>6g} {str(case['same']):>5} {case['jaccard']:>7.3f} "
-                      f"{stopped:>7} {pairs:>6.3f} {case['tokens'][0] / exact_tokens:>7.3f} {seconds / exact_s:>6.3f} "
+                      f"{stopped:>7} {pairs:>6.3f} {case['tokens'][0] / exact_tokens:>7.3f} {padded / exact_padded:>7.3f} "
+                      f"{passes / exact_passes:>7.3f} {seconds / exact_s:>6.3f} "
                       f"{meta['stages']:>6} {exact_s:>8.1f} {seconds:>8.1f}", flush=True)
 
     def summary(delta: float) -> str:

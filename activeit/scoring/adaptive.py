@@ -33,14 +33,18 @@ Work is reused across stages: stage 1 decodes each sampled instance once (its gr
 prediction and ``p_i0``; PP needs them all, and decoding is about a tenth of the work), each
 pair is teacher-forced once, and the prefix KV caches of a continuing task's perturbed prompts
 are kept from one stage to the next (within ``keep_prefixes_mb``, by default half the
-device's free memory; past it a prefix runs again), so each prompt prefix runs once, as in exact scoring. The engine is the exact
-scorer's (:class:`activeit.scoring.scorer._Scorer`, with a prefix pool that reuses the kept
-caches). A task scored to the end has its exact PU (the same formula,
+device's free memory; past it a prefix runs again), so each prompt prefix runs once, as in
+exact scoring. The engine is the exact scorer's (:class:`activeit.scoring.scorer._Scorer`,
+with pools that reuse the kept caches). A stage scores few rows a task, so it takes more tasks
+at a time (as many rows as ``tasks_per_chunk`` tasks scored exactly), runs their wanted
+prefixes first and pools kept prefixes by rows: its batches pad about as little as exact
+scoring's. A task scored to the end has its exact PU (the same formula,
 :func:`activeit.scoring.scores.summarize_task`); a stopped one the mean of its scored terms,
 kept inside its interval, with ``k`` and ``pairs`` behind it, and its exact PP and perplexity.
 
-Large pools: tasks are scored ``tasks_per_chunk`` at a time and their instances, prompts and
-pair orders are rebuilt for each chunk, so between stages a task costs a few numbers (its
+Large pools: a stage scores its tasks a chunk at a time (at most the rows of
+``tasks_per_chunk`` tasks scored exactly) and their instances, prompts and pair orders are
+rebuilt for each chunk, so between stages a task costs a few numbers (its
 predictions and likelihoods); the progress bar counts the tasks done and shows the stage, the
 tasks decided and the tasks left. With a ``checkpoint`` file every chunk is journaled
 (:class:`_Checkpoint`) and a run given an interrupted run's file resumes it to the same table.
@@ -61,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from activeit.data.perturbations import PerturbedPrompts, perturb_tasks
 from activeit.data.tasks import Instance, Task
@@ -69,8 +74,8 @@ from activeit.models.batching import Ids
 from activeit.models.loading import LoadedModel
 from activeit.models.devices import free_memory, model_device
 from activeit.config.settings import ScoringSettings
-from activeit.scoring.engine.forcing import ForcedPair, teacher_forced_nll
-from activeit.scoring.engine.prefix_cache import PrefixPool
+from activeit.scoring.engine.forcing import ForcedPair, ForcingStats, plan_pools, teacher_forced_nll
+from activeit.scoring.engine.prefix_cache import PrefixPool, PrefixState, prefix_state
 from activeit.scoring.scorer import _Scorer, check_tasks, table_meta
 from activeit.scoring.scores import InstanceScore, ScoreTable, TaskScore, summarize_task
 
@@ -245,16 +250,61 @@ class _KeptPrefixes:
     kept when its task goes on (``wanted``) and the budget has room, first come first kept (no
     eviction: what is kept is used); it is released when its task is done. Kept caches are the
     same numbers the prefix gave when it ran (fp32 rounding aside: it ran beside other prefixes).
+
+    A stage forces few rows per prompt (a share of the n instances), so pools sized by prefix
+    tokens, as exact scoring's, would hold few rows and batch them with more padding in more
+    passes. Kept prefixes run nothing, so :meth:`plan` pools them by rows instead: up to what an
+    exact pool of as wide prefixes holds (``token_budget`` prefix tokens, ``rows_per_prefix``
+    rows each), gathered per batch straight from the kept caches (:class:`_KeptPool`).
     """
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, rows_per_prefix: int) -> None:
         self.budget, self.used, self.peak, self.reused_tokens = budget, 0, 0, 0
+        self.rows_per_prefix = rows_per_prefix
         self.kept: dict[Ids, tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = {}  # prefix -> (race, layers)
         self.owned: dict[int, list[Ids]] = {}
         self.wanted: dict[Ids, int] = {}  # prefixes forced now whose task goes on -> its race
 
+    def plan(self, prefixes: Sequence[Ids], rows: Mapping[Ids, int], token_budget: int) -> list[list[int]]:
+        """Pools of ``prefixes`` (longest first): the ones to run as exact scoring pools them, the
+        kept ones by rows (``rows x widest <= token_budget x rows_per_prefix``)."""
+        missing = [number for number, prefix in enumerate(prefixes) if prefix not in self.kept]
+        pools = [[missing[m] for m in pool] for pool in plan_pools([prefixes[m] for m in missing], rows, token_budget)]
+        current: list[int] = []
+        count = 0
+        for number, prefix in enumerate(prefixes):
+            if prefix not in self.kept:
+                continue
+            if current and (count + rows[prefix]) * len(prefixes[current[0]]) > token_budget * self.rows_per_prefix:
+                pools.append(current)
+                current, count = [], 0
+            current.append(number)
+            count += rows[prefix]
+        return pools + [current] * bool(current)
+
     def pool(self, loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.device) -> PrefixPool:
-        return _ReusingPool(self, loaded, prefixes, device)
+        """The kept caches of ``prefixes`` (all kept), or a pool that runs them (none kept) and keeps the wanted."""
+        if all(prefix in self.kept for prefix in prefixes):
+            self.reused_tokens += sum(map(len, prefixes))
+            return _KeptPool(self, prefixes, device)
+        pool = PrefixPool(loaded, prefixes, device)
+        for number, prefix in enumerate(prefixes):
+            if prefix in self.wanted:
+                self.keep(prefix, [(k[number, :, : len(prefix)].clone(), v[number, :, : len(prefix)].clone())
+                                   for k, v in pool.layers])
+        return pool
+
+    @torch.inference_mode()
+    def run_wanted(self, loaded: LoadedModel, prefixes: Sequence[Ids], token_budget: int, stats: ForcingStats) -> None:
+        """Run the wanted ``prefixes`` not kept yet, pooled as exact scoring pools them, and keep them
+        (while the budget has room), so that their rows too are pooled by rows (:meth:`plan`)."""
+        fresh = sorted({p for p in prefixes if p in self.wanted and p not in self.kept}, key=lambda p: (-len(p), p))
+        device = model_device(loaded.model)
+        for group in plan_pools(fresh, {}, token_budget):
+            pool = self.pool(loaded, [fresh[number] for number in group], device)
+            stats.prefix_tokens += pool.real_tokens
+            stats.padded_tokens += pool.padded_tokens
+            stats.forward_passes += 1
 
     def keep(self, prefix: Ids, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         size = _bytes(layers)
@@ -271,41 +321,21 @@ class _KeptPrefixes:
             self.used -= _bytes(self.kept.pop(prefix)[1])
 
 
-class _ReusingPool(PrefixPool):
-    """A pool of prefixes whose kept caches are reused; only the others run (and may be kept)."""
+class _KeptPool(PrefixPool):
+    """Kept prefix caches as a pool: nothing runs; each batch gathers its rows' caches, right-padded."""
 
-    def __init__(self, kept: _KeptPrefixes, loaded: LoadedModel, prefixes: Sequence[Ids], device: torch.device) -> None:
-        self.device = device
-        missing = [p for p in prefixes if p not in kept.kept]
-        fresh = PrefixPool(loaded, missing, device) if missing else None
-        self.real_tokens = fresh.real_tokens if fresh else 0
-        self.padded_tokens = fresh.padded_tokens if fresh else 0
-        if fresh is not None:
-            for number, prefix in enumerate(missing):
-                if prefix in kept.wanted:
-                    kept.keep(prefix, [(k[number, :, : len(prefix)].clone(), v[number, :, : len(prefix)].clone())
-                                       for k, v in fresh.layers])
-        if fresh is not None and len(missing) == len(prefixes):  # nothing kept: the plain pool as it ran
-            self.layers, self.lengths = fresh.layers, fresh.lengths
-            return
-        kept.reused_tokens += sum(len(p) for p in prefixes if p not in missing)
-        slot = {prefix: number for number, prefix in enumerate(missing)}
-        sample = kept.kept[next(p for p in prefixes if p in kept.kept)][1]
-        width = max(map(len, prefixes))
-        self.layers = []
-        for layer, (k_ref, v_ref) in enumerate(sample):
-            keys = torch.zeros((len(prefixes), k_ref.shape[0], width, k_ref.shape[2]), dtype=k_ref.dtype, device=device)
-            values = torch.zeros((len(prefixes), v_ref.shape[0], width, v_ref.shape[2]), dtype=v_ref.dtype,
-                                 device=device)
-            for row, prefix in enumerate(prefixes):
-                if prefix in slot:
-                    k, v = (t[slot[prefix], :, : len(prefix)] for t in fresh.layers[layer])  # type: ignore[union-attr]
-                else:
-                    k, v = kept.kept[prefix][1][layer]
-                keys[row, :, : len(prefix)] = k
-                values[row, :, : len(prefix)] = v
-            self.layers.append((keys, values))
+    def __init__(self, kept: _KeptPrefixes, prefixes: Sequence[Ids], device: torch.device) -> None:
+        self.caches = [kept.kept[prefix][1] for prefix in prefixes]
         self.lengths = torch.tensor([len(p) for p in prefixes], device=device)
+        self.device, self.real_tokens, self.padded_tokens = device, 0, 0
+
+    def state(self, rows: Sequence[int]) -> PrefixState:
+        def padded(layer: int, side: int) -> torch.Tensor:  # (rows, heads, width, dim) from (heads, length, dim) each
+            return pad_sequence([self.caches[r][layer][side].transpose(0, 1) for r in rows],
+                                batch_first=True).transpose(1, 2)
+
+        layers = ((padded(layer, 0), padded(layer, 1)) for layer in range(len(self.caches[0])))
+        return prefix_state(layers, self.lengths[torch.tensor(list(rows), device=self.device)])
 
 
 class _Checkpoint:
@@ -414,8 +444,9 @@ def _force(scorer: _Scorer, pairs: list[ForcedPair], kept: _KeptPrefixes) -> lis
     cfg = scorer.config
     started = time.perf_counter()
     with scorer.autocast():
+        kept.run_wanted(scorer.loaded, [pair.prefix for pair in pairs], cfg.token_budget, scorer.forcing)
         nll = teacher_forced_nll(scorer.loaded, pairs, cfg.token_budget, cfg.logit_budget, scorer.forcing,
-                                 pools=kept.pool)
+                                 pools=kept.pool, plan=kept.plan)
     scorer.timing["teacher_forcing_s"] += time.perf_counter() - started
     return nll
 
@@ -501,6 +532,13 @@ def _task_score(scorer: _Scorer, work: _Work) -> tuple[TaskScore, list[InstanceS
     return row, detail
 
 
+def _tasks_per_chunk(config: ScoringSettings, rows: int) -> int:
+    """Tasks scored together in a stage that scores ``rows`` rows a task: as many as give the rows of
+    ``tasks_per_chunk`` tasks scored exactly (``n (k + 1)`` each), so that a stage's few rows per
+    task still fill well-sorted batches (and memory stays what exact scoring's chunks take)."""
+    return max(config.tasks_per_chunk, config.tasks_per_chunk * config.n * (config.k + 1) // max(rows, 1))
+
+
 def _group_budgets(tasks: Sequence[Task], budget: int | Mapping[bool, int]) -> dict[Any, int]:
     """Budget per group of tasks: one group of all, or per ``is_classification`` (stratified selection)."""
     if isinstance(budget, Mapping):
@@ -522,8 +560,9 @@ def score_adaptive(
     or scored in full (see the module docstring); rows in the order of ``tasks``.
 
     ``budget`` is the round's b, or ``{True: b_classification, False: b_generation}`` for a
-    stratified selection (:func:`activeit.selection.strategies.stratified_budgets`). Tasks are
-    scored ``config.tasks_per_chunk`` at a time, their prompts built per chunk (when not given),
+    stratified selection (:func:`activeit.selection.strategies.stratified_budgets`). Each stage
+    scores at most the rows of ``config.tasks_per_chunk`` tasks scored exactly at a time, their
+    prompts built per chunk (when not given),
     so memory does not grow with the pool beyond a few numbers per task, the final table and at
     most :func:`kept_prefix_bytes` of prefix caches kept between stages. With
     ``checkpoint`` (a file) every chunk's work is journaled there, and a run given the file of
@@ -548,7 +587,7 @@ def score_adaptive(
                   "budget": budget if not isinstance(budget, Mapping) else {str(k): v for k, v in budget.items()},
                   "tasks": len(tasks), "fingerprint": _fingerprint(loaded, tasks, prompts)}
         journal = _Checkpoint(Path(checkpoint), json.loads(json.dumps(header)))
-    kept = _KeptPrefixes(kept_prefix_bytes(config, model_device(loaded.model)))
+    kept = _KeptPrefixes(kept_prefix_bytes(config, model_device(loaded.model)), config.n)
     alpha = config.delta / max(len(tasks), 1)
     groups = {key: [r for r in races if key is None or tasks[r.index].is_classification == key] for key in budgets}
     started = time.perf_counter()
@@ -561,8 +600,11 @@ def score_adaptive(
                 if not going:
                     break
                 stages += 1
-                for first in range(0, len(going), config.tasks_per_chunk):
-                    part = going[first : first + config.tasks_per_chunk]
+                # rows a task this stage: its new pairs, and in stage 1 the decoding of its instances
+                rows = size - (sizes[stages - 2] if stages > 1 else 0) + (config.n if stages == 1 else 0)
+                per_chunk = _tasks_per_chunk(config, rows)
+                for first in range(0, len(going), per_chunk):
+                    part = going[first : first + per_chunk]
                     entries = journal.next(stages, first) if journal is not None else None
                     if entries is None:
                         entries = _advance(scorer, _works(part, tasks, config, prompts), size, kept)

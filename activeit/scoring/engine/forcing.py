@@ -7,7 +7,7 @@ only at the target positions; seq2seq models take the whole prompt as encoder in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,14 @@ from activeit.config.settings import LOGIT_BUDGET, TOKEN_BUDGET
 
 #: Builds the KV caches of a batch's distinct prefixes (:class:`PrefixPool`, or one that reuses kept caches).
 PoolFactory = Callable[[LoadedModel, Sequence[tuple[int, ...]], torch.device], PrefixPool]
+#: Groups distinct prefixes (longest first) into pools, given each prefix's rows and the token budget.
+PoolPlan = Callable[[Sequence[tuple[int, ...]], Mapping[tuple[int, ...], int], int], list[list[int]]]
+
+
+def plan_pools(prefixes: Sequence[tuple[int, ...]], rows: Mapping[tuple[int, ...], int], token_budget: int
+               ) -> list[list[int]]:
+    """Pools of at most ``token_budget`` padded prefix tokens: each pool's prefixes run in one forward pass."""
+    return plan_batches(range(len(prefixes)), [len(p) for p in prefixes], token_budget)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ def teacher_forced_nll(
     logit_budget: int = LOGIT_BUDGET,
     stats: ForcingStats | None = None,
     pools: PoolFactory = PrefixPool,
+    plan: PoolPlan = plan_pools,
 ) -> list[float]:
     """Mean per-token NLL of each pair's target under its prompt (all target tokens count).
 
@@ -66,20 +75,21 @@ def teacher_forced_nll(
     length of ``suffix + target[:-1]``, each batch gathering its rows' prefix caches, and run
     right-padded on top with their true positions. A pair with an empty prefix is a plain
     full-prompt pass. Seq2seq models: the whole prompt is the encoder input and the target
-    the decoder's. ``pools`` builds each pool of prefixes (adaptive scoring passes one that keeps
-    a continuing task's prefix caches between stages).
+    the decoder's. ``pools`` builds each pool of prefixes and ``plan`` groups the prefixes into
+    pools (adaptive scoring passes ones that keep a continuing task's prefix caches between stages
+    and pool the kept ones by their rows: they run nothing).
     """
     if any(not p.target for p in pairs):
         raise ActiveITError("teacher forcing needs non-empty targets (the EOS token at least)")
     stats = stats if stats is not None else ForcingStats()
     if loaded.is_seq2seq:
         return _seq2seq_nll(loaded, pairs, token_budget, logit_budget, stats)
-    return _causal_nll(loaded, pairs, token_budget, logit_budget, stats, pools)
+    return _causal_nll(loaded, pairs, token_budget, logit_budget, stats, pools, plan)
 
 
 def _causal_nll(
     loaded: LoadedModel, pairs: Sequence[ForcedPair], token_budget: int, logit_budget: int, stats: ForcingStats,
-    pools: PoolFactory = PrefixPool,
+    pools: PoolFactory = PrefixPool, plan: PoolPlan = plan_pools,
 ) -> list[float]:
     """Pools of distinct prefixes are computed once; their rows run in length-sorted batches."""
     if any(not p.prefix and not p.suffix for p in pairs):
@@ -91,9 +101,9 @@ def _causal_nll(
     for r, pair in enumerate(pairs):
         by_prefix.setdefault(pair.prefix, []).append(r)
     plain = by_prefix.pop((), [])
-    # Pools of distinct prefixes, longest first, each at most token_budget padded tokens.
+    # Pools of distinct prefixes, longest first (by default each at most token_budget padded tokens).
     distinct = sorted(by_prefix, key=lambda p: (-len(p), p))
-    for group in plan_batches(range(len(distinct)), [len(p) for p in distinct], token_budget):
+    for group in plan(distinct, {prefix: len(by_prefix[prefix]) for prefix in distinct}, token_budget):
         prefixes = [distinct[number] for number in group]
         pool = pools(loaded, prefixes, device)
         stats.prefix_tokens += pool.real_tokens

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,10 +121,15 @@ class PrefixPool:
         index = torch.tensor(list(rows), device=self.device)
         lengths = self.lengths[index]
         width = int(lengths.max())
-        # A generator: each layer's gathered copy is freed once the cache has taken it.
-        cache = DynamicCache(ddp_cache_data=((k[index, :, :width], v[index, :, :width]) for k, v in self.layers))
-        mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
-        return PrefixState(cache, mask, lengths)
+        return prefix_state(((k[index, :, :width], v[index, :, :width]) for k, v in self.layers), lengths)
+
+
+def prefix_state(layers: Iterable[tuple[torch.Tensor, torch.Tensor]], lengths: torch.Tensor) -> PrefixState:
+    """The prefix state of rows whose per-layer (keys, values) are ``layers``, right-padded to the
+    longest of ``lengths`` (a generator: each layer's gathered copy is freed once the cache has taken it)."""
+    width = int(lengths.max())
+    mask = (torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]).long()
+    return PrefixState(DynamicCache(ddp_cache_data=layers), mask, lengths)
 
 
 def forward_rows(
