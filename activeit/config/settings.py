@@ -241,7 +241,8 @@ class ScoringSettings(WithSeed, WithChat):
         default=LOGIT_BUDGET, ge=1, description="prediction positions whose vocabulary logits are held at once"
     )
     tasks_per_chunk: int = Field(
-        default=8, ge=1, description="tasks decoded and teacher-forced together (memory stays flat)"
+        default=8, ge=1, description="tasks decoded and teacher-forced together (memory stays flat); an "
+        "adaptive stage takes as many tasks as give the rows of this many scored exactly"
     )
     reuse_prefix: bool = Field(
         default=True,

@@ -165,8 +165,8 @@ def decide(intervals: Sequence[tuple[float, float]], budget: int) -> list[str]:
 #: Share of the scoring device's free memory that kept prefix KV caches may take when
 #: ``keep_prefixes_mb`` is unset (past it, a prefix runs again).
 KEEP_PREFIXES_SHARE = 0.5
-#: What the first line of a checkpoint says it is, and the version of its records.
-CHECKPOINT_KIND, CHECKPOINT_VERSION = "activeit adaptive scoring checkpoint", 1
+#: What the first line of a checkpoint says it is, and the version of its records (2: stages chunked by rows).
+CHECKPOINT_KIND, CHECKPOINT_VERSION = "activeit adaptive scoring checkpoint", 2
 
 
 def kept_prefix_bytes(config: ScoringSettings, device: torch.device) -> int:
