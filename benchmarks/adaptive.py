@@ -22,11 +22,14 @@ line per other delta comes before that.
 ``--before CHECKOUT`` first times the exact scorer of another checkout (say ``git worktree add
 /tmp/head HEAD``) against this tree's (adaptive off), each run in a fresh process from its own
 tree, alternating, on ``--before-tasks`` tasks of the first seed: whether PU is the same and
-the ratio of wall times. ``--before-only`` stops after that.
+the ratio of wall times. With ``--before-adaptive`` both sides score adaptively instead (the
+first budget and delta): the largest PU difference, and the padded slots, forward passes and
+wall time of this tree over the other. ``--before-only`` stops after that.
 
     python benchmarks/adaptive.py --tasks 40 --n 10 --k 10 --max-new-tokens 8 --budgets 5,10 --seeds 0,1,2
     python benchmarks/adaptive.py --tasks 8 --max-new-tokens 8 --seeds 0 --budgets 2 --delta 0.1,0.5
     python benchmarks/adaptive.py --before /tmp/head --before-only --before-tasks 4
+    python benchmarks/adaptive.py --before /tmp/head --before-adaptive --before-only --before-tasks 8 --budgets 2
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from activeit.selection.strategies import select_tasks  # noqa: E402
 from benchmarks.scoring import NIV2, setup, timed  # noqa: E402
 
 DEFAULTS = ScoringSettings()
-#: One exact scoring in a fresh process, from the tree on its ``sys.path``: PU per task and seconds as JSON.
+#: One exact (or, with a budget, adaptive) scoring in a fresh process, from the tree on its ``sys.path``: PU per task and seconds as JSON.
 CHILD = """
 import json, sys, time
 spec = json.loads(sys.argv[1])
@@ -61,6 +64,7 @@ import torch
 from activeit.config.settings import ScoringSettings
 from activeit.data.sources import load_pool
 from activeit.models.loading import load_model
+from activeit.scoring.adaptive import score_adaptive
 from activeit.scoring.scorer import score_tasks
 import activeit.scoring.scorer as scorer
 assert scorer.__file__.startswith(spec["tree"]), scorer.__file__
@@ -72,7 +76,10 @@ config = ScoringSettings(**spec["config"])
 score_tasks(loaded, [tasks[0].with_instances(tasks[0].instances[:2])], ScoringSettings(n=2, k=1, max_new_tokens=4),
             progress=False)
 started = time.perf_counter()
-table = score_tasks(loaded, tasks, config, progress=False)
+if spec["budget"]:
+    table = score_adaptive(loaded, tasks, config, spec["budget"], progress=False)
+else:
+    table = score_tasks(loaded, tasks, config, progress=False)
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "pu": {row.task: row.pu for row in table},
                   "pp": {row.task: row.pp for row in table}, "stats": table.meta["stats"]}))
@@ -125,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also time that checkout's exact scorer against this tree's (fresh processes)")
     parser.add_argument("--before-tasks", type=int, default=4, help="tasks of the --before comparison")
     parser.add_argument("--before-repeats", type=int, default=2, help="runs of each side, alternating")
+    parser.add_argument("--before-adaptive", action="store_true",
+                        help="the --before comparison scores adaptively (the first budget and delta)")
     parser.add_argument("--before-only", action="store_true", help="only the --before comparison")
     args = parser.parse_args(argv)
     args.seed_list = _ints(args.seeds, "--seeds", 0)
@@ -141,8 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"every budget must be below --tasks ({args.tasks}), got {args.budgets}")
     if args.save_exact is not None and any((args.save_exact / f"seed{seed}.csv").exists() for seed in args.seed_list):
         raise SystemExit(f"--save-exact: {args.save_exact} already holds a seed's table; name another folder")
-    if args.before_only and args.before is None:
-        raise SystemExit("--before-only needs --before CHECKOUT")
+    if (args.before_only or args.before_adaptive) and args.before is None:
+        raise SystemExit("--before-only and --before-adaptive need --before CHECKOUT")
     if args.before is not None and not (args.before / "activeit" / "scoring" / "scorer.py").is_file():
         raise SystemExit(f"--before: no activeit/scoring/scorer.py in {args.before}")
     if not args.niv2.is_dir():
@@ -172,9 +181,17 @@ def top(table: ScoreTable, tasks: list[Any], budget: int) -> set[str]:
 
 
 def compare_before(args: argparse.Namespace, config: ScoringSettings) -> None:
-    """The other checkout's exact scorer against this tree's, each in fresh processes, alternating."""
+    """The other checkout's scorer (exact, or adaptive with ``--before-adaptive``) against this
+    tree's, each in fresh processes, alternating."""
+    budget = args.budget_list[0] if args.before_adaptive else 0
+    fields = {"n", "k", "max_new_tokens", "token_budget", "seed"}
+    if budget:
+        config = config.replace(adaptive=True, delta=args.delta_list[0], first_stage=args.first_stage,
+                                stage_growth=args.stage_growth, keep_prefixes_mb=args.keep_prefixes_mb)
+        fields |= {"adaptive", "delta", "first_stage", "stage_growth", "keep_prefixes_mb"}
+    scorer = f"adaptive scorer (b={budget}, delta={config.delta:g})" if budget else "exact scorer"
     spec = {"model": args.model, "niv2": str(args.niv2), "tasks": args.before_tasks, "threads": args.threads,
-            "config": config.model_dump(include={"n", "k", "max_new_tokens", "token_budget", "seed"})}
+            "budget": budget, "config": config.model_dump(include=fields)}
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "now": []}
     for repeat in range(args.before_repeats):
         sides = [("before", args.before.resolve()), ("now", ROOT)]
@@ -182,20 +199,27 @@ def compare_before(args: argparse.Namespace, config: ScoringSettings) -> None:
             done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec | {"tree": str(tree)})], cwd=tree,
                                   capture_output=True, text=True, env=os.environ | {"TQDM_DISABLE": "1"}, check=False)
             if done.returncode:
-                raise SystemExit(f"the exact scorer of {tree} failed:\n{done.stderr[-2000:]}")
+                raise SystemExit(f"the {scorer} of {tree} failed:\n{done.stderr[-2000:]}")
             runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"  exact scorer of {side} ({tree}), run {repeat + 1}: {runs[side][-1]['seconds']:.1f} s", flush=True)
+            print(f"  {scorer} of {side} ({tree}), run {repeat + 1}: {runs[side][-1]['seconds']:.1f} s", flush=True)
     reference = runs["before"][0]
     worst = max(abs(run[key][task] - reference[key][task])
                 for side in runs for run in runs[side] for key in ("pu", "pp") for task in reference["pu"])
+    now, before = sum(r["seconds"] for r in runs["now"]), sum(r["seconds"] for r in runs["before"])
+    wall = f"wall {now:.1f} s now vs {before:.1f} s before (ratio {now / before:.3f}, {args.before_repeats} runs " \
+           "each, alternating, fresh processes)"
+    head = (f"{scorer}, this tree against {args.before}: {args.before_tasks} tasks, n={config.n}, k={config.k}, "
+            f"max_new_tokens={config.max_new_tokens}; max |PU or PP difference| = {worst:.2e}")
+    if budget:
+        counts = [sum(run["stats"][f"{phase}_{kind}"] for phase in ("decoding", "forcing"))
+                  for run in (runs["now"][0], reference) for kind in ("padded_tokens", "forward_passes")]
+        print(f"{head}; padded slots {counts[0] / counts[2]:.3f}x, forward passes {counts[1] / counts[3]:.3f}x "
+              f"({counts[0]} vs {counts[2]}, {counts[1]} vs {counts[3]}); {wall}", flush=True)
+        return
     same_work = all(run["stats"][key] == reference["stats"][key] for run in runs["now"]
                     for key in reference["stats"] if key.endswith(("_tokens", "_passes", "_positions")))
-    now, before = sum(r["seconds"] for r in runs["now"]), sum(r["seconds"] for r in runs["before"])
-    print(f"exact scorer, adaptive off, this tree against {args.before}: {args.before_tasks} tasks, n={config.n}, "
-          f"k={config.k}, max_new_tokens={config.max_new_tokens}; max |PU or PP difference| = {worst:.2e} "
-          f"(identical: {worst == 0.0}); same token counts: {same_work}; wall {now:.1f} s now vs {before:.1f} s "
-          f"before (ratio {now / before:.3f}, {args.before_repeats} runs each, alternating, fresh processes)",
-          flush=True)
+    print(f"{head.replace('exact scorer,', 'exact scorer, adaptive off,')} (identical: {worst == 0.0}); "
+          f"same token counts: {same_work}; {wall}", flush=True)
 
 
 def bad_input_exits_2(work: Callable[[], None]) -> None:

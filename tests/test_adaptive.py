@@ -411,3 +411,14 @@ def test_score_command_resumes_from_its_checkpoint(tmp_path, capsys: pytest.Capt
     capsys.readouterr()
     assert main([*fast[:-7], "--out", str(tmp_path / "c"), "--checkpoint", str(path)]) == 2
     assert capsys.readouterr().err.startswith("error: --checkpoint is for --adaptive")
+
+
+def test_the_benchmark_refuses_a_before_comparison_without_a_checkout(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/adaptive.py: ``--before-adaptive`` without ``--before`` is one error line and exit 2,
+    before any model loads."""
+    from benchmarks.adaptive import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--before-adaptive", "--tasks", "3", "--budgets", "1"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --before-only and --before-adaptive need --before CHECKOUT"
