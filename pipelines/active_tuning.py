@@ -87,7 +87,6 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
 
     training_tasks: Any = []
     model_folder: Any = None
-    round_done: str | None = None  # the previous round's last step: the next round's selection waits for it
     for r in range(config.selection_rounds + 1):
         scores = scoring_time = ifd = None
         if r == 0:
@@ -115,7 +114,6 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             pool=pool, training_tasks=training_tasks, strategy=strategy, budget=budget, seed=config.seed,
             classification_ratio=config.classification_ratio, round_index=r, threshold=config.diversity.threshold,
             scores=scores, ifd=ifd, embeddings=embeddings if r > 0 else None, id=f"selector_round_{r}",
-            after=round_done,  # round r is evaluated and logged before round r + 1 trains (a stop keeps it)
         )
         continues = config.training.mode == "continue" and r > 0
         model_folder, training_metrics = _in_round(_with_settings(accelerate_finetuner, config), r)(
@@ -132,7 +130,6 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
                 report=report, training_metrics=training_metrics, model=model_folder, scores=scores,
                 scoring_time_s=scoring_time, base_report=base_report if r == 0 else None, id=f"tracker_round_{r}",
             )
-        round_done = f"tracker_round_{r}" if track is not None else f"rouge_evaluator_round_{r}"
 
 
 def configured(config: ExperimentConfig, run_name: str | None = None) -> Any:
