@@ -7,6 +7,14 @@ exact match after lowercasing and removing punctuation and extra whitespace. Bot
 max over an instance's references and are reported x100, as means over instances:
 overall, for classification vs generation tasks, per category and per task.
 
+Beside them, a continuous metric that needs no decoding: the **reference log-likelihood**
+(``loglik``), the mean per-token log-probability (nats) of a reference answer under the
+prompt, teacher-forced, max over the instance's references. A reference longer than
+``max_new_tokens`` tokens is cut there (its EOS then is not scored); one that fits is scored
+with its EOS. ROUGE-L moves in coarse steps on short answers; the log-likelihood moves with
+every change of the model, which is what a study over few seeds needs
+(docs/STATISTICS.md measures both).
+
 The default tokenizer sees nothing in non-Latin text (such a prediction scores 0); NIV2
 switches to a GPT-2 tokenizer for its cross-lingual track, which English-only pools (the
 default) do not need.
@@ -30,13 +38,19 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 #: The two scores of an instance, and of a group of instances (x100).
 ROUGE_L, EXACT_MATCH = "rougeL", "exact_match"
+#: The reference log-likelihood of an instance (nats per token; not scaled).
+LOGLIK = "loglik"
 #: A report's headline metrics, in column order: name -> (group, score) (:meth:`EvalReport.headline`).
 HEADLINE_METRICS: dict[str, tuple[str, str]] = {
     ROUGE_L: ("overall", ROUGE_L),
     f"{ROUGE_L}_classification": ("classification", ROUGE_L),
     f"{ROUGE_L}_generation": ("generation", ROUGE_L),
     EXACT_MATCH: ("overall", EXACT_MATCH),
+    LOGLIK: ("overall", LOGLIK),
 }
+#: The metrics a study may compare strategies on (``study.metric``): the paper's headline and
+#: the continuous one.
+STUDY_METRICS = (ROUGE_L, LOGLIK)
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -65,13 +79,17 @@ def exact_match(prediction: str, references: Sequence[str]) -> float:
 
 
 def _summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean ROUGE-L and exact match (x100) over records; ``None`` when there are none."""
+    """Mean ROUGE-L and exact match (x100) over records, ``None`` when there are none, and the
+    mean reference log-likelihood where every record has one."""
     n = len(records)
-    return {
+    summary = {
         ROUGE_L: 100 * sum(r[ROUGE_L] for r in records) / n if n else None,
         EXACT_MATCH: 100 * sum(r[EXACT_MATCH] for r in records) / n if n else None,
         "instances": n,
     }
+    if n and all(LOGLIK in r for r in records):
+        summary[LOGLIK] = sum(r[LOGLIK] for r in records) / n
+    return summary
 
 
 def _grouped(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, Any]]:
@@ -184,8 +202,14 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def score_predictions(items: Iterable[tuple[Task, Instance, str]]) -> EvalReport:
-    """The report for ``(task, instance, prediction)`` triples."""
+def score_predictions(
+    items: Iterable[tuple[Task, Instance, str]], logliks: Sequence[float] | None = None
+) -> EvalReport:
+    """The report for ``(task, instance, prediction)`` triples (and, where given, each
+    instance's reference log-likelihood, in the same order)."""
+    items = list(items)
+    extra: Sequence[dict[str, float]] = (
+        [{}] * len(items) if logliks is None else [{LOGLIK: float(value)} for value in logliks])
     return EvalReport.from_predictions(
         {
             "task": task.name,
@@ -196,8 +220,9 @@ def score_predictions(items: Iterable[tuple[Task, Instance, str]]) -> EvalReport
             "references": list(instance.outputs),
             ROUGE_L: rouge_l(prediction, instance.outputs),
             EXACT_MATCH: exact_match(prediction, instance.outputs),
+            **more,
         }
-        for task, instance, prediction in items
+        for (task, instance, prediction), more in zip(items, extra)
     )
 
 
@@ -214,7 +239,8 @@ def evaluation_tasks(pool: TaskPool, config: EvaluationSettings) -> tuple[Task, 
 def evaluate_model(
     loaded: Any, tasks: Sequence[Task], config: EvaluationSettings = EvaluationSettings(), progress: bool = True
 ) -> EvalReport:
-    """Greedy predictions of ``loaded`` on a seeded sample of each task's instances, scored.
+    """Greedy predictions of ``loaded`` on a seeded sample of each task's instances, scored,
+    and the reference log-likelihood of each instance (:func:`reference_logliks`).
 
     Causal full-attention models decode through the shared-prefix decoder: a task's
     definition and demonstrations run once per batch, not once per instance.
@@ -237,7 +263,45 @@ def evaluate_model(
             token_budget=config.token_budget,
             wrap=lambda batches: tqdm(batches, desc="evaluate", unit="batch", disable=not progress),
         )
+        logliks = reference_logliks(loaded, formatter, pairs, prompts, config)
     finally:
         loaded.model.train(was_training)
     texts = [loaded.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
-    return score_predictions((task, inst, text) for (task, inst), text in zip(pairs, texts))
+    return score_predictions(((task, inst, text) for (task, inst), text in zip(pairs, texts)), logliks)
+
+
+def reference_target(ids: Sequence[int], max_new_tokens: int) -> tuple[int, ...]:
+    """A reference's target ids (EOS last) as the log-likelihood scores them: whole when it
+    fits in ``max_new_tokens`` tokens, else its first ``max_new_tokens`` (no EOS)."""
+    return tuple(ids) if len(ids) <= max_new_tokens + 1 else tuple(ids[:max_new_tokens])
+
+
+def reference_logliks(
+    loaded: Any,
+    formatter: Any,
+    pairs: Sequence[tuple[Task, Instance]],
+    prompts: Sequence[tuple[tuple[int, ...], tuple[int, ...]]],
+    config: EvaluationSettings,
+) -> list[float]:
+    """Per ``(task, instance)`` with its ``(prefix, suffix)`` prompt ids: the largest mean
+    per-token log-likelihood of one of its references under that prompt (teacher forcing on the
+    shared-prefix engine, every reference of every instance in one call; NaN for an instance
+    without references)."""
+    import torch
+
+    from activeit.scoring.engine.forcing import ForcedPair, teacher_forced_nll
+    from activeit.scoring.engine.prefix_cache import supports_prefix_reuse
+
+    reuse = supports_prefix_reuse(loaded)
+    forced, owner = [], []
+    for number, ((_, instance), (prefix, suffix)) in enumerate(zip(pairs, prompts)):
+        prompt = (prefix, suffix) if reuse else ((), prefix + suffix)
+        for reference in instance.outputs:
+            forced.append(ForcedPair(*prompt, reference_target(formatter.encode_target(reference), config.max_new_tokens)))
+            owner.append(number)
+    with torch.inference_mode():
+        nll = teacher_forced_nll(loaded, forced, config.token_budget) if forced else []
+    best = [float("nan")] * len(pairs)
+    for number, value in zip(owner, nll):
+        best[number] = -value if best[number] != best[number] else max(best[number], -value)
+    return best

@@ -151,3 +151,49 @@ def test_evaluation_targets_the_split_it_names() -> None:
     assert evaluation_tasks(pool, EvaluationSettings(split="validation")) == (b,)
     with pytest.raises(ConfigError, match="no validation tasks.*pool.validation_tasks"):
         evaluation_tasks(TaskPool({"train": (a,), "test": (c,)}), EvaluationSettings(split="validation"))
+
+
+def _plain_loglik(loaded: object, prompt: list[int], target: tuple[int, ...]) -> float:
+    """The mean per-token log-probability of ``target`` after ``prompt``, one unbatched pass."""
+    import torch
+
+    model = loaded.model  # type: ignore[attr-defined]
+    with torch.no_grad():
+        if loaded.is_seq2seq:  # type: ignore[attr-defined]
+            labels = torch.tensor([list(target)])
+            logits = model(input_ids=torch.tensor([prompt]), labels=labels).logits[0]
+            rows = logits
+        else:
+            ids = torch.tensor([prompt + list(target)])
+            rows = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+        logp = torch.log_softmax(rows.double(), dim=-1)
+        return float(logp[torch.arange(len(target)), torch.tensor(target)].mean())
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-t5"])
+def test_reference_loglik_matches_a_plain_unbatched_computation(name: str) -> None:
+    """The evaluation's ``loglik`` (batched, shared prefixes, max over references) against one
+    plain forward pass per (instance, reference): references cut at ``max_new_tokens`` lose their
+    EOS, those that fit keep it; the report's means are those of the instances."""
+    loaded = load_model(name)
+    tasks = handmade_tasks(3)
+    long_answer = Instance("long", "a b c", ("one two three four five six seven eight nine ten", "yes"))
+    tasks[0] = Task(tasks[0].name, tasks[0].definition, tasks[0].positive_examples,
+                    (*tasks[0].instances[:3], long_answer), categories=tasks[0].categories)
+    config = EvaluationSettings(max_instances_per_task=4, max_new_tokens=4, token_budget=300)
+    report = evaluate_model(loaded, tasks, config, progress=False)
+    formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
+    by_id = {i.id: (t, i) for t in tasks for i in t.instances}
+    for record in report.predictions:
+        task, instance = by_id[record["id"]]
+        prompt = formatter.encode_instance(task, instance).ids
+        expected = []
+        for reference in instance.outputs:
+            ids = formatter.encode_target(reference)
+            target = tuple(ids) if len(ids) <= config.max_new_tokens + 1 else tuple(ids[: config.max_new_tokens])
+            expected.append(_plain_loglik(loaded, list(prompt), target))
+        assert record["loglik"] == pytest.approx(max(expected), abs=1e-4)
+    assert any(len(formatter.encode_target(r)) > config.max_new_tokens + 1 for r in long_answer.outputs)
+    first = [p["loglik"] for p in report.predictions if p["task"] == tasks[0].name]
+    assert report.per_task[tasks[0].name]["loglik"] == pytest.approx(sum(first) / len(first))
+    assert report.headline()["loglik"] == pytest.approx(sum(p["loglik"] for p in report.predictions) / len(report.predictions))

@@ -11,8 +11,13 @@ from activeit.evaluation import PREDICTIONS_FILE as PREDICTIONS_FILE  # a round'
 #: the round's training set size, loss and times, and (adaptive scoring) the share of the
 #: scoring work saved against exact scoring.
 SCORING_WORK_SAVED = "scoring_work_saved"
-ROUND_METRICS = (*HEADLINE_METRICS, "num_training_tasks", "train_loss", "training_time_s", "scoring_time_s",
-                 SCORING_WORK_SAVED)
+#: What a round's selection cost: the scoring step's wall time and the token slots its forward
+#: passes ran (decoding and teacher forcing, padding included); a study charges each strategy
+#: with them.
+SCORING_TIME = "scoring_time_s"
+SCORING_TOKENS = "scoring_tokens"
+ROUND_METRICS = (*HEADLINE_METRICS, "num_training_tasks", "train_loss", "training_time_s", SCORING_TIME,
+                 SCORING_TOKENS, SCORING_WORK_SAVED)
 #: The untuned base model's test metrics are logged once (step 0) as ``base_<metric>``.
 BASE_PREFIX = "base_"
 #: The evaluation metrics again with ``step`` = training tasks (the base model at 0), so

@@ -32,6 +32,8 @@ from tracking.schema import (
     PICKED_CATEGORIES_KEY,
     PREDICTIONS_FILE,
     SCORES_FILE,
+    SCORING_TIME,
+    SCORING_TOKENS,
     SCORING_WORK_SAVED,
     SELECTION_FILE,
     STUDY_KEY_TAG,
@@ -105,6 +107,14 @@ def _prefixed(report: EvalReport, prefix: str) -> dict[str, float]:
     return {prefix + name: value for name, value in report.headline().items()}
 
 
+def scoring_tokens(scores: ScoreTable) -> float | None:
+    """The token slots a score table's forward passes ran (decoding and teacher forcing, padded);
+    None for a table that did not count them."""
+    stats = scores.meta.get("stats") or {}
+    counted = [stats[key] for key in ("decoding_padded_tokens", "forcing_padded_tokens") if key in stats]
+    return float(sum(counted)) if counted else None
+
+
 def round_metrics(
     report: EvalReport,
     num_training_tasks: int,
@@ -118,7 +128,8 @@ def round_metrics(
         "num_training_tasks": float(num_training_tasks),
         "train_loss": training_metrics.get("final_loss"),
         "training_time_s": training_metrics.get("wall_time_s"),
-        "scoring_time_s": scoring_time_s,
+        SCORING_TIME: scoring_time_s,
+        SCORING_TOKENS: scoring_tokens(scores) if scores is not None else None,
         SCORING_WORK_SAVED: (scores.meta.get("adaptive") or {}).get("work_saved") if scores is not None else None,
     }
     return report.headline() | {key: float(value) for key, value in metrics.items() if value is not None}

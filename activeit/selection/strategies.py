@@ -148,6 +148,12 @@ def _seeded_shuffle(candidates: Sequence[Task], seed: int, round_index: int) -> 
     return ordered
 
 
+def _second_stream(candidates: Sequence[Task], seed: int, round_index: int) -> list[Task]:
+    ordered = sorted(candidates, key=lambda t: t.name)
+    random.Random(f"random-b:{seed}:{round_index}").shuffle(ordered)
+    return ordered
+
+
 def _as_given(candidates: Sequence[Task], seed: int, round_index: int) -> list[Task]:
     return list(candidates)
 
@@ -156,6 +162,9 @@ def _as_given(candidates: Sequence[Task], seed: int, round_index: int) -> list[T
 STRATEGY_REGISTRY: dict[str, Strategy] = {
     "uncertainty": Strategy("the tasks of highest prompt uncertainty", score_key=_prompt_uncertainty, adaptive=True),
     "random": Strategy("random tasks", order=_seeded_shuffle),
+    "random-b": Strategy("random tasks from a second, independent stream (the A/A control: against random, "
+                         "any difference is noise)", order=_second_stream,
+                         source="an A/A test: what 'no difference' looks like on this pool"),
     "high-perplexity": Strategy("the tasks of highest perplexity", score_key=_perplexity),
     "low-perplexity": Strategy("the tasks of lowest perplexity", score_key=_perplexity, largest_first=False),
     "all": Strategy("every remaining task at once (the fully trained reference)", order=_as_given, takes_all=True),
