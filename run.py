@@ -101,7 +101,8 @@ def _main(args: argparse.Namespace, started: float) -> int:
         info = prepare(config)
         if args.report is not None:
             runs = gather_runs(info.tracking_uri, args.report, strategies, seeds)
-            report_study(info.tracking_uri, args.report, runs, OUTPUTS, subset=strategies is not None or seeds is not None)
+            report_study(info.tracking_uri, args.report, runs, OUTPUTS,
+                         subset=strategies is not None or seeds is not None, metric=config.study.metric)
         else:
             run_all(configs, is_study, info, OUTPUTS)
     except ActiveITError as exc:

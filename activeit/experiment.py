@@ -49,6 +49,7 @@ from activeit.config.settings import (
 )
 from activeit.data.perturbations import PERTURBATIONS
 from activeit.errors import ConfigError
+from activeit.evaluation import ROUGE_L, STUDY_METRICS
 from activeit.selection.strategies import STRATEGIES, check_adaptive
 
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -143,6 +144,17 @@ class StudySettings(Settings):
 
     strategies: list[str] = Field(default_factory=list)
     seeds: list[Seed] = Field(default_factory=list)
+    metric: str = Field(
+        default=ROUGE_L,
+        description=f"the metric a study compares strategies on: {' or '.join(STUDY_METRICS)} (ROUGE-L, the "
+        "paper's; or the mean per-token log-likelihood of the reference answers: continuous, no decoding)",
+        json_schema_extra={"flag": "--metric", "metavar": "METRIC"},
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return one_of(value, STUDY_METRICS, "study.metric")
 
     @field_validator("strategies")
     @classmethod

@@ -15,7 +15,8 @@ from tracking.reader import metric_rows
 from tracking.schema import BASE_PREFIX, MODEL_TRAINING_VIEW
 
 #: The columns of the round table: metric, title, format.
-COLUMNS = (("rougeL", "ROUGE-L", ".2f"), ("exact_match", "EM", ".2f"), ("train_loss", "loss", ".4f"),
+COLUMNS = (("rougeL", "ROUGE-L", ".2f"), ("exact_match", "EM", ".2f"), ("loglik", "loglik", ".4f"),
+           ("train_loss", "loss", ".4f"),
            ("training_time_s", "train s", ".1f"), ("scoring_time_s", "score s", ".1f"))
 
 
@@ -34,8 +35,9 @@ def print_rounds(tracking_uri: str, run_id: str) -> None:
 
 
 def print_study_verdict(study: Study) -> None:
-    """The study's last words: per strategy, its difference to random at the largest budget,
-    what the study could detect and how many seeds a 1- or 2-point effect would need."""
+    """The study's last words: per strategy, its difference to random at the largest budget
+    with its calibrated interval and whether it settles the sign, what the study could detect,
+    where its spread comes from, and what the selection cost."""
     lines = verdict_lines(study)
     if lines:
         print("\n".join(["Paired statistics (details in study.md):", *(f"- {line}" for line in lines)]))

@@ -17,7 +17,7 @@ from activeit.selection.strategies import STRATEGIES
 #: The config keys that ``run.py`` flags override; each flag is generated from its field.
 OVERRIDES = (
     "rounds", "tasks_per_round", "initial_tasks", "seed", "model", "pool.source", "pool.path",
-    "tracking.experiment", "schedule",
+    "tracking.experiment", "schedule", "study.metric",
 )
 #: Each overridden key's flag, so that a bad value is blamed on it (``--compare`` and
 #: ``--seeds`` are comma-separated lists of run.py's own).

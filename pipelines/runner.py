@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from activeit.errors import ActiveITError
+from activeit.evaluation import ROUGE_L
 from activeit.experiment import ExperimentConfig
 from pipelines.console import print_rounds, print_study_verdict
 from pipelines.stack import LOCAL_FLAVORS, StackInfo, check_schedule_support, prepare_stack, use_repo_source_root
@@ -91,18 +92,20 @@ def run_all(configs: Sequence[ExperimentConfig], is_study: bool, info: StackInfo
         experiment = configs[0].tracking.experiment
         runs = gather_runs(info.tracking_uri, experiment, configs[0].study.strategies, configs[0].study.seeds,
                            study_key=configs[0].study_key())
-        report_study(info.tracking_uri, experiment, runs, outputs)
+        report_study(info.tracking_uri, experiment, runs, outputs, metric=configs[0].study.metric)
 
 
-def report_study(tracking_uri: str, experiment: str, runs: Sequence[Any], outputs: Path, subset: bool = False) -> Path:
+def report_study(
+    tracking_uri: str, experiment: str, runs: Sequence[Any], outputs: Path, subset: bool = False, metric: str = ROUGE_L
+) -> Path:
     """Write the study of ``runs`` to ``outputs/study-<experiment>/`` (a ``subset`` picked by
     ``--strategies`` / ``--seeds``: to a folder of its own, named after what it holds), log
-    its parent MLflow run and print ``study.md``; returns the folder."""
-    study = build_study(tracking_uri, runs)
+    its parent MLflow run and print ``study.md``, comparing on ``metric``; returns the folder."""
+    study = build_study(tracking_uri, runs, metric)
     tags = runs[0].data.tags
     title = (f"{experiment}: {' vs '.join(study.strategies)}, seeds {','.join(map(str, study.seeds))} "
              f"({tags.get('model')} on {tags.get('pool')})")
-    out_dir = outputs / study_folder(experiment, study if subset else None)
+    out_dir = outputs / study_folder(experiment, study if subset else None, metric)
     files = write_study(study, out_dir, title)
     run_id = log_study(tracking_uri, experiment, study, files, title, adopt=not subset)
     print((out_dir / "study.md").read_text(encoding="utf-8"))

@@ -21,11 +21,20 @@ from mlflow.entities import Run
 
 from activeit.experiment import ExperimentConfig, shared_params
 from activeit.errors import ConfigError
-from activeit.evaluation import HEADLINE_METRICS
+from activeit.evaluation import HEADLINE_METRICS, ROUGE_L
 from activeit.selection.taskmap import CATEGORIES
 from activeit.study.plots import plot_learning_curve, plot_overlap
 from activeit.study.report import study_markdown, verdict
-from activeit.study.statistics import BOOTSTRAP_SCHEME, POWER_SCHEME, REFERENCE, Comparison, Study
+from activeit.study.statistics import (
+    IMPROVEMENT_SCHEME,
+    INTERVAL_SCHEME,
+    POWER_SCHEME,
+    REFERENCE,
+    SPLIT_SCHEME,
+    TEST_SAMPLE_FACTOR,
+    Comparison,
+    Study,
+)
 from tracking.reader import read_run_record, run_named
 from tracking.schema import COMPLETE_TAG, STUDY_KEY_TAG
 from tracking.writer import config_params, mark_model_training
@@ -49,14 +58,19 @@ def find_run_id(tracking_uri: str, experiment: str, run_name: str) -> str:
 
 
 def study_run_name(study: Study) -> str:
-    """The name of a study's parent MLflow run: its strategies and seeds."""
-    return f"study-{'-vs-'.join(study.strategies)}-seeds{','.join(map(str, study.seeds))}"
+    """The name of a study's parent MLflow run: its strategies and seeds (and its metric, when
+    it compares on another than ROUGE-L: each metric's study has its own run)."""
+    metric = "" if study.metric == ROUGE_L else f"-{study.metric}"
+    return f"study-{'-vs-'.join(study.strategies)}-seeds{','.join(map(str, study.seeds))}{metric}"
 
 
-def study_folder(experiment: str, subset: Study | None = None) -> str:
-    """The output folder of an experiment's study (``study-<experiment>``); a subset of it
-    (``--report`` with ``--strategies`` / ``--seeds``) gets its own, named after what it holds."""
-    return f"study-{experiment}" + (f"-{study_run_name(subset).removeprefix('study-')}" if subset else "")
+def study_folder(experiment: str, subset: Study | None = None, metric: str = ROUGE_L) -> str:
+    """The output folder of an experiment's study (``study-<experiment>``, ``-<metric>`` added
+    for a study on another metric than ROUGE-L); a subset of it (``--report`` with
+    ``--strategies`` / ``--seeds``) gets its own, named after what it holds."""
+    if subset:
+        return f"study-{experiment}-{study_run_name(subset).removeprefix('study-')}"
+    return f"study-{experiment}" + ("" if metric == ROUGE_L else f"-{metric}")
 
 
 def check_same_study(tracking_uri: str, config: ExperimentConfig) -> None:
@@ -154,9 +168,9 @@ def _check_same_config(runs: Sequence[Run]) -> None:
             )
 
 
-def build_study(tracking_uri: str, runs: Iterable[Run]) -> Study:
-    """The study of the gathered runs."""
-    return Study(tuple(read_run_record(tracking_uri, run) for run in runs))
+def build_study(tracking_uri: str, runs: Iterable[Run], metric: str = ROUGE_L) -> Study:
+    """The study of the gathered runs, comparing on ``metric``."""
+    return Study(tuple(read_run_record(tracking_uri, run) for run in runs), metric)
 
 
 def _write_csv(path: Path, rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> Path:
@@ -191,26 +205,31 @@ def write_study(study: Study, out_dir: Path, title: str) -> list[Path]:
 def comparison_metrics(comparison: Comparison) -> dict[str, float]:
     """A strategy's paired statistics at one round as the parent run's metrics,
     ``vs_random/<strategy>/<statistic>`` (those not computable are left out)."""
-    boot, power = comparison.bootstrap, comparison.power
+    d, power, split = comparison.difference, comparison.power, comparison.split
+    n = d.count
     values = {
-        "delta": comparison.difference.mean, "t_low": comparison.difference.low, "t_high": comparison.difference.high,
-        "bootstrap_low": boot.low, "bootstrap_high": boot.high, "p_improvement": boot.improvement,
+        "delta": d.mean, "t_low": d.low, "t_high": d.high, "p_improvement": d.improvement,
+        "resolved": None if d.low is None else float(d.resolved),
         "sd": power.sd, "mde": power.mde,
-        **{f"seeds_for_{effect:g}pt": needed for effect, needed in power.seeds_needed.items()},
+        **{f"seeds_for_{effect:g}": needed for effect, needed in power.seeds_needed.items()},
     }
+    if split is not None:
+        values |= {"variance_test_share": split.test_share, "sd_test": split.test ** 0.5,
+                   "sd_between_seeds": split.between ** 0.5, "mde_2x_seeds": split.mde(2 * n),
+                   f"mde_{TEST_SAMPLE_FACTOR}x_test_sample": split.mde(n, TEST_SAMPLE_FACTOR)}
     prefix = f"vs_{REFERENCE}/{comparison.strategy}/"
     return {prefix + k: float(v) for k, v in values.items() if v is not None and not math.isnan(v)}
 
 
 def study_series(study: Study) -> dict[str, dict[int, float]]:
     """Metric -> step (training tasks) -> value of the parent run: each strategy's mean
-    ``rougeL_<strategy>`` and its :func:`comparison_metrics`."""
+    ``<metric>_<strategy>`` and its :func:`comparison_metrics`."""
     series: dict[str, dict[int, float]] = {}
     for strategy in study.strategies:
         for round_index, tasks in study.rounds_of(strategy):
             summary = study.summary(strategy, round_index)
             if summary is not None:
-                series.setdefault(f"rougeL_{strategy}", {})[tasks] = summary.mean
+                series.setdefault(f"{study.metric}_{strategy}", {})[tasks] = summary.mean
     for comparison in study.comparisons:
         for key, value in comparison_metrics(comparison).items():
             series.setdefault(key, {})[comparison.training_tasks] = value
@@ -234,11 +253,12 @@ def log_study(
                                 order_by=["attributes.start_time DESC"], max_results=1)
     run_id = before[0].info.run_id if before else None
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, description=title) as parent:
-        verdicts = {f"verdict.{strategy}": verdict(found) for strategy in study.strategies
+        verdicts = {f"verdict.{strategy}": verdict(found, study) for strategy in study.strategies
                     if (found := study.final_comparison(strategy)) is not None}
         mlflow.set_tags({STUDY_TAG: "true", "strategies": ",".join(study.strategies),
-                         "seeds": ",".join(map(str, study.seeds)), "stats.bootstrap": BOOTSTRAP_SCHEME,
-                         "stats.power": POWER_SCHEME, **verdicts})
+                         "seeds": ",".join(map(str, study.seeds)), "stats.metric": study.metric,
+                         "stats.interval": INTERVAL_SCHEME, "stats.improvement": IMPROVEMENT_SCHEME,
+                         "stats.power": POWER_SCHEME, "stats.spread": SPLIT_SCHEME, **verdicts})
         for key, points in study_series(study).items():
             logged = {(m.step, m.value) for m in client.get_metric_history(run_id, key)} if run_id else set()
             for step, value in points.items():

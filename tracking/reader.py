@@ -13,7 +13,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from activeit.evaluation import HEADLINE_METRICS, ROUGE_L
+from activeit.evaluation import HEADLINE_METRICS, STUDY_METRICS
 from activeit.study.statistics import RoundRecord, RunRecord
 from tracking.schema import (
     BASE_PREFIX,
@@ -21,6 +21,8 @@ from tracking.schema import (
     PER_TASK_KEY,
     PICKED_CATEGORIES_KEY,
     ROUND_METRICS,
+    SCORING_TIME,
+    SCORING_TOKENS,
     SELECTION_FILE,
     TRAINING_TASKS_KEY,
     round_folder,
@@ -57,16 +59,18 @@ def _round_json(client: MlflowClient, run_id: str, folder: str, name: str, into:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def _task_rouge(evaluation: dict[str, Any] | None) -> dict[str, float]:
-    """Test task -> ROUGE-L from a round's evaluation file (empty without one)."""
+def _task_metrics(evaluation: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Study metric -> test task -> its value, from a round's evaluation file (empty without one)."""
     per_task = (evaluation or {}).get(PER_TASK_KEY, {})
-    return {task: float(m[ROUGE_L]) for task, m in per_task.items() if m.get(ROUGE_L) is not None}
+    found = {metric: {task: float(m[metric]) for task, m in per_task.items() if m.get(metric) is not None}
+             for metric in STUDY_METRICS}
+    return {metric: values for metric, values in found.items() if values}
 
 
 def read_run_record(tracking_uri: str, run: Run) -> RunRecord:
     """A tracked run as a study record: per round its metrics, training tasks and the
-    categories of its picks (from the round's selection file), the ROUGE-L of each test task
-    (from its evaluation file, where logged), and the base model."""
+    categories of its picks (from the round's selection file), each test task's study metrics
+    (from its evaluation file, where logged), its selection cost, and the base model."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file each
     client = MlflowClient(tracking_uri=tracking_uri)
     run_id = run.info.run_id
@@ -81,7 +85,8 @@ def read_run_record(tracking_uri: str, run: Run) -> RunRecord:
                 training_tasks=tuple(selected[TRAINING_TASKS_KEY]),
                 metrics={m: row[m] for m in HEADLINE_METRICS if m in row},
                 picked_categories=selected.get(PICKED_CATEGORIES_KEY, {}),
-                task_metrics=_task_rouge(_round_json(client, run_id, folder, EVALUATION_FILE, tmp)),
+                task_metrics=_task_metrics(_round_json(client, run_id, folder, EVALUATION_FILE, tmp)),
+                cost={m: row[m] for m in (SCORING_TIME, SCORING_TOKENS) if m in row},
             ))
     metrics = run.data.metrics
     return RunRecord(

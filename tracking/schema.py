@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from activeit.evaluation import HEADLINE_METRICS
 from activeit.evaluation import PREDICTIONS_FILE as PREDICTIONS_FILE  # a round's per-instance file
+from activeit.study.statistics import SCORING_TIME, SCORING_TOKENS
 
 #: Metrics logged once per round with ``step=round``: the evaluation's headline metrics and
 #: the round's training set size, loss and times, and (adaptive scoring) the share of the
@@ -13,9 +14,7 @@ from activeit.evaluation import PREDICTIONS_FILE as PREDICTIONS_FILE  # a round'
 SCORING_WORK_SAVED = "scoring_work_saved"
 #: What a round's selection cost: the scoring step's wall time and the token slots its forward
 #: passes ran (decoding and teacher forcing, padding included); a study charges each strategy
-#: with them.
-SCORING_TIME = "scoring_time_s"
-SCORING_TOKENS = "scoring_tokens"
+#: with them (the names are the study's).
 ROUND_METRICS = (*HEADLINE_METRICS, "num_training_tasks", "train_loss", "training_time_s", SCORING_TIME,
                  SCORING_TOKENS, SCORING_WORK_SAVED)
 #: The untuned base model's test metrics are logged once (step 0) as ``base_<metric>``.

@@ -2,13 +2,25 @@
 
 A study answers the project's question, *does choosing tasks by prompt uncertainty beat
 choosing them at random?*, the way the paper does (means over pool seeds) and with what the
-paper leaves out: the spread over seeds, the difference to ``random`` paired by seed with a
-95% confidence interval and the seeds won, a paired bootstrap interval over seeds and test
-tasks, the probability of improvement, what the study could detect (the minimum detectable
-effect at 80% power and the seeds a 1- or 2-point effect would need), the **budget to
-match** (the fewest training tasks at which a strategy's mean reaches random's mean at
-random's largest budget), how much the strategies' training sets overlap (Jaccard), and the
-task-map make-up of the picks.
+paper leaves out, each statistic chosen to hold its stated level at the 3-10 seeds people run
+(docs/STATISTICS.md states the model and what it assumes; ``benchmarks/calibration.py``
+measures it on a finished study):
+
+* the difference to ``random`` paired by seed, with its **Student-t 95% interval** over the
+  seeds (exact when the per-seed differences are normal; measured to cover at 3, 5 and 10
+  seeds on real studies) and the seeds won;
+* the **probability of improvement**, P(a new seed's paired difference > 0), the Student-t
+  posterior predictive (flat prior on the mean and log-sd) - the quantity of Bouthillier et
+  al. 2021 and rliable (Agarwal et al. 2021), which does not run to 1 with the seeds;
+* what the study could detect (the minimum detectable effect at 80% power and the seeds an
+  effect would need), and **where the spread comes from**: the share of the variance of the
+  per-seed difference that the test sample explains (two-way analysis of the seed x test task
+  table) and the share between seeds (selection and training), with what more seeds or a
+  larger test sample would buy;
+* the **selection cost** of each strategy (the scoring step's seconds and forward tokens per
+  round), the **budget to match** (the fewest training tasks at which a strategy's mean reaches
+  random's mean at random's largest budget), how much the strategies' training sets overlap
+  (Jaccard), and the task-map make-up of the picks.
 
 Its input is plain records (:class:`RunRecord`, one per (strategy, seed) run), read from
 wherever the runs were tracked; everything here is a pure function of them. The markdown
@@ -19,7 +31,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,7 +38,7 @@ from itertools import combinations
 from typing import Any
 
 from activeit.errors import ActiveITError
-from activeit.evaluation import HEADLINE_METRICS, ROUGE_L
+from activeit.evaluation import HEADLINE_METRICS, LOGLIK, ROUGE_L, STUDY_METRICS
 from activeit.selection.taskmap import CATEGORIES
 
 #: The strategy every other one is compared with.
@@ -36,21 +47,28 @@ REFERENCE = "random"
 CONFIDENCE = 0.95
 ALPHA = 0.05
 POWER = 0.8
-#: The effects (ROUGE-L points) whose seeds needed a study reports.
-DETECT_EFFECTS = (1.0, 2.0)
-#: The paired bootstrap: resamples and the seed of its generator (deterministic reports).
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
-#: The two in words (the study's MLflow run carries them as tags).
-BOOTSTRAP_SCHEME = ("paired by seed; the seeds resampled with replacement and, within each drawn seed, its test "
-                    f"tasks (METHOD.md); percentile, {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}")
+#: Per study metric, the effects whose seeds needed a study reports (ROUGE-L points; nats per token).
+DETECT_EFFECTS: dict[str, tuple[float, ...]] = {ROUGE_L: (1.0, 2.0), LOGLIK: (0.01, 0.05)}
+#: What the test-sample projection multiplies (the test instances, tasks and instances together).
+TEST_SAMPLE_FACTOR = 4
+#: How the paired statistics are computed, in words (the study's MLflow run carries them as tags).
+INTERVAL_SCHEME = (f"paired by seed; Student-t {CONFIDENCE:.0%} interval of the mean per-seed difference, n - 1 "
+                   "degrees of freedom (docs/STATISTICS.md)")
+IMPROVEMENT_SCHEME = ("P(a new seed's paired difference > 0): the Student-t posterior predictive, "
+                      "T_(n-1)(mean / (sd * sqrt(1 + 1/n))), flat prior on the mean and log sd (docs/STATISTICS.md)")
 POWER_SCHEME = (f"paired t over seeds, two-sided alpha {ALPHA:g}, power {POWER:g}: MDE(n) = (t_(1-alpha/2, n-1) + "
-                "t_(power, n-1)) * s_d / sqrt(n) with the observed sd s_d of the per-seed differences (METHOD.md)")
+                "t_(power, n-1)) * s_d / sqrt(n) with the observed sd s_d of the per-seed differences")
+SPLIT_SCHEME = ("two-way analysis of the seed x test task table of paired differences: the test sample's part of "
+                "the variance of a seed's mean difference is the residual mean square over the tasks, the rest is "
+                "between seeds (docs/STATISTICS.md)")
 #: The most seeds :func:`seeds_needed` searches (beyond: "more than").
 MAX_SEEDS = 100_000
 #: Why a statistic is not computable.
 ONE_SEED = "only one paired seed (2 or more needed)"
 NO_SPREAD = "the paired differences do not vary over seeds (sd = 0)"
+FEW_TASKS = "fewer than 2 test tasks scored in every seed's pair (per-task scores needed)"
+#: A round's selection cost, as the runs log it (tracking's metric names, kept in step with them).
+SCORING_TIME, SCORING_TOKENS = "scoring_time_s", "scoring_tokens"
 
 
 @dataclass(frozen=True)
@@ -63,8 +81,10 @@ class RoundRecord:
     #: Task-map category of each task picked this round, as categorised when it was picked
     #: (empty for strategies that pick without scores).
     picked_categories: Mapping[str, str] = field(default_factory=dict)
-    #: ROUGE-L (x100) of each test task (empty for runs logged without it).
-    task_metrics: Mapping[str, float] = field(default_factory=dict)
+    #: Metric -> test task -> its value (ROUGE-L x100, log-likelihood); empty for runs logged without.
+    task_metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: What the round's selection cost: ``scoring_time_s`` and ``scoring_tokens`` where it scored.
+    cost: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def num_training_tasks(self) -> int:
@@ -93,13 +113,24 @@ class Summary:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """``strategy - reference`` paired by seed: mean, 95% t interval, seeds won."""
+    """``strategy - reference`` paired by seed: the mean, its Student-t interval, the seeds won,
+    the sd of the per-seed differences and the probability of improvement (None, with a
+    ``reason``, where not computable: one seed, or no spread)."""
 
     mean: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     wins: int
     count: int
+    sd: float | None = None
+    #: P(a new seed's paired difference > 0), the Student-t posterior predictive.
+    improvement: float | None = None
+    reason: str = ""
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the interval leaves 0 out (the sign of the difference is settled at its level)."""
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
 
 def summarize(values: Sequence[float]) -> Summary:
@@ -110,96 +141,117 @@ def summarize(values: Sequence[float]) -> Summary:
     return Summary(statistics.fmean(values), std, len(values))
 
 
-def paired_difference(values: Mapping[int, float], reference: Mapping[int, float]) -> PairedDifference:
-    """The mean of ``values[s] - reference[s]`` over the seeds both have, its 95% confidence
-    interval (paired Student t, ``n - 1`` degrees of freedom; NaN for one seed) and the seeds won."""
+def infer_difference(deltas: Sequence[float], confidence: float = CONFIDENCE) -> PairedDifference:
+    """The study's inference on per-seed paired differences ``deltas`` (docs/STATISTICS.md):
+    the mean; its Student-t interval, mean ± t_(1-(1-confidence)/2, n-1) * sd / sqrt(n); and
+    the probability of improvement, P(d_new > 0) = T_(n-1)(mean / (sd * sqrt(1 + 1/n))), the
+    posterior predictive of a new seed's difference under a normal model with a flat prior on
+    the mean and log sd. Interval and probability need two seeds and some spread: with sd = 0
+    a zero-width interval would claim certainty that three equal numbers do not give."""
     from scipy import stats
 
+    if not deltas:
+        raise ActiveITError("no seed in common to pair")
+    n, mean, wins = len(deltas), statistics.fmean(deltas), sum(d > 0 for d in deltas)
+    if n < 2:
+        return PairedDifference(mean, None, None, wins, n, reason=ONE_SEED)
+    sd = statistics.stdev(deltas)
+    if math.isclose(sd, 0.0, abs_tol=1e-9):
+        return PairedDifference(mean, None, None, wins, n, sd, reason=NO_SPREAD)
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    improvement = float(stats.t.cdf(mean / (sd * math.sqrt(1 + 1 / n)), n - 1))
+    return PairedDifference(mean, mean - half, mean + half, wins, n, sd, improvement)
+
+
+def paired_difference(values: Mapping[int, float], reference: Mapping[int, float]) -> PairedDifference:
+    """:func:`infer_difference` of ``values[s] - reference[s]`` over the seeds both have."""
     seeds = sorted(set(values) & set(reference))
     if not seeds:
         raise ActiveITError("no seed in common to pair")
-    mine, theirs = [values[s] for s in seeds], [reference[s] for s in seeds]
-    deltas = [a - b for a, b in zip(mine, theirs)]
-    low = high = math.nan
-    if len(deltas) > 1:
-        with warnings.catch_warnings():  # equal differences: scipy warns, the interval is the mean
-            warnings.simplefilter("ignore", RuntimeWarning)
-            interval = stats.ttest_rel(mine, theirs).confidence_interval(0.95)
-        low, high = float(interval.low), float(interval.high)
-    return PairedDifference(statistics.fmean(deltas), low, high, sum(d > 0 for d in deltas), len(deltas))
+    return infer_difference([values[s] - reference[s] for s in seeds])
 
 
 @dataclass(frozen=True)
 class PairedScores:
     """``strategy - reference`` paired by seed: per seed, one difference per test task both
-    runs scored (where they logged per-task scores), else one, the headline metric's."""
+    runs scored (where they logged per-task scores; ``tasks`` names them), else one, the
+    headline metric's (``tasks`` empty)."""
 
     seeds: tuple[int, ...]
     differences: tuple[tuple[float, ...], ...]
+    tasks: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
-class PairedBootstrap:
-    """The paired bootstrap of ``strategy - reference`` (:func:`paired_bootstrap`): the mean
-    difference with its percentile interval and the probability of improvement (None, with a
-    ``reason``, when not computable)."""
+class VarianceSplit:
+    """Where the spread of the per-seed paired difference comes from (:func:`variance_split`):
+    its variance over seeds and the test sample's estimated part of it (metric units squared)."""
 
-    estimate: float
-    low: float | None
-    high: float | None
-    #: P(d > 0) under the bootstrap: the share of resamples whose mean difference is positive.
-    improvement: float | None
     seeds: int
-    #: The most test tasks a seed resamples (0: one headline difference per seed, the seeds alone).
     tasks: int
-    reason: str = ""
+    #: Sample variance over seeds of a seed's mean difference over its test tasks.
+    total: float
+    #: The test sample's part as estimated (it may exceed ``total`` by chance).
+    test_estimate: float
+    #: "crossed" (every seed on the same test tasks) or "nested" (test tasks drawn per seed).
+    design: str = "crossed"
+
+    @property
+    def test_share(self) -> float:
+        """The share of ``total`` the test sample explains, in [0, 1]."""
+        return min(self.test_estimate / self.total, 1.0) if self.total > 0 else 0.0
+
+    @property
+    def test(self) -> float:
+        return self.total * self.test_share
+
+    @property
+    def between(self) -> float:
+        """The part between seeds (which tasks were picked, and training on them)."""
+        return self.total - self.test
+
+    def sd(self, test_factor: float = 1.0) -> float:
+        """The sd of a seed's difference with ``test_factor`` times the test sample (the observed sd at 1)."""
+        return math.sqrt(self.between + self.test / test_factor)
+
+    def mde(self, seeds: int, test_factor: float = 1.0) -> float:
+        """The minimum detectable effect with ``seeds`` seeds and ``test_factor`` times the test sample."""
+        return minimum_detectable_effect(self.sd(test_factor), seeds)
 
 
-def paired_bootstrap(
-    scores: PairedScores,
-    confidence: float = CONFIDENCE,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> PairedBootstrap:
-    """METHOD.md's paired bootstrap: each resample draws the seeds with replacement and, within
-    each drawn seed, that seed's test tasks with replacement; its statistic is the mean over the
-    drawn seeds of each one's mean difference over its drawn tasks. The interval is the
-    percentile one; the probability of improvement is P(d > 0) under the bootstrap, the share
-    of resamples with a positive mean (a zero counts half).
+def variance_split(scores: PairedScores) -> VarianceSplit | None:
+    """How much of the variance over seeds of a seed's mean paired difference the test sample
+    explains, and how much is between seeds (docs/STATISTICS.md). With d_st = mu + a_s + b_t +
+    e_st, a seed's mean over its T tasks varies by var(a) + var(e) / T (+ var(b) / T where the
+    seeds have test tasks of their own); the test sample's part is estimated from the spread of
+    the differences over the tasks within the seeds, the rest of the observed variance of the
+    seed means is var(a), between seeds (the test share is capped at 1).
 
-    Pairing lives in the differences: a drawn seed brings both strategies' runs of that seed
-    (the same round-0 set, the same seed), a drawn task both strategies' scores on it. A seed's
-    test tasks may differ from another's (a pool without a test split of its own); without
-    per-task scores each seed has its one headline difference and only the seeds are
-    resampled. Two levels of resampling are not what ``scipy.stats.bootstrap`` does (it draws
-    whole observations), so this draws indices with numpy, vectorized over resamples.
-    Seeded: the same records always give the same numbers. Needs two or more seeds.
-    """
+    * Every seed on the same test tasks (a fixed test split): the two-way analysis of the
+      seed x task table; the test sample's part is its residual mean square over T (the task
+      effects b_t are the same in every seed and drop out of the comparison).
+    * Test tasks drawn per seed: the tasks are nested in the seeds; the test sample's part is
+      the mean over seeds of the within-seed variance of the differences over its T_s tasks,
+      divided by T_s (the task effects are part of the test sample's noise then).
+
+    None without 2 seeds with 2 or more tasks each."""
     import numpy as np
 
     rows = [np.asarray(row, dtype=float) for row in scores.differences]
-    estimate = statistics.fmean(float(row.mean()) for row in rows)
-    widest = max(len(row) for row in rows)
-    tasks = widest if widest > 1 else 0
-    if len(rows) < 2:
-        return PairedBootstrap(estimate, None, None, None, len(rows), tasks, ONE_SEED)
-    counts = np.array([len(row) for row in rows])
-    grid = np.zeros((len(rows), widest))
-    for number, row in enumerate(rows):
-        grid[number, : len(row)] = row
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    for first in range(0, resamples, 1000):  # batches of 1000 resamples keep memory small
-        size = min(1000, resamples - first)
-        drawn = rng.integers(0, len(rows), size=(size, len(rows)))  # seeds, with replacement
-        picks = np.floor(rng.random((size, len(rows), widest)) * counts[drawn][..., None]).astype(int)
-        valid = np.arange(widest) < counts[drawn][..., None]  # a seed draws as many tasks as it has
-        values = np.where(valid, grid[drawn[..., None], picks], 0.0)
-        means[first : first + size] = (values.sum(axis=-1) / counts[drawn]).mean(axis=-1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    improvement = float(np.mean(means > 0) + 0.5 * np.mean(means == 0))
-    return PairedBootstrap(estimate, float(low), float(high), improvement, len(rows), tasks)
+    if len(rows) < 2 or any(len(row) < 2 for row in rows) or not scores.tasks:
+        return None
+    seed_means = np.array([row.mean() for row in rows])
+    total = float(seed_means.var(ddof=1))
+    if len(set(scores.tasks)) == 1:
+        table = np.stack(rows)  # seeds x tasks, one order
+        seeds, tasks = table.shape
+        residual = table - seed_means[:, None] - table.mean(axis=0)[None, :] + table.mean()
+        test = float((residual**2).sum()) / ((seeds - 1) * (tasks - 1)) / tasks
+    else:
+        tasks = round(float(np.mean([len(row) for row in rows])))
+        test = float(np.mean([row.var(ddof=1) / len(row) for row in rows]))
+        return VarianceSplit(len(rows), tasks, total, test, "nested")
+    return VarianceSplit(len(rows), tasks, total, test, "crossed")
 
 
 @dataclass(frozen=True)
@@ -218,7 +270,7 @@ class PowerAnalysis:
 
 
 def minimum_detectable_effect(sd: float, seeds: int, power: float = POWER, alpha: float = ALPHA) -> float:
-    """METHOD.md's MDE(n) = (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n): the smallest
+    """MDE(n) = (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n): the smallest
     true paired difference a two-sided paired t-test over ``seeds`` seeds detects with
     probability ``power`` when the differences spread with standard deviation ``sd``."""
     from scipy import stats
@@ -230,8 +282,8 @@ def minimum_detectable_effect(sd: float, seeds: int, power: float = POWER, alpha
 def seeds_needed(
     effect: float, sd: float, power: float = POWER, alpha: float = ALPHA, limit: int = MAX_SEEDS
 ) -> int | None:
-    """The fewest seeds n (at least 2) with MDE(n) <= ``effect`` under ``sd`` (METHOD.md); None
-    beyond ``limit``. (MDE falls as seeds are added: doubling, then bisection.)"""
+    """The fewest seeds n (at least 2) with MDE(n) <= ``effect`` under ``sd``; None beyond
+    ``limit``. (MDE falls as seeds are added: doubling, then bisection.)"""
     def detects(n: int) -> bool:
         return minimum_detectable_effect(sd, n, power, alpha) <= effect
 
@@ -246,7 +298,7 @@ def seeds_needed(
     return high
 
 
-def power_analysis(differences: Sequence[float], effects: Sequence[float] = DETECT_EFFECTS) -> PowerAnalysis:
+def power_analysis(differences: Sequence[float], effects: Sequence[float] = DETECT_EFFECTS[ROUGE_L]) -> PowerAnalysis:
     """The minimum detectable effect for this many seeds and the seeds needed for each of
     ``effects``, taking the sample sd of the per-seed ``differences`` as the true one.
     Not computable with one seed or with no spread (a t-test has nothing to go on)."""
@@ -260,17 +312,26 @@ def power_analysis(differences: Sequence[float], effects: Sequence[float] = DETE
 
 
 @dataclass(frozen=True)
+class SelectionCost:
+    """What a strategy's selection cost a round (means over its scored rounds and seeds): the
+    scoring step's seconds and the token slots its forward passes ran (None where not logged)."""
+
+    seconds: float | None
+    tokens: float | None
+    rounds: int
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """``strategy - random`` at one round: the t interval and the power analysis of the
-    per-seed headline differences, and the paired bootstrap (per seed and test task where
-    the runs logged per-task scores)."""
+    """``strategy - random`` at one round: the paired inference and the power analysis of the
+    per-seed differences, and the variance split of the per-task ones (None without them)."""
 
     strategy: str
     round: int
     training_tasks: int
     difference: PairedDifference
-    bootstrap: PairedBootstrap
     power: PowerAnalysis
+    split: VarianceSplit | None = None
 
 
 def jaccard(first: Iterable[str], second: Iterable[str]) -> float:
@@ -284,9 +345,12 @@ class Study:
     """The runs of a study and everything computed from them."""
 
     runs: tuple[RunRecord, ...]
-    metric: str = "rougeL"
+    #: The metric the strategies are compared on (:data:`~activeit.evaluation.STUDY_METRICS`).
+    metric: str = ROUGE_L
 
     def __post_init__(self) -> None:
+        if self.metric not in STUDY_METRICS:
+            raise ActiveITError(f"a study compares on one of {', '.join(STUDY_METRICS)}, not '{self.metric}'")
         keys = [(r.strategy, r.seed) for r in self.runs]
         if not keys:
             raise ActiveITError("a study needs at least one run")
@@ -356,22 +420,21 @@ class Study:
 
     def paired_scores(self, strategy: str, round_index: int) -> PairedScores | None:
         """``strategy - random`` at a round for the seeds both have: per seed, one difference
-        per test task both runs scored, when every such pair logged per-task ROUGE-L, else the
-        headline metric's. None without a pair."""
+        per test task both runs scored in the study's metric, when every such pair logged
+        per-task scores, else one per seed, the headline metric's. None without a pair."""
         mine, reference = self.values(strategy, round_index), self.values(REFERENCE, round_index)
         seeds = sorted(set(mine) & set(reference))
         if strategy == REFERENCE or not seeds:
             return None
         headline = PairedScores(tuple(seeds), tuple((mine[s] - reference[s],) for s in seeds))
-        if self.metric != ROUGE_L:
-            return headline
         pairs = [(self._round(strategy, s, round_index), self._round(REFERENCE, s, round_index)) for s in seeds]
-        per_task = [(a.task_metrics, b.task_metrics) for a, b in pairs if a is not None and b is not None]
-        task_sets = [sorted(set(a) & set(b)) for a, b in per_task]
+        per_task = [(a.task_metrics.get(self.metric, {}), b.task_metrics.get(self.metric, {}))
+                    for a, b in pairs if a is not None and b is not None]
+        task_sets = [tuple(sorted(set(a) & set(b))) for a, b in per_task]
         if len(task_sets) < len(seeds) or not all(task_sets):
             return headline
         rows = tuple(tuple(float(a[t]) - float(b[t]) for t in tasks) for (a, b), tasks in zip(per_task, task_sets))
-        return PairedScores(tuple(seeds), rows)
+        return PairedScores(tuple(seeds), rows, tuple(task_sets))
 
     @cached_property
     def comparisons(self) -> tuple[Comparison, ...]:
@@ -384,9 +447,21 @@ class Study:
                     continue
                 mine, reference = self.values(strategy, round_index), self.values(REFERENCE, round_index)
                 per_seed = [mine[s] - reference[s] for s in scores.seeds]
-                found.append(Comparison(strategy, round_index, tasks, difference, paired_bootstrap(scores),
-                                        power_analysis(per_seed)))
+                found.append(Comparison(strategy, round_index, tasks, difference,
+                                        power_analysis(per_seed, DETECT_EFFECTS[self.metric]), variance_split(scores)))
         return tuple(found)
+
+    def selection_cost(self, strategy: str) -> SelectionCost | None:
+        """The mean scoring seconds and forward tokens of a round of ``strategy`` over its rounds
+        that scored the pool (rounds >= 1, every seed); None when it never scored (its picks were free)."""
+        costs = [rnd.cost for run in self.runs if run.strategy == strategy for rnd in run.rounds
+                 if rnd.round >= 1 and rnd.cost.get(SCORING_TIME)]
+        if not costs:
+            return None
+        def mean_of(key: str) -> float | None:
+            values = [c[key] for c in costs if c.get(key) is not None]
+            return statistics.fmean(values) if values else None
+        return SelectionCost(mean_of(SCORING_TIME), mean_of(SCORING_TOKENS), len(costs))
 
     def comparison(self, strategy: str, round_index: int) -> Comparison | None:
         return next((c for c in self.comparisons if (c.strategy, c.round) == (strategy, round_index)), None)
