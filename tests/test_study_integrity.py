@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from scipy import stats
 from zenml.client import Client
 
 import run as run_py
@@ -19,8 +20,8 @@ from activeit.evaluation import EvalReport
 from activeit.experiment import CONFIG_DIR, ExperimentConfig, load_config
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
 from pipelines.study import PARENT_TAG, STUDY_TAG, check_same_study
+from activeit.study.statistics import INTERVAL_SCHEME, minimum_detectable_effect
 from tracking.registry import register_model
-from activeit.study.statistics import BOOTSTRAP_SCHEME, minimum_detectable_effect
 from tracking.schema import (
     COMPLETE_TAG,
     EVALUATION_FILE,
@@ -170,18 +171,24 @@ def test_a_report_pairs_per_task_scores_and_logs_its_power(
     assert run_py.main(["--report", experiment, "--config", str(SMOKE)]) == 0
     out = capsys.readouterr().out
     text = (tmp_path / f"study-{experiment}" / "study.md").read_text(encoding="utf-8")
-    assert "| uncertainty | 1 | 2 | 2 | seeds, then ≤ 3 test tasks within them | +1.25 | [+1.00, +1.50] |" in text
-    mde = minimum_detectable_effect(0.5 ** 0.5 / 2, 2)  # sd of (1, 1.5)
+    sd = 0.5 ** 0.5 / 2  # sd of (1, 1.5)
+    low, high = stats.ttest_1samp([1.0, 1.5], 0).confidence_interval(0.95)
+    assert f"| uncertainty | 1 | 2 | 2 | +1.25 | [{low:+.2f}, {high:+.2f}] |" in text
+    mde = minimum_detectable_effect(sd, 2)
     verdict = next(line for line in text.splitlines() if line.startswith("- uncertainty vs random"))
-    assert f"can detect differences of {mde:.2f} ROUGE-L points" in verdict and "(seeds, then ≤ 3 test tasks within them)" in verdict
+    assert f"can detect differences of {mde:.2f} points" in verdict and "not resolved" in verdict
+    # every task moves alike within a seed: the test sample explains none of the spread
+    assert "The test sample explains 0% of the variance of Δ" in verdict
     tail = out[out.index("Study written to"):]
     assert f"{verdict}\n" in tail and tail.index(verdict) < tail.index("Done in")  # the study's last lines
     (parent,) = _parents(stack.tracking_uri, experiment)
     metrics, tags = parent.data.metrics, parent.data.tags
     assert metrics["vs_random/uncertainty/mde"] == pytest.approx(mde)
-    assert metrics["vs_random/uncertainty/bootstrap_low"] == pytest.approx(1.0)
-    assert metrics["vs_random/uncertainty/p_improvement"] == 1.0
-    assert tags["stats.bootstrap"] == BOOTSTRAP_SCHEME and tags["verdict.uncertainty"] == verdict[2:]
+    assert metrics["vs_random/uncertainty/t_low"] == pytest.approx(low)
+    assert metrics["vs_random/uncertainty/p_improvement"] == pytest.approx(
+        stats.t.cdf(1.25 / (sd * (1 + 1 / 2) ** 0.5), 1))
+    assert metrics["vs_random/uncertainty/variance_test_share"] == pytest.approx(0.0, abs=1e-9)
+    assert tags["stats.interval"] == INTERVAL_SCHEME and tags["verdict.uncertainty"] == verdict[2:]
 
 
 # ---------------------------------------------------------------- model versions

@@ -8,6 +8,7 @@ import zenml_isolation  # noqa: F401  (must precede zenml)
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,14 @@ def test_per_task_and_per_instance_scores_are_tracked_and_paired(
     study = build_study(stack.tracking_uri, _pair_runs(stack).values())
     scores = study.paired_scores("uncertainty", 1)  # the smoke pool holds out 4 test tasks per seed
     assert scores.seeds == (0, 1) and [len(row) for row in scores.differences] == [4, 4]
-    assert all(len(rnd.task_metrics) == 4 for run in study.runs for rnd in run.rounds)
+    assert all(len(rnd.task_metrics["rougeL"]) == 4 and len(rnd.task_metrics["loglik"]) == 4
+               for run in study.runs for rnd in run.rounds)
+    assert all(math.isfinite(p["loglik"]) and p["loglik"] <= 0 for p in records)
     text = (study_dir / "study.md").read_text()
-    assert "## Paired statistics and power (vs random)" in text
-    assert "| uncertainty | 1 | 6 | 2 | seeds, then ≤ 4 test tasks within them |" in text
+    assert "## Paired statistics and power (ROUGE-L, vs random)" in text and "## Where the spread comes from" in text
+    assert "| uncertainty | 1 | 2 × 4 |" in text  # 2 seeds, each with 4 test tasks of its own
+    cost = study.selection_cost("uncertainty")
+    assert cost.rounds == 2 and cost.seconds > 0 and cost.tokens > 0 and study.selection_cost("random") is None
 
 
 def test_round_zero_is_shared_per_seed_through_the_cache(study_dir: Path, stack: StackInfo) -> None:
@@ -166,3 +171,27 @@ def test_report_refuses_runs_of_different_configs(stack: StackInfo, capsys: pyte
     err = capsys.readouterr().err.strip()
     assert "different configs: training.epochs (" in err and "\n" not in err
     assert "strategy" not in err.split("configs:")[1].split(";")[0]  # strategy and seed may differ
+
+
+def test_an_a_a_study_shows_what_no_difference_looks_like(
+    stack: StackInfo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """random vs random-b (the same strategy under a second selection stream) through the smoke
+    pipeline: the same round-0 set, other picks after it, and study.md shows the pair like any
+    other, with its interval, its variance split and a verdict that claims nothing it cannot."""
+    experiment = "activeit-study-aa"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_py, "OUTPUTS", tmp_path)
+        assert run_py.main(["--compare", "random,random-b", "--seeds", "0,1", "--config", str(SMOKE),
+                            "--rounds", "1", "--experiment", experiment]) == 0
+    out = capsys.readouterr().out
+    text = (tmp_path / f"study-{experiment}" / "study.md").read_text(encoding="utf-8")
+    overlap = {r["round"]: float(r["jaccard"]) for r in _rows(tmp_path / f"study-{experiment}" / "selection_overlap.csv")}
+    assert overlap["0"] == 1.0 and overlap["1"] < 1.0  # the same round 0, then another stream's picks
+    row = next(line for line in text.splitlines() if line.startswith("| random-b | 1 | 6 |"))
+    assert "[" in row and "]" in row  # its t interval
+    verdict = next(line for line in text.splitlines() if line.startswith("- random-b vs random"))
+    assert "95% t interval" in verdict and "P(a new seed favours random-b)" in verdict
+    assert "## Where the spread comes from" in text and "| random-b | 1 | 2 × 4 |" in text
+    assert "| random-b | none (no scoring) |" in text
+    assert verdict[2:] in out[out.index("Paired statistics (details in study.md):"):]

@@ -1,5 +1,6 @@
-"""The paired bootstrap, the probability of improvement, the minimum detectable effect and
-the seeds needed, on hand-made records whose answers are known (issue 19, item 3)."""
+"""The paired interval, the probability of improvement, the minimum detectable effect, the
+seeds needed, the variance split and the calibration, on hand-made records whose answers are
+known (issues 19 and 31)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,28 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from activeit.errors import ActiveITError
 from activeit.study.report import study_markdown, verdict_lines
+from activeit.study.calibration import (
+    COVERAGE_GOAL,
+    FALSE_CLAIM_GOAL,
+    calibrate,
+    centred_rows,
+    synthetic_seeds,
+)
 from activeit.study.statistics import (
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
     NO_SPREAD,
     ONE_SEED,
+    PairedDifference,
     PairedScores,
     RoundRecord,
     RunRecord,
     Study,
+    infer_difference,
     minimum_detectable_effect,
-    paired_bootstrap,
     power_analysis,
     seeds_needed,
+    variance_split,
 )
 
 
@@ -34,15 +43,12 @@ def _power_by_hand(effect: float, sd: float, n: int, alpha: float = 0.05) -> flo
     return stats.nct.sf(c, df, nc) + stats.nct.cdf(-c, df, nc)
 
 
-def _seed_scores(values: dict[int, float]) -> PairedScores:
-    seeds = tuple(sorted(values))
-    return PairedScores(seeds, tuple((values[s],) for s in seeds))
-
-
 def _run(strategy: str, seed: int, rouge: float, tasks: dict[str, float] | None = None) -> RunRecord:
     """A run with round 0 (shared: ROUGE-L 10) and round 1 (``rouge``, per-task ``tasks``)."""
-    rounds = (RoundRecord(0, ("a", "b"), {"rougeL": 10.0}, task_metrics={"t1": 10.0, "t2": 10.0} if tasks else {}),
-              RoundRecord(1, ("a", "b", f"{strategy}{seed}"), {"rougeL": rouge}, task_metrics=tasks or {}))
+    rounds = (RoundRecord(0, ("a", "b"), {"rougeL": 10.0},
+                          task_metrics={"rougeL": {"t1": 10.0, "t2": 10.0}} if tasks else {}),
+              RoundRecord(1, ("a", "b", f"{strategy}{seed}"), {"rougeL": rouge},
+                          task_metrics={"rougeL": tasks} if tasks else {}))
     return RunRecord(strategy, seed, rounds)
 
 
@@ -102,54 +108,130 @@ def test_power_is_not_computable_with_one_seed_or_no_spread() -> None:
     assert (flat.sd, flat.mde, flat.reason) == (0.0, None, NO_SPREAD) and set(flat.seeds_needed.values()) == {None}
 
 
-# ---------------------------------------------------------------- probability of improvement, bootstrap
+# ---------------------------------------------------------------- interval and probability of improvement
 
 
-def _bootstrap_by_hand(rows: list[list[float]], resamples: int = 4000, seed: int = 7) -> np.ndarray:
-    """The two-level bootstrap written as loops: seeds with replacement, then each drawn seed's tasks."""
-    rng = np.random.default_rng(seed)
-    means = []
-    for _ in range(resamples):
-        drawn = rng.integers(0, len(rows), len(rows))
-        means.append(np.mean([np.mean(rng.choice(rows[s], len(rows[s]))) for s in drawn]))
-    return np.array(means)
+def test_the_interval_is_the_student_t_one_and_p_is_the_predictive() -> None:
+    deltas = [1.0, 4.0, -2.0, 3.0]
+    d = infer_difference(deltas)
+    n, mean, sd = 4, float(np.mean(deltas)), float(np.std(deltas, ddof=1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    assert (d.mean, d.low, d.high, d.wins, d.count) == pytest.approx((mean, mean - half, mean + half, 3, 4))
+    assert (d.low, d.high) == pytest.approx(tuple(stats.ttest_1samp(deltas, 0).confidence_interval(0.95)))
+    # the posterior predictive of a new seed's difference, by Monte Carlo from the normal model's
+    # posterior (sigma^2 ~ scaled inverse chi^2, mu | sigma ~ normal, d_new | mu, sigma ~ normal)
+    rng = np.random.default_rng(0)
+    sigma2 = (n - 1) * sd**2 / rng.chisquare(n - 1, 400_000)
+    mu = rng.normal(mean, np.sqrt(sigma2 / n))
+    new = rng.normal(mu, np.sqrt(sigma2))
+    assert d.improvement == pytest.approx(float(np.mean(new > 0)), abs=0.005)
+    assert not d.resolved and d.reason == ""
 
 
-def test_seed_bootstrap_without_task_scores_resamples_the_seeds() -> None:
-    d = {0: 2.0, 1: 4.0, 2: 0.0, 3: -1.0, 4: 3.5}
-    boot = paired_bootstrap(_seed_scores(d))
-    by_hand = _bootstrap_by_hand([[v] for v in d.values()], resamples=BOOTSTRAP_RESAMPLES)
-    assert boot.low == pytest.approx(np.quantile(by_hand, 0.025), abs=0.15)
-    assert boot.high == pytest.approx(np.quantile(by_hand, 0.975), abs=0.15)
-    assert boot.improvement == pytest.approx(np.mean(by_hand > 0) + 0.5 * np.mean(by_hand == 0), abs=0.02)
-    assert boot.estimate == pytest.approx(1.7) and (boot.seeds, boot.tasks) == (5, 0)
-    assert paired_bootstrap(_seed_scores(d)) == boot  # seeded: the same records, the same interval
-    assert paired_bootstrap(_seed_scores(d), seed=1) != boot
+def test_p_improvement_does_not_run_to_one_when_strategies_trade_wins() -> None:
+    # a mean of +1 with sd 2 over 1000 seeds: the mean is surely positive, a new seed is not
+    rng = np.random.default_rng(1)
+    deltas = list(1.0 + 2.0 * rng.standard_normal(1000))
+    d = infer_difference(deltas)
+    assert d.resolved and d.low > 0
+    assert d.improvement == pytest.approx(stats.norm.cdf(np.mean(deltas) / np.std(deltas, ddof=1)), abs=0.01)
+    assert 0.6 < d.improvement < 0.8
 
 
-def test_bootstrap_resamples_tasks_within_the_drawn_seeds() -> None:
-    # seeds with test tasks of their own, of different counts: the two-level loop, by hand
-    rows = [[3.0, -1.0, 2.0], [1.0, 1.0], [0.0, -2.0, 4.0, 1.0], [2.0, 2.5, -0.5]]
-    boot = paired_bootstrap(PairedScores((0, 1, 2, 3), tuple(tuple(r) for r in rows)))
-    by_hand = _bootstrap_by_hand(rows, resamples=BOOTSTRAP_RESAMPLES)
-    assert boot.estimate == pytest.approx(np.mean([np.mean(r) for r in rows])) and boot.tasks == 4
-    assert boot.low == pytest.approx(np.quantile(by_hand, 0.025), abs=0.1)
-    assert boot.high == pytest.approx(np.quantile(by_hand, 0.975), abs=0.1)
-    assert boot.improvement == pytest.approx(np.mean(by_hand > 0), abs=0.02)
-    # resampling the tasks within seeds widens the interval over the seed means' alone
-    means_only = paired_bootstrap(PairedScores((0, 1, 2, 3), tuple((float(np.mean(r)),) for r in rows)))
-    assert boot.high - boot.low > means_only.high - means_only.low
+def test_the_smoke_studys_three_seeds_give_no_confident_verdict() -> None:
+    # the 3-seed smoke study's per-seed differences (round 2): the bootstrap said P = 0.98
+    d = infer_difference([50.0, 11.11, 0.0])
+    assert d.low < 0 < d.high and not d.resolved
+    assert d.improvement < 0.95
 
 
-def test_bootstrap_of_constant_differences_is_the_constant() -> None:
-    boot = paired_bootstrap(_seed_scores({0: 1.5, 1: 1.5, 2: 1.5}))
-    assert (boot.estimate, boot.low, boot.high, boot.improvement, boot.reason) == (1.5, 1.5, 1.5, 1.0, "")
-    assert paired_bootstrap(_seed_scores({0: 0.0, 1: 0.0})).improvement == 0.5  # no difference: a tie
+def test_not_computable_with_one_seed_or_no_spread() -> None:
+    one = infer_difference([2.0])
+    assert (one.low, one.high, one.improvement, one.reason) == (None, None, None, ONE_SEED)
+    flat = infer_difference([1.5, 1.5, 1.5])
+    assert (flat.mean, flat.low, flat.improvement, flat.sd, flat.reason) == (1.5, None, None, 0.0, NO_SPREAD)
 
 
-def test_bootstrap_is_not_computable_with_one_seed() -> None:
-    boot = paired_bootstrap(PairedScores((0,), ((1.0, 3.0),)))
-    assert (boot.estimate, boot.improvement, boot.low, boot.high, boot.reason) == (2.0, None, None, None, ONE_SEED)
+# ---------------------------------------------------------------- where the spread comes from
+
+
+def test_variance_split_of_a_crossed_table_by_hand() -> None:
+    # 3 seeds x the same 4 test tasks
+    table = [[1.0, 3.0, 2.0, 6.0], [4.0, 2.0, 5.0, 5.0], [0.0, 1.0, -1.0, 4.0]]
+    split = variance_split(PairedScores((0, 1, 2), tuple(map(tuple, table)), (("a", "b", "c", "d"),) * 3))
+    # by hand: seed means 3, 4, 1 (grand 8/3); task means 5/3, 2, 2, 5
+    seed_means, task_means, grand = [3.0, 4.0, 1.0], [5 / 3, 2.0, 2.0, 5.0], 8 / 3
+    total = sum((m - grand) ** 2 for m in seed_means) / 2  # 14/3
+    residual = sum((table[s][t] - seed_means[s] - task_means[t] + grand) ** 2 for s in range(3) for t in range(4))
+    test = residual / ((3 - 1) * (4 - 1)) / 4
+    assert (split.seeds, split.tasks, split.design) == (3, 4, "crossed")
+    assert split.total == pytest.approx(total) and split.test == pytest.approx(test)
+    assert split.between == pytest.approx(total - test) and split.test_share == pytest.approx(test / total)
+    assert split.sd() == pytest.approx(math.sqrt(total))  # the observed sd at today's test sample
+    assert split.sd(4) == pytest.approx(math.sqrt(total - test + test / 4))
+    assert split.mde(6) == pytest.approx(minimum_detectable_effect(math.sqrt(total), 6))
+    assert split.mde(3, math.inf) == pytest.approx(minimum_detectable_effect(math.sqrt(total - test), 3))
+
+
+def test_variance_split_of_nested_tasks_by_hand() -> None:
+    # each seed has test tasks of its own: the within-seed variance over its tasks, over T_s
+    rows = [(1.0, 3.0), (4.0, 2.0, 6.0), (0.0, 2.0)]
+    split = variance_split(PairedScores((0, 1, 2), rows, (("a", "b"), ("c", "d", "e"), ("a", "f"))))
+    test = (np.var(rows[0], ddof=1) / 2 + np.var(rows[1], ddof=1) / 3 + np.var(rows[2], ddof=1) / 2) / 3
+    assert split.design == "nested" and split.test_estimate == pytest.approx(test)
+    assert split.total == pytest.approx(np.var([2.0, 4.0, 1.0], ddof=1))
+
+
+def test_a_test_sample_that_explains_everything_is_capped() -> None:
+    # the same mean in every seed, noisy tasks: all of the (tiny) spread is the test sample's
+    split = variance_split(PairedScores((0, 1), ((0.0, 10.0), (10.0, 0.1)), (("a", "b"),) * 2))
+    assert split.test_share == 1.0 and split.between == 0.0 and split.sd() == pytest.approx(math.sqrt(split.total))
+
+
+def test_no_split_without_per_task_scores() -> None:
+    assert variance_split(PairedScores((0, 1, 2), ((1.0,), (2.0,), (3.0,)))) is None
+    assert variance_split(PairedScores((0,), ((1.0, 2.0),), (("a", "b"),))) is None
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def _normal_scores(seeds: int, tasks: int, effect: float, rng: np.random.Generator) -> PairedScores:
+    """A study whose per-seed differences are seed effect + task noise around ``effect``."""
+    rows = [tuple(effect + rng.normal(0, 3) + rng.normal(0, 4, tasks)) for _ in range(seeds)]
+    return PairedScores(tuple(range(seeds)), tuple(rows), (tuple(f"t{i}" for i in range(tasks)),) * seeds)
+
+
+def test_calibration_counts_coverage_false_claims_and_power_itself() -> None:
+    """The benchmark's numbers against the same resampling counted here, one study at a time."""
+    scores = _normal_scores(6, 5, 7.0, np.random.default_rng(2))
+    found = calibrate(scores, seed_counts=(3, 5), studies=400, shift=4.0, seed=3)
+    rows = centred_rows(scores)
+    assert np.mean([row.mean() for row in rows]) == pytest.approx(0.0)  # the null's truth is 0
+    rng = np.random.default_rng(3)
+    for result in found:
+        null = synthetic_seeds(rows, result.seeds, 400, rng)
+        shifted = synthetic_seeds(rows, result.seeds, 400, rng) + 4.0
+        inferred = [infer_difference(list(v)) for v in null]
+        assert result.coverage == pytest.approx(np.mean([d.low <= 0 <= d.high for d in inferred]))
+        assert result.false_claims == pytest.approx(np.mean([not 0.05 <= d.improvement <= 0.95 for d in inferred]))
+        assert result.power == pytest.approx(np.mean([infer_difference(list(v)).low > 0 for v in shifted]))
+    assert found[0].power < found[1].power  # more seeds, more power at the same shift
+
+
+def test_the_studys_statistics_are_calibrated_and_the_former_bootstrap_is_not() -> None:
+    scores = _normal_scores(8, 10, 0.0, np.random.default_rng(4))
+    mine = calibrate(scores, seed_counts=(3, 5), studies=2000, seed=5)
+    assert all(c.coverage >= COVERAGE_GOAL and c.false_claims <= FALSE_CLAIM_GOAL for c in mine)
+
+    def percentile_bootstrap(values: list[float]) -> PairedDifference:  # resamples only the seeds it saw
+        data = np.asarray(values)
+        means = data[np.random.default_rng(0).integers(0, len(data), (500, len(data)))].mean(axis=1)
+        return PairedDifference(float(data.mean()), *map(float, np.quantile(means, [0.025, 0.975])), 0, len(data),
+                                improvement=float(np.mean(means > 0)))
+
+    former = calibrate(scores, seed_counts=(3,), studies=2000, seed=5, infer=percentile_bootstrap)[0]
+    assert former.coverage < 0.85 and former.false_claims > 0.2
 
 
 # ---------------------------------------------------------------- pairing by seed
@@ -165,11 +247,10 @@ def test_pairing_by_seed_sees_a_small_steady_gain_through_a_large_seed_spread() 
     other = {s: RANDOM[s] + GAIN[s] for s in RANDOM} | {7: 500.0}  # seed 7 has no random run: left out
     study = _study(RANDOM, other)
     found = study.comparison("uncertainty", 1)
-    assert found.difference.count == 5 and found.bootstrap.seeds == 5
+    assert found.difference.count == 5
     assert found.difference.mean == pytest.approx(1.0)
-    assert 0 < found.difference.low < 1 < found.difference.high < 2  # paired t interval
-    assert 0.85 < found.bootstrap.low < 1 < found.bootstrap.high < 1.15  # paired bootstrap
-    assert found.bootstrap.improvement == 1.0
+    assert 0 < found.difference.low < 1 < found.difference.high < 2 and found.difference.resolved  # paired t
+    assert found.difference.improvement > 0.99
     assert found.power.sd == pytest.approx(stats.tstd(list(GAIN.values()))) and found.power.mde < 0.2
     assert found.power.seeds_needed[1.0] == 2
     # the same numbers unpaired (strategy seeds and random seeds resampled apart) span zero:
@@ -187,18 +268,20 @@ def test_pairing_by_seed_and_task_at_the_task_level() -> None:
     runs = []
     for seed in range(4):
         base = {f"t{i}": float(v) for i, v in enumerate(rng.uniform(10, 70, 6))}
-        mine = {t: v + 1.0 + 0.1 * ((seed + i) % 3 - 1) for i, (t, v) in enumerate(base.items())}
+        mine = {t: v + 1.0 + float(rng.normal(0, 0.1)) for t, v in base.items()}
         runs += [_run("random", seed, float(np.mean(list(base.values()))), base),
                  _run("uncertainty", seed, float(np.mean(list(mine.values()))), mine)]
     study = Study(tuple(runs))
     scores = study.paired_scores("uncertainty", 1)
     assert scores.seeds == (0, 1, 2, 3) and all(len(row) == 6 for row in scores.differences)
     found = study.comparison("uncertainty", 1)
-    assert found.bootstrap.tasks == 6 and found.bootstrap.estimate == pytest.approx(found.difference.mean)
-    assert 0.85 < found.bootstrap.low < found.bootstrap.high < 1.15 and found.bootstrap.improvement == 1.0
+    assert found.split.tasks == 6 and found.split.design == "crossed"
+    assert 0.85 < found.difference.low < found.difference.high < 1.15 and found.difference.improvement > 0.99
     # unpaired over the same cells (all strategy scores against all random scores) spans zero
-    mine = np.array([r.rounds[1].task_metrics[t] for r in runs if r.strategy == "uncertainty" for t in sorted(r.rounds[1].task_metrics)])
-    theirs = np.array([r.rounds[1].task_metrics[t] for r in runs if r.strategy == "random" for t in sorted(r.rounds[1].task_metrics)])
+    cells = {strategy: np.array([v for r in runs if r.strategy == strategy
+                                 for _, v in sorted(r.rounds[1].task_metrics["rougeL"].items())])
+             for strategy in ("uncertainty", "random")}
+    mine, theirs = cells["uncertainty"], cells["random"]
     assert stats.ttest_ind(mine, theirs).confidence_interval().low < 0
 
 
@@ -207,27 +290,41 @@ def test_per_task_pairing_needs_every_pair_to_have_task_scores() -> None:
     runs = [_run("random", 0, 30.0, tasks), _run("uncertainty", 0, 32.0, {t: v + 2 for t, v in tasks.items()}),
             _run("random", 1, 31.0, dict(tasks)), _run("uncertainty", 1, 30.0, {t: v - 1 for t, v in tasks.items()})]
     scores = Study(tuple(runs)).paired_scores("uncertainty", 1)
-    assert scores == PairedScores((0, 1), ((2.0, 2.0, 2.0), (-1.0, -1.0, -1.0)))
+    assert scores == PairedScores((0, 1), ((2.0, 2.0, 2.0), (-1.0, -1.0, -1.0)), (("t1", "t2", "t3"),) * 2)
     old = Study(tuple([*runs[:3], _run("uncertainty", 1, 33.0)]))  # one run logged without per-task scores
     assert old.paired_scores("uncertainty", 1) == PairedScores((0, 1), ((2.0,), (2.0,)))  # the headline's
     assert Study(tuple(runs)).paired_scores("random", 1) is None
 
 
-def test_test_tasks_held_out_per_seed_are_resampled_within_their_seed() -> None:
-    # each seed has test tasks of its own (a pool without a test split): each drawn seed
-    # resamples its own tasks' differences
+def test_test_tasks_held_out_per_seed_are_paired_within_their_seed() -> None:
+    # each seed has test tasks of its own (a pool without a test split): the split is nested
     runs = [_run("random", 0, 20.0, {"a": 10.0, "b": 30.0}), _run("uncertainty", 0, 21.0, {"a": 13.0, "b": 29.0}),
             _run("random", 1, 40.0, {"c": 40.0, "d": 40.0}), _run("uncertainty", 1, 41.0, {"c": 41.0, "d": 41.0}),
             _run("random", 2, 30.0, {"a": 30.0, "e": 30.0}), _run("uncertainty", 2, 30.0, {"a": 30.0, "e": 30.0})]
     study = Study(tuple(runs))
     scores = study.paired_scores("uncertainty", 1)
-    assert scores == PairedScores((0, 1, 2), ((3.0, -1.0), (1.0, 1.0), (0.0, 0.0)))
-    boot = study.comparison("uncertainty", 1).bootstrap
-    assert boot.tasks == 2 and boot.estimate == pytest.approx(2 / 3)  # seed means 1, 1, 0
-    by_hand = _bootstrap_by_hand([[3.0, -1.0], [1.0, 1.0], [0.0, 0.0]], resamples=BOOTSTRAP_RESAMPLES)
-    assert boot.low == pytest.approx(np.quantile(by_hand, 0.025), abs=0.1)
-    assert boot.high == pytest.approx(np.quantile(by_hand, 0.975), abs=0.1)
-    assert boot.improvement == pytest.approx(np.mean(by_hand > 0) + 0.5 * np.mean(by_hand == 0), abs=0.02)
+    assert scores == PairedScores((0, 1, 2), ((3.0, -1.0), (1.0, 1.0), (0.0, 0.0)),
+                                  (("a", "b"), ("c", "d"), ("a", "e")))
+    split = study.comparison("uncertainty", 1).split
+    assert split.design == "nested" and split.test_estimate == pytest.approx(np.var([3.0, -1.0], ddof=1) / 2 / 3)
+
+
+def test_a_study_on_the_log_likelihood_pairs_its_per_task_values() -> None:
+    def run(strategy: str, seed: int, loglik: float, tasks: dict[str, float]) -> RunRecord:
+        rounds = (RoundRecord(0, ("a",), {"rougeL": 1.0, "loglik": -2.0}),
+                  RoundRecord(1, ("a", "b"), {"rougeL": 5.0, "loglik": loglik},
+                              task_metrics={"rougeL": {t: 5.0 for t in tasks}, "loglik": tasks}))
+        return RunRecord(strategy, seed, rounds)
+
+    runs = [run("random", 0, -1.5, {"x": -1.0, "y": -2.0}), run("uncertainty", 0, -1.4, {"x": -0.9, "y": -1.9}),
+            run("random", 1, -1.6, {"x": -1.1, "y": -2.1}), run("uncertainty", 1, -1.3, {"x": -0.8, "y": -1.8})]
+    study = Study(tuple(runs), metric="loglik")
+    found = study.comparison("uncertainty", 1)
+    assert found.difference.mean == pytest.approx(0.2) and found.power.seeds_needed.keys() == {0.01, 0.05}
+    assert np.ravel(study.paired_scores("uncertainty", 1).differences) == pytest.approx([0.1, 0.1, 0.3, 0.3])
+    assert Study(tuple(runs)).comparison("uncertainty", 1).difference.mean == 0.0  # ROUGE-L: no difference
+    with pytest.raises(ActiveITError, match="one of rougeL, loglik"):
+        Study(tuple(runs), metric="bleu")
 
 
 # ---------------------------------------------------------------- study.md and the last lines
@@ -237,13 +334,14 @@ def test_study_md_says_what_the_study_can_detect() -> None:
     study = _study({0: 20.0, 1: 30.0, 2: 40.0}, {0: 20.0, 1: 32.0, 2: 44.0})  # differences 0, 2, 4: sd 2
     text = study_markdown(study, "a study")
     mde = minimum_detectable_effect(2.0, 3)
-    assert "## Paired statistics and power (vs random)" in text
-    assert f"This study can detect differences of {mde:.2f} ROUGE-L points or more at 80% power" in text
-    assert "34 seeds would be needed for 1 point, 10 seeds for 2 points" in text
-    row = next(line for line in text.splitlines() if line.startswith("| uncertainty | 1 | 3 | 3 | seeds only |"))
+    assert "## Verdict (vs random)" in text and "## Paired statistics and power (ROUGE-L, vs random)" in text
+    assert f"This study can detect differences of {mde:.2f} points or more at 80% power" in text
+    assert "34 seeds would be needed for 1, 10 seeds for 2 points" in text
+    assert "not resolved: the interval holds 0" in text
+    row = next(line for line in text.splitlines() if line.startswith("| uncertainty | 1 | 3 | 3 |"))
     assert f"| 2.00 | {mde:.2f} | 34 | 10 |" in row
     # round 0 is shared: no spread, said in words
-    row0 = next(line for line in text.splitlines() if line.startswith("| uncertainty | 0 | 2 | 3 | seeds only |"))
+    row0 = next(line for line in text.splitlines() if line.startswith("| uncertainty | 0 | 2 | 3 |"))
     assert row0.endswith(f"| n/c | n/c | n/c | n/c: {NO_SPREAD} |")
     assert not re.search(r"\bnan\b", text, re.IGNORECASE)
     assert verdict_lines(study) == [next(line[2:] for line in text.splitlines() if line.startswith("- uncertainty vs"))]
@@ -253,8 +351,7 @@ def test_one_seed_says_not_computable_without_nan() -> None:
     study = _study({0: 20.0}, {0: 23.0})
     text = study_markdown(study, "one seed")
     (line,) = verdict_lines(study)
-    assert "Δ = +3.00 ROUGE-L." in line and "P(uncertainty > random)" not in line
-    assert f"Its paired bootstrap interval is not computable: {ONE_SEED}." in line
+    assert f"Δ = +3.00 ROUGE-L; its interval is not computable: {ONE_SEED}." in line and "P(" not in line
     assert f"What this study can detect is not computable: {ONE_SEED}." in line
     assert not re.search(r"\bnan\b", text, re.IGNORECASE)
 
@@ -278,10 +375,12 @@ def test_the_parent_run_metrics_leave_out_what_is_not_computable() -> None:
     prefix = "vs_random/uncertainty/"
     assert found[prefix + "delta"] == pytest.approx(2.0) and found[prefix + "sd"] == pytest.approx(2.0)
     assert found[prefix + "mde"] == pytest.approx(minimum_detectable_effect(2.0, 3))
-    assert (found[prefix + "seeds_for_1pt"], found[prefix + "seeds_for_2pt"]) == (34.0, 10.0)
-    assert {prefix + k for k in ("bootstrap_low", "bootstrap_high", "p_improvement", "t_low", "t_high")} <= set(found)
+    assert (found[prefix + "seeds_for_1"], found[prefix + "seeds_for_2"]) == (34.0, 10.0)
+    assert {prefix + k for k in ("p_improvement", "t_low", "t_high", "resolved")} <= set(found)
+    assert found[prefix + "resolved"] == 0.0
     shared = comparison_metrics(study.comparison("uncertainty", 0))  # round 0: no spread
-    assert prefix + "mde" not in shared and prefix + "seeds_for_1pt" not in shared and shared[prefix + "delta"] == 0.0
+    assert prefix + "mde" not in shared and prefix + "seeds_for_1" not in shared and shared[prefix + "delta"] == 0.0
+    assert prefix + "t_low" not in shared and prefix + "p_improvement" not in shared
     series = study_series(study)
     assert series["rougeL_random"] == {2: 10.0, 3: 30.0} and series[prefix + "delta"] == {2: 0.0, 3: 2.0}
     assert all(math.isfinite(v) for points in series.values() for v in points.values())
