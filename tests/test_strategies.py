@@ -119,6 +119,17 @@ def test_random_is_seeded(tasks) -> None:
     assert first.scores == {}
 
 
+def test_random_b_is_a_second_independent_stream(tasks) -> None:
+    """The A/A control: seeded like random, but its own stream, so that over seeds and rounds
+    its picks differ from random's about as often as two random draws do."""
+    assert select_tasks("random-b", tasks, 2, seed=3) == select_tasks("random-b", tasks, 2, seed=3)
+    draws = [(select_tasks("random", tasks, 2, seed=s, round_index=r).tasks,
+              select_tasks("random-b", tasks, 2, seed=s, round_index=r).tasks) for s in range(20) for r in range(3)]
+    differ = sum(a != b for a, b in draws)
+    assert 0.6 * len(draws) < differ < len(draws)  # two independent draws of 2 of 5 tasks rarely agree
+    assert select_tasks("random-b", tasks, 2, seed=3).scores == {}
+
+
 def test_budget_larger_than_pool_zero_and_empty(tasks, table) -> None:
     assert len(select_tasks("uncertainty", tasks, 50, scores=table)) == 5
     assert select_tasks("uncertainty", tasks, 0, scores=table).tasks == ()
@@ -148,7 +159,7 @@ def test_classification_ratio(tasks, table) -> None:
 
 
 def test_missing_scores_are_clear_errors(tasks, table) -> None:
-    assert NEEDS_SCORES == set(STRATEGIES) - {"random", "all", "ifd", "diverse"}
+    assert NEEDS_SCORES == set(STRATEGIES) - {"random", "random-b", "all", "ifd", "diverse"}
     for strategy in NEEDS_SCORES:
         with pytest.raises(SelectionError, match="needs a score table"):
             select_tasks(strategy, tasks, 2)
