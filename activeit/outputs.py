@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -52,10 +53,50 @@ def _check_writable(folder: Path, what: str) -> None:
     os.unlink(probe)
 
 
+#: Environment variables that name folders of the user's caches and settings.
+USER_FOLDER_VARIABLES = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "HF_HOME", "TORCH_HOME",
+                         "ACTIVEIT_CACHE", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_DIR", "VIRTUAL_ENV")
+
+
+def user_folders() -> dict[str, Path]:
+    """Folders no output may be or hold, whatever ``overwrite`` says: the home folder, its
+    caches and settings (~/.cache, ~/.config, ~/.local and those the environment names),
+    this Python's environment, and the file system's root."""
+    home = Path.home()
+    found = {"home folder": home, "cache folder": home / ".cache", "settings folder": home / ".config",
+             "user data folder": home / ".local", "Python environment": Path(sys.prefix),
+             "file system root": Path(Path.cwd().anchor or "/")}
+    for name in USER_FOLDER_VARIABLES:
+        if os.environ.get(name):
+            found[f"${name} folder"] = Path(os.environ[name]).expanduser()
+    return {name: folder.resolve() for name, folder in found.items()}
+
+
+def _check_user_folders(target: Path, path: Path, what: str) -> None:
+    """Refuse an output that is or holds one of :func:`user_folders`, or that is a top-level
+    folder of the file system (/tmp, /home, ...), or that lies inside another activeit output
+    (a trained model's folder, a cache): writing there would replace or mix with it."""
+    for name, folder in user_folders().items():
+        if target == folder or target in folder.parents:
+            relation = "is" if target == folder else "holds"
+            raise ConfigError(f"{what}: '{path}' {relation} the {name} ({folder}); activeit never writes over it, "
+                              "even with --overwrite; give a folder of its own, e.g. runs/out")
+    if target.parent == target.parent.parent and target != target.parent:
+        raise ConfigError(f"{what}: '{path}' is a top-level folder of the file system; give a folder of its own "
+                          f"inside it, e.g. {target / 'activeit-out'}")
+    for ancestor in target.parents:
+        if (ancestor / MARKER).is_file():
+            record = _record(ancestor)
+            writer = f"'{record['command']}'" if record else "activeit"
+            raise ConfigError(f"{what}: '{path}' lies inside '{ancestor}', the output of {writer}; writing there "
+                              "would mix with it; give a folder outside it")
+
+
 def _check_protected(path: Path, what: str, protect: Mapping[str, str | Path] | None, other: str) -> None:
-    """Refuse, even with ``overwrite``, an output that is or holds the current folder or one
-    of ``protect`` (what it is -> its path: the model folder, the pool a command reads);
-    ``other`` names what to give instead."""
+    """Refuse, even with ``overwrite``, an output that is or holds the current folder, one of
+    :func:`user_folders` or one of ``protect`` (what it is -> its path: the model folder, the
+    pool a command reads), or that lies inside another activeit output; ``other`` names what
+    to give instead."""
     target, here = path.resolve(), Path.cwd().resolve()
     if target == here:
         raise ConfigError(f"{what}: '{path}' is empty or the current folder ('{here}'); give a folder of its "
@@ -63,6 +104,7 @@ def _check_protected(path: Path, what: str, protect: Mapping[str, str | Path] | 
     if target in here.parents:
         raise ConfigError(f"{what}: '{path}' holds the current folder ('{here}'); give a folder of its "
                           "own, e.g. runs/out")
+    _check_user_folders(target, path, what)
     for name, kept in (protect or {}).items():
         kept_path = Path(kept).expanduser()
         resolved = kept_path.resolve()

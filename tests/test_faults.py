@@ -241,6 +241,44 @@ def test_out_that_is_empty_or_holds_the_current_folder_is_refused(
     assert [p.name for p in work.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.parametrize("command", ["score", "evaluate", "train"])
+@pytest.mark.parametrize("which", ["home", "home/.cache", "home/.config", "parent of home", "$HF_HOME", "top level"])
+def test_out_is_never_the_home_folder_or_a_cache_even_with_overwrite(
+    command: str, which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    no_compute: None,
+) -> None:
+    """Data loss (issue 35): ``score --out $HOME --overwrite`` replaced the whole home folder."""
+    home = tmp_path / "users" / "me"
+    for folder in (home / ".cache" / "huggingface", home / ".config" / "zenml", tmp_path / "hf"):
+        folder.mkdir(parents=True)
+        (folder / "keep.txt").write_text("mine")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)
+    out = {"home": home, "home/.cache": home / ".cache", "home/.config": home / ".config",
+           "parent of home": home.parent, "$HF_HOME": tmp_path / "hf", "top level": Path("/tmp")}[which]
+    argv = {"score": SCORE, "train": TRAIN,
+            "evaluate": ["evaluate", "--source", "builtin", "--model", "tiny-llama", "--no-progress"]}[command]
+    assert cli([*argv, "--out", str(out), "--overwrite"]) == 2
+    err = one_error_line(capsys, "--out", "give a folder of its own")
+    assert ("never writes over it, even with --overwrite" in err) != (which == "top level")
+    kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("keep.txt"))
+    assert kept == ["hf/keep.txt", "users/me/.cache/huggingface/keep.txt", "users/me/.config/zenml/keep.txt"]
+
+
+def test_out_inside_another_output_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    """``score --out <a trained model's folder>/sub`` wrote inside the model's folder silently."""
+    model = tmp_path / "model"
+    with output_dir(model, command="train") as tmp:
+        (tmp / "model.safetensors").write_text("weights")
+    monkeypatch.chdir(tmp_path)
+    assert cli([*SCORE, "--out", str(model / "sub")]) == 2
+    one_error_line(capsys, f"lies inside '{model}', the output of 'train'", "give a folder outside it")
+    assert sorted(p.name for p in model.iterdir()) == [MARKER, "model.safetensors"]
+
+
 def test_an_output_marker_records_the_command_and_its_files(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with output_dir(out, command="score") as tmp:
