@@ -69,15 +69,14 @@ def one_of(value: str, known: Sequence[str], what: str) -> str:
     return value
 
 
-#: The fields of a cron expression: name, range and the names a field may use for its values
-#: (a sixth field, seconds, as croniter reads it, is allowed too).
+#: The five fields of a cron expression: name, range and the names a field may use for its
+#: values (the orchestrators' cron, Kubernetes' among them, has no seconds field).
 CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
     ("minute", 0, 59, ()),
     ("hour", 0, 23, ()),
     ("day of month", 1, 31, ()),
     ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
     ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
-    ("second", 0, 59, ()),
 )
 
 
@@ -94,8 +93,9 @@ def check_cron(value: str) -> str:
     """``value`` when it is a cron expression (``m h dom mon dow``) whose every value is in its
     field's range; else a ValueError naming the field."""
     fields = value.split()
-    if len(fields) not in (5, 6):
-        raise ValueError(f"'{value}' is not a cron expression (5 fields: minute hour day-of-month month day-of-week)")
+    if len(fields) != len(CRON_FIELDS):
+        raise ValueError(f"'{value}' is not a cron expression: it has {len(fields)} field(s), a cron expression 5 "
+                         "(minute hour day-of-month month day-of-week; no seconds), e.g. \"0 3 * * 1\"")
     for text, (name, low, high, names) in zip(fields, CRON_FIELDS):
         for item in text.split(","):
             span, _, step = item.partition("/")

@@ -503,3 +503,56 @@ def test_two_first_runs_at_once_on_a_fresh_store_both_finish(tmp_path: Path) -> 
     tracked = client.search_runs([experiment.experiment_id], "tags.complete = 'true'")
     assert len(tracked) == 2  # one MLflow run each, not mixed
     assert all([m.step for m in client.get_metric_history(r.info.run_id, "rougeL")] == [0] for r in tracked)
+
+
+@pytest.mark.parametrize(("extra", "fragments"), [
+    (["--strategy", "ifd"], ("--strategy ifd picks by IFD scores", "python run.py --strategy ifd")),
+    (["--strategy", "diverse"], ("--strategy diverse picks by task embeddings", "python run.py --strategy diverse")),
+    (["--adaptive", "--checkpoint", "{tmp}"], ("--checkpoint: '{tmp}' is a folder; give a file name",)),
+    (["--adaptive", "--checkpoint", "{tmp}/missing/journal"], ("--checkpoint: the folder '{tmp}/missing' does not exist",)),
+    (["--adaptive", "--budget", "0"], ("--budget must be at least 1",)),
+])
+def test_score_refuses_before_the_model_loads(
+    extra: list[str], fragments: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], no_compute: None,
+) -> None:
+    """Issue 35: these were refused (or crashed) only after the model loaded and PU scoring ran."""
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    assert cli([*SCORE, "--out", str(tmp_path / "out"), *argv]) == 2
+    one_error_line(capsys, *(f.replace("{tmp}", str(tmp_path)) for f in fragments))
+    assert not (tmp_path / "out").exists()
+
+
+def test_tasks_that_name_a_missing_file_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    """``--tasks ./nofile.txt`` said "no task named ./nofile.txt"."""
+    monkeypatch.chdir(tmp_path)
+    argv = [a if a != "numbers_add" else "./nofile.txt" for a in TRAIN]
+    assert cli([*argv, "--out", str(tmp_path / "out")]) == 2
+    one_error_line(capsys, "--tasks: the file './nofile.txt' does not exist")
+    (tmp_path / "names").mkdir()
+    argv = [a if a != "numbers_add" else "names" for a in TRAIN]
+    assert cli([*argv, "--out", str(tmp_path / "out")]) == 2
+    one_error_line(capsys, "--tasks: 'names' is a folder")
+
+
+def test_a_save_to_disk_folder_with_broken_metadata_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An hf-disk folder whose dataset_info.json is broken raised a JSONDecodeError traceback."""
+    import datasets
+
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_dict({"instruction": ["Say hi."] * 3, "output": ["hi"] * 3}).save_to_disk(str(folder))
+    (folder / "dataset_info.json").write_text("{broken")
+    capsys.readouterr()  # the save's progress bar
+    assert cli(["pool", "--source", "hf-disk", "--path", str(folder)]) == 2
+    one_error_line(capsys, f"'{folder / 'dataset_info.json'}' is not valid JSON", "save_to_disk")
+
+
+def test_records_wrapped_in_an_object_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An Alpaca file {"data": [...]} was blamed on a missing column."""
+    path = tmp_path / "alpaca.json"
+    path.write_text(json.dumps({"data": [{"instruction": "Say hi.", "output": "hi"}] * 2}))
+    assert cli(["pool", "--source", "alpaca", "--path", str(path)]) == 2
+    one_error_line(capsys, "one JSON object holding its 2 records under 'data'", "give the list itself")

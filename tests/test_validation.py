@@ -90,7 +90,8 @@ def test_empty_seed_item_is_refused_by_run_py_planning() -> None:
     [("61 25 * * 9", "minute 61 is out of range 0-59"), ("0 25 * * 1", "hour 25 is out of range 0-23"),
      ("0 3 * * 9", "day of week 9 is out of range 0-7"), ("0 3 0 * *", "day of month 0 is out of range 1-31"),
      ("0 3 * 13 *", "month 13 is out of range 1-12"), ("0 3 * * mon-xyz", "day of week 'mon-xyz'"),
-     ("*/0 * * * *", "minute '*/0'"), ("30-10 * * * *", "runs backwards")],
+     ("*/0 * * * *", "minute '*/0'"), ("30-10 * * * *", "runs backwards"),
+     ("0 0 3 * * 1", "it has 6 field(s), a cron expression 5"), ("0 3 * *", "it has 4 field(s)")],
 )
 def test_cron_fields_out_of_range_are_refused_naming_the_flag(cron: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as error:

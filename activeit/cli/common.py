@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import difflib
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -82,6 +83,11 @@ def read_task_names(value: str) -> list[str]:
                 raise PoolError(f"{path}: expected a JSON list of task names or an object with a 'tasks' list")
         else:
             names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    elif path.is_dir():
+        raise PoolError(f"--tasks: '{value}' is a folder; give task names separated by commas, or a file of them")
+    elif os.sep in value or value.startswith(".") or path.suffix.lower() in (".txt", ".json", ".jsonl"):
+        raise PoolError(f"--tasks: the file '{value}' does not exist; give a file of task names (one a line, or a "
+                        "JSON list) or the names themselves separated by commas")
     else:
         names = value.split(",")
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ from activeit.models.builtin import DEFAULT_MODEL
 from activeit.models.checks import check_model
 from activeit.outputs import check_output_dir, output_dir
 from activeit.config.settings import ScoringSettings
-from activeit.selection.strategies import NEEDS_SCORES, STRATEGIES, check_adaptive, select_tasks
+from activeit.selection.strategies import (
+    NEEDS_EMBEDDINGS,
+    NEEDS_IFD,
+    NEEDS_SCORES,
+    STRATEGIES,
+    check_adaptive,
+    select_tasks,
+)
 from activeit.selection.taskmap import categorize, plot_task_map
 
 SHOWN = 10
@@ -52,7 +60,8 @@ def register(subparsers: Any) -> None:
                            choices={"perturbation": sorted(PERTURBATIONS)})
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="score table format")
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
-                        help="strategy whose picks are highlighted in the map (default: uncertainty)")
+                        help="strategy whose picks are highlighted in the map (default: uncertainty; ifd, diverse "
+                        "and uncertainty-diverse need scores 'score' does not compute: run them with run.py)")
     parser.add_argument("--budget", type=int, default=None,
                         help="tasks to highlight, and with --adaptive the top b that scoring settles "
                         "(default: a tenth of the scored tasks, at least 1)")
@@ -71,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
     config = settings_from_args(args, ScoringSettings)
     if args.checkpoint is not None and not config.adaptive:
         raise ActiveITError("--checkpoint is for --adaptive scoring (exact scoring has no checkpoint)")
+    if args.checkpoint is not None:
+        check_checkpoint(args.checkpoint)
+    if args.strategy in NEEDS_IFD | NEEDS_EMBEDDINGS:
+        needs = "IFD scores" if args.strategy in NEEDS_IFD else "task embeddings"
+        raise ActiveITError(f"--strategy {args.strategy} picks by {needs}, which 'score' does not compute (it scores "
+                            f"prompt uncertainty); run it in the pipeline: python run.py --strategy {args.strategy}")
+    if args.budget is not None and args.budget < 1:
+        raise ActiveITError(f"--budget must be at least 1, got {args.budget}")
     check_processes(config.num_processes, flag_of(ScoringSettings, "num_processes"))
     pool = pool_from_args(args)
     tasks = pool.split(args.split)[: args.max_tasks]
@@ -80,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if config.adaptive:  # it settles the top --budget of --strategy, which must rank by PU alone
         check_adaptive(args.strategy)
     budget = _budget(args, len(tasks)) if config.adaptive else None
+    if config.adaptive and args.budget is None:
+        print(f"note: --adaptive settles the top {budget} of the {len(tasks)} tasks (no --budget given: a tenth of "
+              "them, at least 1); pass --budget B for another top B", file=sys.stderr)
     table = score(args.model, tasks, config, budget=budget, progress=not args.no_progress, checkpoint=args.checkpoint)
     if state.is_main_process:
         write_outputs(args, config, table, tasks)
@@ -108,6 +128,17 @@ def write_outputs(args: argparse.Namespace, config: ScoringSettings, table: Any,
     if len(table) > SHOWN:
         print(f"... {len(table) - SHOWN} more in {path}")
     print(f"saved {path}, {table.instances_path(path).name}, task_map.png, task_map.json, selection.json in {out}")
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse, before any model loads, a ``--checkpoint`` that cannot be a journal file."""
+    if path.is_dir():
+        raise ActiveITError(f"--checkpoint: '{path}' is a folder; give a file name, e.g. {path / 'score.journal'}")
+    parent = path.expanduser().parent
+    if not parent.is_dir():
+        raise ActiveITError(f"--checkpoint: the folder '{parent}' does not exist; create it or give another file")
+    if not os.access(parent, os.W_OK):
+        raise ActiveITError(f"--checkpoint: cannot write in '{parent}'; give a file in a writable folder")
 
 
 def _budget(args: argparse.Namespace, scored: int) -> int:

@@ -15,6 +15,7 @@ only the columns the mapping uses are read.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ def _quiet() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+def _parses(path: Path) -> bool:
+    """Whether the file ``path`` holds valid JSON."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
 def _load(path: Path) -> Any:
     import datasets
 
@@ -68,6 +78,12 @@ def _load(path: Path) -> Any:
             except FileNotFoundError as exc:
                 raise PoolError(f"hf-disk: '{path}' is not a folder written by save_to_disk "
                                 f"({str(exc).splitlines()[0]})") from None
+            except (ValueError, KeyError, TypeError, OSError) as exc:  # JSONDecodeError is a ValueError
+                broken = next((f for f in ("dataset_info.json", "state.json", "dataset_dict.json")
+                               if (path / f).is_file() and not _parses(path / f)), None)
+                where = f"'{path / broken}' is not valid JSON" if broken else f"{type(exc).__name__}: {exc}"
+                raise PoolError(f"hf-disk: cannot read the save_to_disk folder '{path}' ({where}); write it again "
+                                "with Dataset.save_to_disk") from None
         builder = BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise PoolError(f"hf-disk: cannot read '{path.name}': expected {EXPECTED}")

@@ -292,6 +292,28 @@ def conversation_parts(turns: Sequence[tuple[str, str]], system: str | None, col
     return instruction, prompt, (turns[last][1],)
 
 
+#: Keys under which exports often wrap their list of records (``{"data": [...]}``).
+WRAPPER_KEYS = ("data", "records", "rows", "examples", "items", "samples", "train")
+
+
+def _refuse_wrapped_list(path: Path, text: str) -> None:
+    """A file that is one JSON object wrapping the list of records under a key such as
+    ``data``: one line naming the key and the fix (otherwise it reads as one record whose
+    columns are missing)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    if not isinstance(data, dict):
+        return
+    key = next((k for k in WRAPPER_KEYS if isinstance(data.get(k), list) and data[k]
+                and all(isinstance(r, dict) for r in data[k])), None)
+    if key is not None:
+        raise PoolError(f"{path}: the file is one JSON object holding its {len(data[key])} records under '{key}'; "
+                        f"give the list itself: a .json file of [records] or JSON Lines (e.g. jq '.{key}' "
+                        f"{path.name} > records.json)")
+
+
 def read_json_records(path: Path) -> tuple[str, list[tuple[int, Any]]]:
     """``("record", rows)`` of a JSON list or ``("line", rows)`` of JSON Lines: each row a
     ``(number, value)``, an unparsable line an :class:`InvalidLine`. An empty file is an error."""
@@ -311,6 +333,8 @@ def read_json_records(path: Path) -> tuple[str, list[tuple[int, Any]]]:
         if not data:
             raise PoolError(f"{path}: the file holds no records (an empty list)")
         return "record", list(enumerate(data, start=1))
+    if first.group() == "{":
+        _refuse_wrapped_list(path, text)
     rows: list[tuple[int, Any]] = []
     for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
         if line.strip():
