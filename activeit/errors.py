@@ -27,6 +27,14 @@ class PoolError(ActiveITError):
     """A task pool cannot be built (missing path, missing split file, empty pool, ...)."""
 
 
+class PoolSettingError(PoolError):
+    """A pool setting does not fit the pool's source (``key`` names it, for the config's error)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
 class ModelLoadError(ActiveITError):
     """A model cannot be loaded (unknown name, no network, unsafe weights, ...)."""
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from activeit.config.flags import flag_of, given_values
 from activeit.config.settings import check_seed
-from activeit.errors import ConfigError
+from activeit.errors import ConfigError, PoolSettingError
 from activeit.experiment import ExperimentConfig, load_config
 from activeit.selection.strategies import STRATEGIES
 
@@ -62,6 +62,8 @@ def load_experiment(
 ) -> ExperimentConfig:
     """The config file with the command-line overrides applied, validated."""
     overrides = given_values(args, ExperimentConfig, OVERRIDES)
+    if "pool.path" in overrides and not str(overrides["pool.path"]).strip():
+        raise ConfigError(f"{FLAGS['pool.path']} is empty; give the pool's file or folder (or leave the flag out)")
     if "pool.path" in overrides and overrides.get("pool.source") != "hub":  # from where the command was typed
         overrides["pool.path"] = str(Path(overrides["pool.path"]).expanduser().resolve())
     overrides["strategy"] = strategy
@@ -120,7 +122,10 @@ def check_before_running(configs: Sequence[ExperimentConfig], source: str) -> No
     from activeit.selection.strategies import NEEDS_EMBEDDINGS
 
     config = configs[0]
-    pool_size = len(load_pool_from(config.pool, need_test_tasks=True).train)
+    try:
+        pool_size = len(load_pool_from(config.pool, need_test_tasks=True).train)
+    except PoolSettingError as exc:  # a config key that does not fit the pool: name the file it is in
+        raise ConfigError(f"{source}: {exc}") from None
     for each in configs:
         each.check_budget(pool_size, f"the {each.pool.source} pool")
     check_model(config.model, config.chat)

@@ -463,6 +463,11 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
         (["--rounds", "-1"], ("command line: --rounds",)),
         (["--schedule", "x y"], ("command line: --schedule", "not a cron expression")),
         (["--model", "/no/such/model"], ("model folder '/no/such/model' does not exist",)),
+        (["--pool-path", ""], ("--pool-path is empty",)),
+        (["--pool-source", "builtin"], ("configs/smoke.yaml: pool.test_tasks: 4 test tasks to hold out",
+                                        "set pool.test_tasks to 0")),
+        (["--schedule", "0 0 3 * * 1"], ("command line: --schedule", "it has 6 field(s)")),
+        (["--metric", "bleu"], ("--metric", "unknown study.metric 'bleu'")),
     ],
 )
 def test_run_py_checks_everything_before_it_starts(

@@ -12,7 +12,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-from activeit.errors import ConfigError, PoolError
+from activeit.errors import ConfigError, PoolError, PoolSettingError
 from activeit.config.settings import SOURCES, PoolSettings
 from activeit.data.sources._common import SkippedTaskWarning, without_empty_references
 from activeit.data.sources.grouping import Grouping
@@ -119,9 +119,10 @@ def load_pool(
         }
     if test_tasks:
         if splits.get("test"):
-            raise PoolError(
-                f"source '{source}' has its own test split ({len(splits['test'])} tasks); "
-                "test_tasks applies only to sources without one"
+            raise PoolSettingError(
+                "pool.test_tasks",
+                f"{test_tasks} test tasks to hold out, but source '{source}' has its own test split "
+                f"({len(splits['test'])} tasks); set pool.test_tasks to 0 (or drop it) for this source",
             )
         splits["train"], splits["test"] = hold_out(splits["train"], test_tasks, seed, "test")
     if validation_tasks:
