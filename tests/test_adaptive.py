@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -342,10 +343,12 @@ def test_an_interrupted_run_resumes_to_the_same_table(
 def test_a_checkpoint_of_another_run_is_refused(sensitive: LoadedModel, tasks: list[Task], tmp_path) -> None:
     path = tmp_path / "scores.checkpoint"
     score_adaptive(sensitive, tasks[:4], STAGED, 1, progress=False, checkpoint=path)
-    for budget, config, subset, what in [(2, STAGED, tasks[:4], "budget"),
-                                         (1, STAGED.replace(seed=2), tasks[:4], "config"),
-                                         (1, STAGED, tasks[1:5], "fingerprint")]:
-        with pytest.raises(ActiveITError, match=f"another run \\(different {what}"):
+    for budget, config, subset, what in [
+        (2, STAGED, tasks[:4], "budget: 1 in the file, 2 now"),
+        (1, STAGED.replace(seed=2), tasks[:4], f"config.seed: {STAGED.seed} in the file, 2 now"),
+        (1, STAGED, tasks[1:5], "other tasks or prompts (their fingerprint differs)"),
+    ]:  # each names what differs, with both values
+        with pytest.raises(ActiveITError, match=re.escape(f"is of another run ({what}")):
             score_adaptive(sensitive, subset, config, budget, progress=False, checkpoint=path)
     other = tmp_path / "notes.txt"
     other.write_text("my notes\n")

@@ -338,6 +338,28 @@ class _KeptPool(PrefixPool):
         return prefix_state(layers, self.lengths[torch.tensor(list(rows), device=self.device)])
 
 
+def _flat(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested record as ``{"a.b": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, Mapping):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _differences(found: Mapping[str, Any], wanted: Mapping[str, Any], shown: int = 3) -> str:
+    """What differs between a journal's header and this run's, e.g. ``config.k: 4 in the file,
+    2 now``; the fingerprint of tasks and prompts in words."""
+    theirs, ours = _flat(found), _flat(wanted)
+    keys = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+    words = [("other tasks or prompts (their fingerprint differs)" if key == "fingerprint"
+              else f"{key}: {theirs.get(key, '(unset)')} in the file, {ours.get(key, '(unset)')} now")
+             for key in keys[:shown]]
+    return "; ".join(words) + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
 class _Checkpoint:
     """An interrupted run's work, so that the next run with the same file resumes it.
 
@@ -365,8 +387,7 @@ class _Checkpoint:
                 if not isinstance(found, dict) or found.get("kind") != CHECKPOINT_KIND or not first.endswith(b"\n"):
                     raise ActiveITError(f"'{path}' is not an adaptive scoring checkpoint; pass another path")
                 if found != header:
-                    changed = sorted(key for key in header.keys() | found.keys() if header.get(key) != found.get(key))
-                    raise ActiveITError(f"checkpoint '{path}' is of another run (different {', '.join(changed)}); "
+                    raise ActiveITError(f"checkpoint '{path}' is of another run ({_differences(found, header)}); "
                                         "remove it, or pass another path, to start afresh")
                 end = len(first)
                 for line in file:
