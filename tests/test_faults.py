@@ -24,7 +24,7 @@ from activeit.errors import ConfigError, ModelLoadError, PoolError
 from activeit.models.checks import check_model
 from activeit.models.tiny import tiny_model_folder
 from activeit.outputs import MARKER, check_output_dir, output_dir
-from activeit.data.sources import load_pool
+from activeit.data.sources import SkippedTaskWarning, load_pool
 from activeit.data.sources.niv2 import read_niv2_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -561,3 +561,18 @@ def test_records_wrapped_in_an_object_are_named(tmp_path: Path, capsys: pytest.C
     path.write_text(json.dumps({"data": [{"instruction": "Say hi.", "output": "hi"}] * 2}))
     assert cli(["pool", "--source", "alpaca", "--path", str(path)]) == 2
     one_error_line(capsys, "one JSON object holding its 2 records under 'data'", "give the list itself")
+
+
+def test_a_demonstration_with_an_empty_output_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An instance with an empty output became a task's demonstration and reached the prompts."""
+    path = tmp_path / "tasks.jsonl"
+    rows = [{"name": "t1", "instruction": "Say hi.", "instances": [{"input": "a", "output": ""},
+                                                                    {"input": "b", "output": "hi"}]},
+            {"name": "t2", "instruction": "Say yo.", "instances": [{"input": "a", "output": "yo"},
+                                                                    {"input": "b", "output": "yo"}]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli(["pool", "--source", "self-instruct", "--path", str(path)]) == 2
+    one_error_line(capsys, "task 't1' demonstration 1 has an empty output", "--skip-invalid")
+    with pytest.warns(SkippedTaskWarning, match="1 demonstration"):
+        pool = load_pool("self-instruct", path, skip_invalid=True)
+    assert all(e.output.strip() for t in pool.train for e in t.positive_examples)

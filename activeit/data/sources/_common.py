@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,12 +58,29 @@ def _has_text(output: str) -> bool:
     return bool(output.strip())
 
 
+def _without_empty_demonstrations(task: Task) -> Task:
+    kept = tuple(e for e in task.positive_examples if _has_text(e.output))
+    return task if len(kept) == len(task.positive_examples) else dataclasses.replace(task, positive_examples=kept)
+
+
 def without_empty_references(
     splits: Mapping[str, tuple[Task, ...]], pool: str, skip_invalid: bool
 ) -> dict[str, tuple[Task, ...]]:
-    """``splits`` when no reference output is empty (blank); else a :class:`PoolError` naming
-    the first, or under ``skip_invalid`` the splits without the empty references (an
-    instance left with none, and a task left without instances, go too) and one warning."""
+    """``splits`` when no reference output and no demonstration's output is empty (blank);
+    else a :class:`PoolError` naming the first, or under ``skip_invalid`` the splits without
+    them (an instance left with no reference, and a task left without instances, go too) and
+    one warning each."""
+    empty_demos = [(t, n) for tasks in splits.values() for t in tasks
+                   for n, e in enumerate(t.positive_examples) if not _has_text(e.output)]
+    if empty_demos and not skip_invalid:
+        task, number = empty_demos[0]
+        raise PoolError(f"pool '{pool}': task '{task.name}' demonstration {number + 1} has an empty output (a prompt "
+                        "would teach the model to answer nothing); fix the data, or set pool.skip_invalid "
+                        "(--skip-invalid) to leave such demonstrations out")
+    if empty_demos:
+        warnings.warn(f"skipped: {len(empty_demos)} demonstration(s) with an empty output in pool '{pool}', first: "
+                      f"task '{empty_demos[0][0].name}'", SkippedTaskWarning, stacklevel=3)
+        splits = {split: tuple(_without_empty_demonstrations(t) for t in tasks) for split, tasks in splits.items()}
     bad = [(t, i) for tasks in splits.values() for t in tasks for i in t.instances if not all(map(_has_text, i.outputs))]
     if not bad:
         return dict(splits)
