@@ -287,3 +287,48 @@ def test_step_settings_name_a_model_step() -> None:
     check_step_settings(config, "c.yaml")
     with pytest.raises(ConfigError, match="^c.yaml: key 'zenml.step_settings': unknown step 'trainer'"):
         check_step_settings(ExperimentConfig(zenml={"step_settings": {"trainer": {}}}), "c.yaml")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_caller_leaves_no_traceback_from_the_launch(sig: signal.Signals, tmp_path: Path) -> None:
+    """Issue 35: a SIGTERM or SIGKILL to the caller of a 2-process launch made the dying
+    launcher print torch-elastic SignalException tracebacks (after the prompt came back)."""
+    (tmp_path / "sleeper.py").write_text("import time\n\ndef run(spec):\n    time.sleep(300)\n", encoding="utf-8")
+    caller = subprocess.Popen(
+        [sys.executable, "-c", "from activeit.models.processes import launch, work_folder\n"
+         "with work_folder() as work:\n    print(work, flush=True)\n    launch('sleeper:run', {}, 2, 'no', True, work)\n"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        work = caller.stdout.readline().strip()  # type: ignore[union-attr]
+        deadline = time.monotonic() + 300
+        while len(pids_holding(work)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        launched = pids_holding(work)
+        assert len(launched) == 3, launched
+        time.sleep(2)
+        caller.send_signal(sig)
+        caller.wait(timeout=30)
+        assert all(_gone_within(pid, 15) for pid in launched)
+        err = caller.stderr.read()  # type: ignore[union-attr]  (every holder of the pipe is gone)
+        assert "Traceback" not in err and "SignalException" not in err, err
+    finally:
+        caller.kill()
+        caller.wait()
+
+
+def test_sigterm_to_a_cli_command_is_one_line() -> None:
+    code = ("import time, activeit.cli as cli, activeit.cli.pool as pool\n"
+            "pool.run = lambda args: (print('ready', flush=True), time.sleep(60))  # a command that takes long\n"
+            "raise SystemExit(cli.main(['pool']))\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"  # type: ignore[union-attr]
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 143
+        err = child.stderr.read().strip()  # type: ignore[union-attr]
+        assert err.startswith("terminated (SIGTERM): stopped before the end") and "\n" not in err, err
+    finally:
+        child.kill()
+        child.wait()

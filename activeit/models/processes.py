@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -134,6 +135,9 @@ def launch(
             command.append("--multi_gpu")
     # TMPDIR: what torch's agent and the workers leave in the temporary folder goes with the work folder
     env = dict(os.environ) | {CALLER_PID_ENV: str(os.getpid()), "TMPDIR": str(work)}
+    # torch's agent logs each signal it forwards as a warning (its loggers take their level from
+    # LOGLEVEL as its modules load); the caller says in one line why a launch ended
+    env.setdefault("LOGLEVEL", "ERROR")
     if cpu:
         env["ACCELERATE_USE_CPU"] = "true"
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
@@ -164,11 +168,17 @@ def _launcher_main(work: str, accelerate_args: list[str]) -> int:
         raise SystemExit(f"error: {CALLER_PID_ENV} is not set: the launcher runs only under launch()")
     signal.signal(signal.SIGTERM, _raise_exit)
     die_with_parent(caller)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # its plain loggers (see launch())
     try:
         from accelerate.commands.launch import launch_command, launch_command_parser
+        from torch.distributed.elastic.multiprocessing.api import SignalException
 
-        launch_command(launch_command_parser().parse_args(accelerate_args))
+        try:
+            launch_command(launch_command_parser().parse_args(accelerate_args))
+        except SignalException as stopped:  # a stop from outside (the caller ended or was killed): no traceback
+            return 128 + int(stopped.sigval)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ending anyway: a repeated stop must not cut the cleanup
         if os.getppid() != caller or not alive(caller):  # no one is left to read or remove it
             shutil.rmtree(work, ignore_errors=True)
     return 0
