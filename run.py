@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from activeit.config.flags import add_settings_arguments
+from activeit.config.flags import ArgumentParser, add_settings_arguments
 from activeit.errors import ActiveITError
 from activeit.experiment import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig
 from pipelines.plan import OVERRIDES, check_before_running, plan_report, plan_runs
@@ -38,7 +38,7 @@ OUTPUTS = REPO_ROOT / "outputs"
 
 def build_parser() -> argparse.ArgumentParser:
     """run.py's flags; the overrides of the config are generated from its fields."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python run.py",
         description=__doc__,
         epilog="Relative paths inside config files resolve against the repository root. "

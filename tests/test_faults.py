@@ -576,3 +576,13 @@ def test_a_demonstration_with_an_empty_output_is_refused(tmp_path: Path, capsys:
     with pytest.warns(SkippedTaskWarning, match="1 demonstration"):
         pool = load_pool("self-instruct", path, skip_invalid=True)
     assert all(e.output.strip() for t in pool.train for e in t.positive_examples)
+
+
+def test_adaptive_without_a_budget_says_which_top_it_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--adaptive`` without ``--budget`` raced for the top 1 of a small pool silently."""
+    monkeypatch.chdir(tmp_path)
+    assert cli([*SCORE, "--adaptive", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "note: --adaptive settles the top 1 of the 2 tasks (no --budget given" in err

@@ -14,13 +14,14 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from activeit.config.flags import ArgumentParser
 from activeit.errors import ActiveITError
 
 COMMANDS = ("pool", "score", "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m activeit",
         description="Active instruction tuning by prompt uncertainty: inspect task pools, "
         "score tasks, fine-tune and evaluate. The full loop is run.py.",

@@ -70,6 +70,8 @@ def read_task_names(value: str) -> list[str]:
     A file holds one name per line (blank lines and ``#`` comments skipped), a JSON list,
     or a JSON object with a ``"tasks"`` list (a saved ``Selection``).
     """
+    if not value.strip():
+        raise PoolError("--tasks is empty; give task names separated by commas, or a file of them")
     path = Path(value)
     if path.is_file():
         text = path.read_text(encoding="utf-8")

@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -45,6 +45,14 @@ def _field(settings: type[BaseModel], key: str) -> FieldInfo:
 
 def _extra(field: FieldInfo) -> Mapping[str, Any]:
     return field.json_schema_extra if isinstance(field.json_schema_extra, Mapping) else {}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose refusals are one ``error:`` line (exit 2), like every other
+    refusal of activeit, instead of a usage block and a ``prog: error:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def flag_of(settings: type[BaseModel], key: str) -> str:

@@ -22,6 +22,8 @@ Without a network this fails at once with one line (a cached copy is used when
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -109,6 +111,9 @@ def load_hub(hub_id: str | None) -> TaskPool:
     if not hub_id:
         raise PoolError("source 'hub' needs a dataset id: pass --path <owner/name>, e.g. Muennighoff/natural-instructions")
     hub_id = str(hub_id)
+    if Path(hub_id).expanduser().is_file() or Path(hub_id).suffix.lower() in (".json", ".jsonl", ".csv", ".parquet"):
+        raise PoolError(f"source 'hub': '{hub_id}' is a file, not a hub dataset id (owner/name); read a local file "
+                        "with its own source (self-instruct, alpaca, sharegpt, messages or hf-disk)")
     import datasets
     from datasets.exceptions import DatasetNotFoundError
 

@@ -345,6 +345,17 @@ def read_json_records(path: Path) -> tuple[str, list[tuple[int, Any]]]:
     return "line", rows
 
 
+def _refuse_no_objects(path: Path, unit: str, rows: Sequence[tuple[int, Any]], fmt: RecordFormat) -> None:
+    """A file none of whose rows is a JSON object: say what its first row is, not that a column is missing."""
+    number, first = rows[0]
+    if isinstance(first, InvalidLine):
+        raise PoolError(f"{path}: line {number} is not JSON ({first.message}): the file is neither a JSON list of "
+                        f"records nor JSON Lines; give a .json or .jsonl file of {fmt.title} records")
+    kind = type(first).__name__ if first is not None else "null"
+    raise PoolError(f"{path}: {unit} {number} is a JSON {kind}, not an object, and so is every other {unit}; each "
+                    f"{fmt.title} record is an object of columns, e.g. {{\"{fmt.columns(Grouping())[fmt.signature]}\": ...}}")
+
+
 def warn_skipped(errors: Sequence[TaskFormatError], total: int, where: str) -> None:
     """One :class:`SkippedTaskWarning` counting the invalid records left out (none: no warning)."""
     if errors:
@@ -366,6 +377,8 @@ def load_record_files(fmt: RecordFormat, path: str | Path | None, grouping: Grou
     for file in files:
         unit, rows = read_json_records(file)
         present = set().union(*(row.keys() for _, row in rows if isinstance(row, Mapping)))
+        if not present and rows:
+            _refuse_no_objects(file, unit, rows, fmt)
         columns = check_columns(fmt, grouping, present, str(file))
         valid, invalid = parse_rows(fmt, rows, str(file), unit, file.stem, grouping, columns, skip_invalid)
         entries += valid
