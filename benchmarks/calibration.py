@@ -22,6 +22,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from activeit.study.calibration import (  # noqa: E402
     Calibration,
     calibrate,
 )
-from activeit.study.statistics import REFERENCE, PairedDifference  # noqa: E402
+from activeit.study.statistics import REFERENCE, PairedDifference, Study  # noqa: E402
 from benchmarks.adaptive import bad_input_exits_2  # noqa: E402
 
 #: The former percentile bootstrap over seeds, as contrast: resamples per study.
@@ -58,12 +59,36 @@ def former_bootstrap(values: Sequence[float]) -> PairedDifference:
                             improvement=improvement)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python benchmarks/calibration.py", description=__doc__,
+def study_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """A study benchmark's parser: the experiment of a finished study and the config whose stack holds it."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", help="the MLflow experiment of a finished study (as run.py --report takes)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="the config whose stack and tracker hold the study (default: configs/default.yaml)")
+    return parser
+
+
+def read_study(experiment: str, config_path: Path, metric: str | None = None) -> tuple[Study, list[Any]]:
+    """The finished study of ``experiment`` under the config's ZenML store (as ``run.py --report``
+    reads it) and its MLflow runs; a missing experiment is a ``SystemExit`` with its message."""
+    from activeit.experiment import load_config
+    from pipelines.runner import prepare
+    from pipelines.study import build_study, gather_runs
+
+    if not config_path.is_file():
+        raise SystemExit(f"--config {config_path}: no such file")
+    config = load_config(config_path)
+    info = prepare(config)
+    try:
+        runs = gather_runs(info.tracking_uri, experiment)
+    except ActiveITError as error:
+        raise SystemExit(str(error)) from None
+    return build_study(info.tracking_uri, runs, metric or config.study.metric), runs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = study_parser("python benchmarks/calibration.py", __doc__)
     parser.add_argument("--metric", choices=STUDY_METRICS, default=None,
                         help="the study metric (default: the config's study.metric)")
     parser.add_argument("--studies", type=int, default=STUDIES,
@@ -77,8 +102,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"--studies {args.studies}: give at least 100 (2000 for the goal)")
     if args.shift is not None and not args.shift > 0:
         raise SystemExit(f"--shift {args.shift:g}: the known effect must be positive")
-    if not args.config.is_file():
-        raise SystemExit(f"--config {args.config}: no such file")
     return args
 
 
@@ -89,17 +112,8 @@ def _row(label: str, found: Sequence[Calibration]) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from activeit.experiment import load_config
-    from pipelines.runner import prepare
-    from pipelines.study import build_study, gather_runs
-
-    config = load_config(args.config)
-    metric = args.metric or config.study.metric
-    info = prepare(config)
-    try:
-        study = build_study(info.tracking_uri, gather_runs(info.tracking_uri, args.experiment), metric)
-    except ActiveITError as error:
-        raise SystemExit(str(error)) from None
+    study, _ = read_study(args.experiment, args.config, args.metric)
+    metric = study.metric
     compared = [c for s in study.strategies if (c := study.final_comparison(s)) is not None]
     if not compared:
         raise SystemExit(f"experiment '{args.experiment}' has no strategy paired with {REFERENCE} to calibrate")

@@ -34,29 +34,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.errors import ActiveITError  # noqa: E402
 from activeit.evaluation import LOGLIK, ROUGE_L  # noqa: E402
-from activeit.experiment import DEFAULT_CONFIG  # noqa: E402
 from activeit.study.statistics import REFERENCE, RoundRecord, RunRecord, Study  # noqa: E402
 from benchmarks.adaptive import bad_input_exits_2  # noqa: E402
+from benchmarks.calibration import read_study, study_parser  # noqa: E402
 
 #: Every instance of a test task (more than any pool task has).
 ALL_INSTANCES = 1_000_000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python benchmarks/variance.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", help="the MLflow experiment of a finished study")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="the study's config (default: configs/default.yaml)")
+    parser = study_parser("python benchmarks/variance.py", __doc__)
     parser.add_argument("--cache", type=Path, default=None,
                         help="JSON file of the re-evaluations (default: outputs/variance-<experiment>.json)")
     parser.add_argument("--no-reevaluate", action="store_true",
                         help="only the options the runs logged (no model is loaded)")
     args = parser.parse_args(argv)
-    if not args.config.is_file():
-        raise SystemExit(f"--config {args.config}: no such file")
     if args.cache is not None and args.cache.is_dir():
         raise SystemExit(f"--cache {args.cache} is a folder; give a JSON file")
     return args
@@ -121,16 +114,9 @@ def _report(label: str, study: Study, metric: str, final: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     from activeit.experiment import load_config
-    from pipelines.runner import prepare
-    from pipelines.study import build_study, gather_runs
 
     config = load_config(args.config)
-    info = prepare(config)
-    try:
-        runs = gather_runs(info.tracking_uri, args.experiment)
-    except ActiveITError as error:
-        raise SystemExit(str(error)) from None
-    study = build_study(info.tracking_uri, runs)
+    study, runs = read_study(args.experiment, args.config, ROUGE_L)
     names = {(r.data.tags["strategy"], int(r.data.tags["seed"])): r.info.run_name for r in runs}
     final = max(rnd.round for run in study.runs for rnd in run.rounds)
     rows = ["| option | strategy | seeds | Δ | sd of Δ | MDE (80%) | test share | random's gain | MDE / gain |",
