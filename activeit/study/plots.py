@@ -6,6 +6,7 @@ import math
 import textwrap
 from pathlib import Path
 
+from activeit.evaluation import ROUGE_L
 from activeit.study.statistics import REFERENCE, Study
 
 
@@ -38,7 +39,7 @@ def shared_curves(study: Study) -> list[tuple[tuple[tuple[int, float, float], ..
 
 
 def plot_learning_curve(study: Study, path: str | Path, title: str) -> Path:
-    """Mean ROUGE-L per strategy against training tasks, a ±1 std band over seeds, and the
+    """Mean of the study's metric (ROUGE-L or the log-likelihood) per strategy against training tasks, a ±1 std band over seeds, and the
     untuned base model as a dashed line. Strategies whose curves are identical (they picked the
     same tasks on every seed) share one line, labelled with all their names."""
     plt = _pyplot()
@@ -54,12 +55,13 @@ def plot_learning_curve(study: Study, path: str | Path, title: str) -> Path:
                         color=line.get_color(), alpha=0.15, linewidth=0)
     base = study.base()
     if base is not None:
-        ax.axhline(base.mean, color="black", linestyle="--", linewidth=1.2, label=f"base model, untuned ({base.mean:.1f})")
+        ax.axhline(base.mean, color="black", linestyle="--", linewidth=1.2, label=f"base model, untuned ({base.mean:.{1 if study.metric == ROUGE_L else 3}f})")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of training tasks")
-    ax.set_ylabel("ROUGE-L on unseen test tasks (x100)")
+    ax.set_ylabel("ROUGE-L on unseen test tasks (x100)" if study.metric == ROUGE_L
+                  else "log-likelihood of the references on unseen test tasks (nats/token)")
     ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
