@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> None:
         for key, run, seed in todo:
             if key in found:
                 continue
+            if run is None and not config.pool.test_tasks and found.get(f"base/{study.seeds[0]}"):
+                found[key] = found[f"base/{study.seeds[0]}"]  # a fixed test split: the same base evaluation
+                continue
             started = time.perf_counter()
             record = run or next(r for r in study.runs if r.seed == seed)
             found[key] = _reevaluate(args.config, record, -1 if run is None else final,

@@ -187,7 +187,7 @@ def spread_section(study: Study) -> list[str]:
               if rows[0].split.design == "crossed" else
               "each seed has test tasks of its own, so the test sample's part is the within-seed variance of the "
               "per-task differences over the seed's tasks")
-    lines += ["", f"The variance of a seed's Δ ({unit}²) is split in two: {design} (which instances and tasks "
+    lines += ["", f"The variance of a seed's Δ (in squared {unit}) is split in two: {design} (which instances and tasks "
               "the models happened to be tested on); the rest is between seeds (which tasks were selected, and "
               "training on them). Shares are of the variance; "
               "in brackets, each part as an sd. More seeds shrink both parts; a larger test sample (more "
@@ -218,7 +218,7 @@ def cost_section(study: Study) -> list[str]:
 def _cost_words(cost: SelectionCost) -> str:
     parts = []
     if cost.seconds is not None:
-        parts.append(f"{cost.seconds:.0f} s")
+        parts.append(f"{cost.seconds:.{0 if cost.seconds >= 10 else 1}f} s")
     if cost.tokens is not None:
         parts.append(f"{cost.tokens / 1e6:.2f}M tokens" if cost.tokens >= 1e5 else f"{cost.tokens:,.0f} tokens")
     return " and ".join(parts)
