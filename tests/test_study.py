@@ -11,7 +11,16 @@ import pytest
 from activeit.errors import ActiveITError
 from activeit.study.plots import plot_learning_curve, plot_overlap, shared_curves
 from activeit.study.report import study_markdown
-from activeit.study.statistics import RoundRecord, RunRecord, Study, jaccard, paired_difference, summarize
+from activeit.study.statistics import (
+    NO_SPREAD,
+    ONE_SEED,
+    RoundRecord,
+    RunRecord,
+    Study,
+    jaccard,
+    paired_difference,
+    summarize,
+)
 
 #: ROUGE-L per (strategy, seed) at rounds 0, 1, 2 with 2, 4, 6 training tasks.
 SCORES = {
@@ -61,9 +70,10 @@ def test_paired_difference_interval_and_wins(study: Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         same = paired_difference({0: 3.0, 1: 4.0}, {0: 1.5, 1: 2.5})  # equal differences: no spread
-    assert (same.low, same.high) == (pytest.approx(1.5), pytest.approx(1.5))
+    # no spread: no interval (a zero-width one would claim certainty), said why
+    assert (same.mean, same.low, same.high, same.reason) == (pytest.approx(1.5), None, None, NO_SPREAD)
     one = paired_difference({0: 2.0}, {0: 1.0, 1: 5.0})
-    assert one.mean == 1.0 and one.count == 1 and math.isnan(one.low)
+    assert one.mean == 1.0 and one.count == 1 and one.low is None and one.reason == ONE_SEED
 
 
 def test_budget_to_match(study: Study) -> None:
@@ -100,7 +110,7 @@ def test_base_model_and_tables(study: Study) -> None:
     rows = study.rows()
     assert len(rows) == 6 * 3 and rows[0] == {
         "strategy": "random", "seed": 0, "round": 0, "training_tasks": 2, "rougeL": 10.0,
-        "rougeL_classification": None, "rougeL_generation": None, "exact_match": 5.0,
+        "rougeL_classification": None, "rougeL_generation": None, "exact_match": 5.0, "loglik": None,
     }
     text = study_markdown(study, "a study")
     assert "| base model (untuned) | – | 0 | 6.00 ± 1.00 |" in text
