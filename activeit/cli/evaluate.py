@@ -47,6 +47,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out", args.overwrite, command="evaluate", protect=protected_paths(args))
     check_model(args.model, args.chat)
+    if args.max_instances is not None and args.max_instances < 1:  # (the pool's flag sets the evaluation's cap)
+        raise ActiveITError(f"--max-instances must be at least 1, got {args.max_instances}")
     config = settings_from_args(args, EvaluationSettings, max_instances_per_task=args.max_instances)
     pool = pool_from_args(args)
     tasks = named_tasks(pool, read_task_names(args.tasks)) if args.tasks else pool.split(args.split)
