@@ -586,3 +586,11 @@ def test_adaptive_without_a_budget_says_which_top_it_settles(
     assert cli([*SCORE, "--adaptive", "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "note: --adaptive settles the top 1 of the 2 tasks (no --budget given" in err
+
+
+def test_evaluate_max_instances_zero_names_its_own_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    assert cli(["evaluate", "--source", "builtin", "--model", "tiny-llama", "--max-instances", "0",
+                "--out", str(tmp_path / "out")]) == 2
+    one_error_line(capsys, "--max-instances must be at least 1, got 0")

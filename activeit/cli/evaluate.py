@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from activeit.errors import ActiveITError
 from activeit.cli.common import (
     add_output_arguments,
     add_pool_arguments,
