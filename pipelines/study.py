@@ -236,6 +236,17 @@ def study_series(study: Study) -> dict[str, dict[int, float]]:
     return series
 
 
+def _under_the_same_study(client: MlflowClient, run_id: str, parent_id: str, study: Study) -> bool:
+    """Whether ``run_id`` is a child of another study run of the same strategies and seeds
+    (the same study on another metric), where it stays."""
+    current = client.get_run(run_id).data.tags.get(PARENT_TAG)
+    if current is None or current == parent_id:
+        return False
+    tags = client.get_run(current).data.tags
+    return (tags.get(STUDY_TAG), tags.get("strategies"), tags.get("seeds")) == (
+        "true", ",".join(study.strategies), ",".join(map(str, study.seeds)))
+
+
 def log_study(
     tracking_uri: str, experiment: str, study: Study, files: Sequence[Path], title: str, adopt: bool = True
 ) -> str:
@@ -243,7 +254,7 @@ def log_study(
     else a new one) with the study's files, :func:`study_series` with ``step`` = training
     tasks (a point logged before is not logged again), and as tags how the paired statistics
     were computed and each strategy's verdict; with ``adopt``, the pairs' runs become its
-    children."""
+    children (but for those under the same study's run on another metric: they stay there)."""
     client = MlflowClient(tracking_uri=tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = mlflow.set_experiment(experiment).experiment_id
@@ -268,5 +279,6 @@ def log_study(
             mlflow.log_artifact(str(path))
         if adopt:
             for run in study.runs:
-                client.set_tag(run.run_id, PARENT_TAG, parent.info.run_id)
+                if not _under_the_same_study(client, run.run_id, parent.info.run_id, study):
+                    client.set_tag(run.run_id, PARENT_TAG, parent.info.run_id)
         return parent.info.run_id

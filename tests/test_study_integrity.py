@@ -209,3 +209,18 @@ def test_an_identical_run_registers_no_second_model_version(stack: StackInfo) ->
 
 def _report() -> EvalReport:
     return EvalReport.from_predictions([])
+
+
+def test_a_report_on_another_metric_has_its_own_run_and_folder(
+    reported: tuple[str, Path, dict[tuple[str, int], str]], stack: StackInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment, outputs, pairs = reported
+    monkeypatch.setattr(run_py, "OUTPUTS", outputs)
+    assert run_py.main(["--report", experiment, "--config", str(SMOKE), "--metric", "loglik"]) == 0
+    assert (outputs / f"study-{experiment}-loglik" / "study.md").is_file()
+    parents = {r.info.run_name: r for r in _parents(stack.tracking_uri, experiment) if r.data.tags["seeds"] == "0,1"}
+    (name,) = [n for n in parents if n.endswith("-loglik")]
+    assert parents[name].data.tags["stats.metric"] == "loglik"
+    (first,) = [r for n, r in parents.items() if not n.endswith("-loglik")]
+    client = MlflowClient(stack.tracking_uri)
+    assert {client.get_run(i).data.tags[PARENT_TAG] for i in pairs.values()} == {first.info.run_id}  # they stay
