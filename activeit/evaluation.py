@@ -208,8 +208,7 @@ def score_predictions(
     """The report for ``(task, instance, prediction)`` triples (and, where given, each
     instance's reference log-likelihood, in the same order)."""
     items = list(items)
-    extra: Sequence[dict[str, float]] = (
-        [{}] * len(items) if logliks is None else [{LOGLIK: float(value)} for value in logliks])
+    extra = [{}] * len(items) if logliks is None else [{LOGLIK: float(value)} for value in logliks]
     return EvalReport.from_predictions(
         {
             "task": task.name,
@@ -287,8 +286,11 @@ def reference_logliks(
     per-token log-likelihood of one of its references under that prompt (teacher forcing on the
     shared-prefix engine, every reference of every instance in one call; NaN for an instance
     without references)."""
+    import contextlib
+
     import torch
 
+    from activeit.models.devices import grouped_query_attention, model_device
     from activeit.scoring.engine.forcing import ForcedPair, teacher_forced_nll
     from activeit.scoring.engine.prefix_cache import supports_prefix_reuse
 
@@ -299,9 +301,11 @@ def reference_logliks(
         for reference in instance.outputs:
             forced.append(ForcedPair(*prompt, reference_target(formatter.encode_target(reference), config.max_new_tokens)))
             owner.append(number)
-    with torch.inference_mode():
+    # on CPU, SDPA reads grouped-query K/V heads as they are, as the scorer's forcing does
+    cpu = model_device(loaded.model).type == "cpu"
+    with torch.inference_mode(), grouped_query_attention() if cpu else contextlib.nullcontext():
         nll = teacher_forced_nll(loaded, forced, config.token_budget) if forced else []
-    best = [float("nan")] * len(pairs)
+    per_instance: list[list[float]] = [[] for _ in pairs]
     for number, value in zip(owner, nll):
-        best[number] = -value if best[number] != best[number] else max(best[number], -value)
-    return best
+        per_instance[number].append(-value)
+    return [max(values) if values else float("nan") for values in per_instance]

@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> None:
                                                    smooth=False)))
         print(_row("former bootstrap (seeds)", calibrate(scores, studies=args.studies, shift=args.shift,
                                                          seed=args.seed, infer=former_bootstrap)))
+        print(f"  goal met at every seed count: {all(found.meets_goal for found in smoothed)}")
         for found in smoothed:
             worst[found.seeds][0] = min(worst[found.seeds][0], found.coverage)
             worst[found.seeds][1] = max(worst[found.seeds][1], found.false_claims)

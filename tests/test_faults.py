@@ -594,3 +594,11 @@ def test_evaluate_max_instances_zero_names_its_own_flag(
     assert cli(["evaluate", "--source", "builtin", "--model", "tiny-llama", "--max-instances", "0",
                 "--out", str(tmp_path / "out")]) == 2
     one_error_line(capsys, "--max-instances must be at least 1, got 0")
+
+
+def test_a_bad_flag_value_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse's refusals were a usage block and a 'prog: error:' line."""
+    with pytest.raises(SystemExit) as stop:
+        cli([*SCORE, "--max-new-tokens", "abc"])
+    assert stop.value.code == 2
+    one_error_line(capsys, "argument --max-new-tokens: invalid int value: 'abc'", "--help")

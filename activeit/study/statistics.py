@@ -242,16 +242,14 @@ def variance_split(scores: PairedScores) -> VarianceSplit | None:
         return None
     seed_means = np.array([row.mean() for row in rows])
     total = float(seed_means.var(ddof=1))
-    if len(set(scores.tasks)) == 1:
-        table = np.stack(rows)  # seeds x tasks, one order
-        seeds, tasks = table.shape
-        residual = table - seed_means[:, None] - table.mean(axis=0)[None, :] + table.mean()
-        test = float((residual**2).sum()) / ((seeds - 1) * (tasks - 1)) / tasks
-    else:
-        tasks = round(float(np.mean([len(row) for row in rows])))
+    if len(set(scores.tasks)) > 1:  # nested: each seed's own test tasks
         test = float(np.mean([row.var(ddof=1) / len(row) for row in rows]))
-        return VarianceSplit(len(rows), tasks, total, test, "nested")
-    return VarianceSplit(len(rows), tasks, total, test, "crossed")
+        return VarianceSplit(len(rows), round(float(np.mean([len(row) for row in rows]))), total, test, "nested")
+    table = np.stack(rows)  # crossed: seeds x tasks, one order
+    seeds, tasks = table.shape
+    residual = table - seed_means[:, None] - table.mean(axis=0)[None, :] + table.mean()
+    test = float((residual**2).sum()) / ((seeds - 1) * (tasks - 1)) / tasks
+    return VarianceSplit(seeds, tasks, total, test, "crossed")
 
 
 @dataclass(frozen=True)

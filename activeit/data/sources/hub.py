@@ -22,9 +22,8 @@ Without a network this fails at once with one line (a cached copy is used when
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from activeit.errors import PoolError
