@@ -1,4 +1,4 @@
-"""The active-tuning pipeline: the rounds of METHOD.md, unrolled.
+"""The active-tuning pipeline: the rounds of docs/METHOD.md ("The loop"), unrolled.
 
 The untuned base model is evaluated once (the zero-task reference). Round 0: a seeded random initial set (the same for every strategy under a seed, so the
 round-0 steps are shared through the cache), fine-tune, evaluate. Rounds 1..R: perturb and

@@ -290,7 +290,7 @@ class ScoringSettings(WithSeed, WithChat):
 
 
 class TrainingSettings(WithSeed, WithChat):
-    """Fine-tuning; the defaults are the reference ones (METHOD.md).
+    """Fine-tuning; the defaults are the reference ones (docs/METHOD.md, "The loop").
 
     The effective batch is ``batch_size * grad_accum * num_processes``; ``warmup_steps``
     and ``max_steps`` count optimizer steps.

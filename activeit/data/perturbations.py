@@ -2,7 +2,7 @@
 
 A perturbation is any callable ``(variant, rng) -> variant`` with a ``name`` (the
 :class:`Perturbation` protocol); :data:`PERTURBATIONS` maps names to factories that take
-the perturbation's parameters. The reference perturbation is ``word_drop`` (METHOD.md):
+the perturbation's parameters. The reference perturbation is ``word_drop`` (docs/METHOD.md, "Perturbations"):
 every whitespace word of the definition and of the positive examples' *inputs* is dropped
 independently with probability 0.2, example outputs stay intact. The others are off by
 default and exist to compare against it:

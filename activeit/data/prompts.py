@@ -1,6 +1,6 @@
 """Prompt rendering: the Tk-Instruct "definition + 2 positive examples" format.
 
-The raw text follows METHOD.md exactly::
+The raw text follows docs/METHOD.md ("The prompt") exactly::
 
     Definition: <definition>
 

@@ -1,6 +1,6 @@
 """Adaptive prompt uncertainty: score in stages, stop a task once it is surely in or out of the top b.
 
-A round needs only *which* b tasks have the highest PU (METHOD.md, "Adaptive PU"). A task's PU
+A round needs only *which* b tasks have the highest PU (docs/METHOD.md, "Adaptive PU"). A task's PU
 is the mean of its ``N = n * k`` terms ``|p_ij - p_i0|``, each in ``[0, 1]``. Each task's pairs
 ``(i, j)`` are put in a seeded random order (a simple random sample without replacement of the
 ``N`` terms, however many are taken); stage 1 scores the first ``first_stage`` pairs of every
@@ -148,7 +148,7 @@ def pu_interval(terms: Sequence[float], population: int, alpha: float) -> tuple[
 
 
 def decide(intervals: Sequence[tuple[float, float]], budget: int) -> list[str]:
-    """``"in"`` / ``"out"`` / ``""`` per task by METHOD.md's rule (see the module docstring)."""
+    """``"in"`` / ``"out"`` / ``""`` per task by the rule of docs/METHOD.md, "Adaptive PU" (see the module docstring)."""
     if not intervals:
         return []
     lows, highs = (np.array(side, dtype=float) for side in zip(*intervals))

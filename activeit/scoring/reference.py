@@ -1,4 +1,4 @@
-"""The plain prompt-uncertainty computation: the executable spec of METHOD.md's PU.
+"""The plain prompt-uncertainty computation: the executable spec of docs/METHOD.md, "Prompt uncertainty".
 
 One (instance, prompt) at a time, no batching, no prefix reuse, no shortcut: for each of
 a task's ``n`` seeded instances, the greedy prediction ``y_i`` under the original prompt

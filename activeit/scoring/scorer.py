@@ -1,6 +1,6 @@
 """Prompt-uncertainty scoring: greedy predictions, teacher-forced likelihoods, PU, PP, perplexity.
 
-For each task (METHOD.md): ``n`` seeded instances; the greedy prediction ``y_i`` of each
+For each task (docs/METHOD.md, "Prompt uncertainty"): ``n`` seeded instances; the greedy prediction ``y_i`` of each
 under the original prompt (its ids cut before EOS, then EOS appended); the mean
 per-token NLL ``L_ij`` of ``y_i`` under the original (``j = 0``) and each perturbed prompt
 (``j = 1..k``); ``p_ij = exp(-L_ij)``;

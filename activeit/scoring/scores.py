@@ -1,6 +1,6 @@
 """Scores of prompt uncertainty: per instance, per task, the table, and the formulas (no torch).
 
-METHOD.md, for one task with ``n`` instances and ``k`` perturbed prompts: ``L_ij`` is the
+docs/METHOD.md ("Prompt uncertainty"), for one task with ``n`` instances and ``k`` perturbed prompts: ``L_ij`` is the
 mean per-token NLL of the greedy prediction ``y_i`` (EOS included) under prompt ``j``
 (``j = 0`` the original), ``p_ij = exp(-L_ij)``, and
 

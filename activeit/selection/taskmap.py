@@ -1,6 +1,6 @@
 """The task map: tasks placed by prompt uncertainty (x) and prediction probability (y).
 
-Categories are rank-based, with no fixed thresholds (METHOD.md): the third of the tasks
+Categories are rank-based, with no fixed thresholds (docs/METHOD.md, "The task map"): the third of the tasks
 with the highest PU are *ambiguous*; the others are split at their PP median into *easy*
 (higher PP) and *difficult* (lower PP). Ties are broken by task name. A task that adaptive
 scoring stopped early is placed by its PU estimate, drawn hollow with its PU interval.

@@ -7,7 +7,7 @@
     <root>/tasks/<task name>.json               Definition, Positive/Negative Examples,
                                                 Instances (id, input, output list), ...
 
-NIV2 files carry no classification flag. METHOD.md's rule is "a task counts as
+NIV2 files carry no classification flag. docs/METHOD.md's rule ("Strategies") is "a task counts as
 classification when its definition names its label set"; :func:`niv2_is_classification`
 implements it as a stated heuristic: the reference outputs form a label set
 (:func:`activeit.data.tasks.looks_like_classification`: at most 10 distinct outputs of at most

@@ -6,7 +6,7 @@ runs the right-padded suffixes in one pass, then decodes greedily with the KV ca
 A row leaves the batch as soon as it ends, so finished rows cost nothing.
 
 While decoding, the log-probability of each chosen token is kept, and at the end that of a
-given ``final_token`` (the EOS the score counts, METHOD.md) at the position after the
+given ``final_token`` (the EOS the score counts, docs/METHOD.md, "Prompt uncertainty") at the position after the
 continuation. This is the teacher-forced NLL of ``continuation + [final_token]`` under the
 prompt, without a second pass: greedy decoding computes those logits anyway
 (:func:`greedy_decode_scored`, for scoring). :func:`greedy_decode` decodes without the
