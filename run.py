@@ -96,7 +96,7 @@ def _main(args: argparse.Namespace, started: float) -> int:
             config = configs[0]
 
         from pipelines.runner import prepare, report_study, run_all
-        from pipelines.study import gather_runs
+        from tracking.study import gather_runs
 
         info = prepare(config)
         if args.report is not None:

@@ -74,7 +74,7 @@ def read_study(experiment: str, config_path: Path, metric: str | None = None) ->
     reads it) and its MLflow runs; a missing experiment is a ``SystemExit`` with its message."""
     from activeit.experiment import load_config
     from pipelines.runner import prepare
-    from pipelines.study import build_study, gather_runs
+    from tracking.study import build_study, gather_runs
 
     if not config_path.is_file():
         raise SystemExit(f"--config {config_path}: no such file")

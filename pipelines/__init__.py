@@ -1,4 +1,4 @@
 """ZenML pipelines and what runs around them: the rounds (:mod:`pipelines.active_tuning`),
-stack set-up (:mod:`pipelines.stack`), studies over strategies and seeds (:mod:`pipelines.study`),
+stack set-up (:mod:`pipelines.stack`), a study's report files (:mod:`pipelines.study`),
 and run.py's plan and pre-flight checks (:mod:`pipelines.plan`), runs (:mod:`pipelines.runner`)
 and printed summaries (:mod:`pipelines.console`)."""

@@ -15,16 +15,8 @@ from activeit.experiment import ExperimentConfig
 from pipelines.console import print_rounds, print_study_verdict
 from pipelines.stack import LOCAL_FLAVORS, StackInfo, check_schedule_support, prepare_stack, use_repo_source_root
 from pipelines.status import reap_killed_runs, watched
-from pipelines.study import (
-    build_study,
-    check_same_study,
-    find_run_id,
-    finished_run,
-    gather_runs,
-    log_study,
-    study_folder,
-    write_study,
-)
+from pipelines.study import study_folder, write_study
+from tracking.study import build_study, check_same_study, find_run_id, finished_run, gather_runs, log_study
 
 
 def prepare(config: ExperimentConfig) -> StackInfo:

@@ -32,10 +32,10 @@ import run as run_py
 from activeit.experiment import CONFIG_DIR, ExperimentConfig, load_config
 from materializers.model_folder import ModelFolderMaterializer
 from pipelines.active_tuning import PIPELINE_NAME, configured
-from pipelines.study import find_run_id
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
 from steps.common import FAIL_STEP_ENV
 from tracking.reader import metric_rows
+from tracking.study import find_run_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 SMOKE = CONFIG_DIR / "smoke.yaml"

@@ -19,7 +19,6 @@ import run as run_py
 from activeit.evaluation import EvalReport
 from activeit.experiment import CONFIG_DIR, ExperimentConfig, load_config
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
-from pipelines.study import PARENT_TAG, STUDY_TAG, check_same_study
 from activeit.study.statistics import INTERVAL_SCHEME, minimum_detectable_effect
 from tracking.registry import register_model
 from tracking.schema import (
@@ -30,6 +29,7 @@ from tracking.schema import (
     TRAINING_TASKS_KEY,
     round_folder,
 )
+from tracking.study import PARENT_TAG, STUDY_TAG, check_same_study
 from tracking.writer import config_params, run_tags
 
 pytestmark = pytest.mark.slow  # ZenML's store and run.py's checks, a few seconds each

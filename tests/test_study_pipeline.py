@@ -19,7 +19,7 @@ from zenml.enums import ExecutionStatus
 import run as run_py
 from activeit.experiment import CONFIG_DIR, load_config
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
-from pipelines.study import PARENT_TAG, STUDY_TAG, build_study
+from tracking.study import PARENT_TAG, STUDY_TAG, build_study
 
 pytestmark = pytest.mark.slow
 SMOKE = CONFIG_DIR / "smoke.yaml"

@@ -368,7 +368,7 @@ def test_the_last_console_lines_are_the_verdicts(capsys: pytest.CaptureFixture[s
 
 
 def test_the_parent_run_metrics_leave_out_what_is_not_computable() -> None:
-    from pipelines.study import comparison_metrics, study_series
+    from tracking.study import comparison_metrics, study_series
 
     study = _study({0: 20.0, 1: 30.0, 2: 40.0}, {0: 20.0, 1: 32.0, 2: 44.0})
     found = comparison_metrics(study.comparison("uncertainty", 1))

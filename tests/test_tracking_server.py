@@ -26,9 +26,9 @@ from activeit.experiment import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_co
 from activeit.models.processes import free_port
 from pipelines.active_tuning import configured
 from pipelines.stack import prepare_stack
-from pipelines.study import find_run_id
 from tracking.policy import registered_model_name
 from tracking.schema import BY_TASKS_PREFIX, DESCRIPTION_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING
+from tracking.study import find_run_id
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "activeit-server"

@@ -1,1 +1,1 @@
-"""MLflow: the tag and metric schema, the writer, the model registry and the reader (steps, pipelines and run.py use it; the library never does)."""
+"""MLflow: the tag and metric schema, the writer, the model registry, the reader and a study's runs (steps, pipelines and run.py use it; the library never does)."""
