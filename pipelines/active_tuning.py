@@ -31,6 +31,7 @@ from steps import (
     tracker,
     uncertainty_scorer,
 )
+from tracking.policy import run_name
 
 PIPELINE_NAME = "active_tuning"
 INITIAL_STRATEGY = "random"
@@ -74,7 +75,7 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             MLFlowExperimentTrackerSettings,
         )
 
-        from steps.tracker import keep_run_open
+        from tracking.status import keep_run_open
         from tracking.writer import run_tags
 
         track = tracker.with_options(
@@ -132,10 +133,11 @@ def active_tuning(config: ExperimentConfig, experiment_tracker: str | None = Non
             )
 
 
-def configured(config: ExperimentConfig, run_name: str | None = None) -> Any:
-    """The pipeline with the config's run name, cache switch, ZenML settings and schedule."""
+def configured(config: ExperimentConfig, name: str | None = None) -> Any:
+    """The pipeline run ``name`` (else :func:`~tracking.policy.run_name` with ZenML's date and
+    time: a schedule's runs), with the config's cache switch, ZenML settings and schedule."""
     options: dict[str, Any] = {
-        "run_name": run_name or f"{config.tracking.experiment}-{config.strategy}-seed{config.seed}-{{date}}-{{time}}",
+        "run_name": name or run_name(config),
         "enable_cache": config.zenml.enable_cache,
     }
     if config.zenml.settings:

@@ -6,13 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mlflow import MlflowClient
-
 from activeit.study.report import verdict_lines
 from activeit.study.statistics import Study
 from tracking.policy import is_server_uri
-from tracking.reader import metric_rows
-from tracking.schema import BASE_PREFIX, MODEL_TRAINING_VIEW
+from tracking.reader import base_metrics, experiment_page, metric_rows
 
 #: The columns of the round table: metric, title, format.
 COLUMNS = (("rougeL", "ROUGE-L", ".2f"), ("exact_match", "EM", ".2f"), ("loglik", "loglik", ".4f"),
@@ -23,8 +20,7 @@ COLUMNS = (("rougeL", "ROUGE-L", ".2f"), ("exact_match", "EM", ".2f"), ("loglik"
 def print_rounds(tracking_uri: str, run_id: str) -> None:
     """One line per round (training tasks, scores, loss, wall times), after the untuned
     base model's line (0 tasks)."""
-    metrics = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.metrics
-    base = {key: metrics[BASE_PREFIX + key] for key, _, _ in COLUMNS if BASE_PREFIX + key in metrics}
+    base = base_metrics(tracking_uri, run_id, [key for key, _, _ in COLUMNS])
     header = f"{'round':>5} {'tasks':>6} " + " ".join(f"{title:>8}" for _, title, _ in COLUMNS)
     print("-" * len(header))
     print(header)
@@ -57,8 +53,7 @@ def _tool(name: str) -> str:
 def print_ui_commands(tracking_uri: str, experiment: str) -> None:
     """How to look at the results: the MLflow UI (model-training view of the experiment)
     and the ZenML dashboard, set apart from the log above."""
-    found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
-    page = f"#/experiments/{found.experiment_id}?{MODEL_TRAINING_VIEW}" if found else ""
+    page = experiment_page(tracking_uri, experiment)
     if is_server_uri(tracking_uri):
         mlflow_lines = [f"  open {tracking_uri.rstrip('/')}/{page}"]
     else:

@@ -14,8 +14,9 @@ from activeit.evaluation import ROUGE_L
 from activeit.experiment import ExperimentConfig
 from pipelines.console import print_rounds, print_study_verdict
 from pipelines.stack import LOCAL_FLAVORS, StackInfo, check_schedule_support, prepare_stack, use_repo_source_root
-from pipelines.status import reap_killed_runs, watched
+from pipelines.watch import reap_killed_runs, watched
 from pipelines.study import study_folder, write_study
+from tracking.policy import run_name
 from tracking.study import build_study, check_same_study, find_run_id, finished_run, gather_runs, log_study
 
 
@@ -29,17 +30,12 @@ def prepare(config: ExperimentConfig) -> StackInfo:
     return info
 
 
-def run_name(config: ExperimentConfig) -> str:
-    """The name of a pipeline run made now (and of its MLflow run): experiment, strategy, seed, time."""
-    return f"{config.tracking.experiment}-{config.strategy}-seed{config.seed}-{datetime.now():%Y_%m_%d-%H_%M_%S_%f}"
-
-
 def run_pipeline(config: ExperimentConfig, info: StackInfo) -> Any:
     """Run (or schedule) the pipeline; a failed step becomes one line naming it. A run of a
     local orchestrator is watched: when it stops early, ZenML and MLflow say so."""
     from pipelines.active_tuning import configured
 
-    name = None if config.schedule else run_name(config)
+    name = None if config.schedule else run_name(config, datetime.now())
     local = name is not None and info.orchestrator_flavor in LOCAL_FLAVORS
     try:
         with watched(name, config.tracking.experiment, info.tracking_uri) if local else nullcontext():

@@ -108,9 +108,9 @@ def prepare_stack(config: ExperimentConfig) -> StackInfo:
     """:func:`_prepare_stack` under the set-up lock; the MLflow store is created there too."""
     with _setup_lock():
         info = _prepare_stack(config)
-        from mlflow import MlflowClient
+        from tracking.reader import open_store
 
-        MlflowClient(tracking_uri=info.tracking_uri).search_experiments(max_results=1)  # creates its tables
+        open_store(info.tracking_uri)
     return info
 
 

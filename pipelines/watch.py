@@ -1,5 +1,5 @@
-"""Honest run status: a pipeline run that stops early reads failed in ZenML and killed (or
-failed) in MLflow, never running or finished.
+"""Watching a local pipeline run, for honest run status: one that stops early reads failed
+in ZenML and killed (or failed) in MLflow (:mod:`tracking.status`), never running or finished.
 
 A run interrupted by SIGINT or SIGTERM is marked by ``run.py`` itself, on its way out
 (:func:`watched`). A run killed without a word (SIGKILL, the OOM killer, a power cut) cannot

@@ -6,16 +6,14 @@ comes in unmaterialized: registering it needs only its artifact's location and i
 weights are read (or downloaded from a remote artifact store) here.
 
 ZenML's tracker ends the MLflow run (FINISHED) after each step; for every round but the
-last the run is opened again once the step has succeeded (:func:`keep_run_open`, the
-success hook the pipeline attaches), so that a run stopped early never reads FINISHED
-(:mod:`tracking.status`).
+last the run is opened again once the step has succeeded (:func:`tracking.status.keep_run_open`,
+the success hook the pipeline attaches), so that a run stopped early never reads FINISHED.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import mlflow
 from zenml import step
 from zenml.artifacts.unmaterialized_artifact import UnmaterializedArtifact
 
@@ -26,20 +24,10 @@ from activeit.selection.strategies import Selection
 from steps.common import fail_if_requested
 from tracking.policy import registers_model
 from tracking.registry import register_model
-from tracking.status import reopen
+from tracking.status import hold_open
 from tracking.writer import log_config, log_round, quiet_autolog_warning
 
 quiet_autolog_warning()
-
-#: The (tracking URI, run id) that :func:`keep_run_open` opens again once the step succeeded.
-_to_reopen: list[tuple[str, str]] = []
-
-
-def keep_run_open() -> None:
-    """Success hook: mark the MLflow run RUNNING again after ZenML ended it, when more rounds follow."""
-    while _to_reopen:
-        reopen(*_to_reopen.pop())
-
 
 @step(enable_cache=False)
 def tracker(
@@ -62,9 +50,7 @@ def tracker(
         log_config(config)
     log_round(config, round_index, selection, training_tasks, report, training_metrics, scores, scoring_time_s,
               base_report)
-    _to_reopen.clear()
-    if round_index < config.selection_rounds and (run := mlflow.active_run()) is not None:
-        _to_reopen.append((mlflow.get_tracking_uri(), run.info.run_id))
+    hold_open(more_rounds=round_index < config.selection_rounds)
     if not registers_model(config, round_index):
         return 0
     return register_model(config, model.uri, str(model.id), round_index, training_tasks, report)

@@ -43,6 +43,28 @@ def test_layers_only_point_down(layer: str, forbidden: tuple[str, ...]) -> None:
     assert not offenders, offenders
 
 
+def test_only_tracking_talks_to_mlflow() -> None:
+    """Every MLflow read and write, run status and run name is tracking/'s: no other layer, nor
+    run.py, imports mlflow (ZenML's own MLflow integration, ``zenml.integrations.mlflow``, is
+    ZenML's; benchmarks and tests read MLflow as any user would)."""
+    sources = [ROOT / "run.py", *(path for layer in ("activeit", "steps", "pipelines", "materializers")
+                                  for path in sorted((ROOT / layer).rglob("*.py")))]
+    offenders = [f"{path.relative_to(ROOT)} imports {name}" for path in sources
+                 for name in imported_modules(path) if name.split(".")[0] == "mlflow"]
+    assert not offenders, offenders
+
+
+def test_a_run_is_named_in_one_place() -> None:
+    """The name of a pipeline run and its MLflow run is :func:`tracking.policy.run_name`'s alone."""
+    building = [
+        path.relative_to(ROOT).as_posix()
+        for layer in ("activeit", "steps", "pipelines", "tracking", "materializers")
+        for path in sorted((ROOT / layer).rglob("*.py"))
+        if "-seed{" in path.read_text(encoding="utf-8")
+    ]
+    assert building == ["tracking/policy.py"]
+
+
 #: The library's rooms from the ground up: a room imports only rooms below it (and itself).
 LIBRARY_FLOORS = (
     ("errors",),

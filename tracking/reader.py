@@ -1,5 +1,6 @@
-"""Reading tracked runs back from MLflow (an explicit tracking URI): per-round metrics, and
-a run as a study record."""
+"""Reading tracked runs back from MLflow (an explicit tracking URI): the store and an
+experiment's page, a run by name, its base-model and per-round metrics, and a run as a study
+record."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from activeit.study.statistics import RoundRecord, RunRecord
 from tracking.schema import (
     BASE_PREFIX,
     EVALUATION_FILE,
+    MODEL_TRAINING_VIEW,
     PER_TASK_KEY,
     PICKED_CATEGORIES_KEY,
     ROUND_METRICS,
@@ -27,6 +29,19 @@ from tracking.schema import (
     TRAINING_TASKS_KEY,
     round_folder,
 )
+
+
+def open_store(tracking_uri: str) -> None:
+    """Open the MLflow store at ``tracking_uri`` (a fresh local store creates its tables here:
+    call it under a lock where runs may start at once)."""
+    MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+
+
+def experiment_page(tracking_uri: str, experiment: str) -> str:
+    """The MLflow UI's page of ``experiment`` in its model-training view, relative to the UI's
+    address ("" when the experiment does not exist)."""
+    found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    return f"#/experiments/{found.experiment_id}?{MODEL_TRAINING_VIEW}" if found else ""
 
 
 def run_named(tracking_uri: str, experiment: str, run_name: str) -> Run | None:
@@ -39,6 +54,12 @@ def run_named(tracking_uri: str, experiment: str, run_name: str) -> Run | None:
     runs = client.search_runs([found.experiment_id], filter_string=f'tags.mlflow.runName = "{run_name}"',
                               max_results=1)
     return runs[0] if runs else None
+
+
+def base_metrics(tracking_uri: str, run_id: str, keys: Iterable[str]) -> dict[str, float]:
+    """The untuned base model's metrics of a run (logged once as ``base_<metric>``), of ``keys``."""
+    metrics = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.metrics
+    return {key: metrics[BASE_PREFIX + key] for key in keys if BASE_PREFIX + key in metrics}
 
 
 def metric_rows(tracking_uri: str, run_id: str, keys: Iterable[str] = ROUND_METRICS) -> list[dict[str, Any]]:
