@@ -61,7 +61,7 @@ def _study(random: dict[int, float], other: dict[int, float]) -> Study:
 
 
 def _mde_by_hand(sd: float, n: int) -> float:
-    """METHOD.md: MDE(n) = (t_{0.975, n-1} + t_{0.8, n-1}) * s_d / sqrt(n)."""
+    """docs/METHOD.md, "Study statistics": MDE(n) = (t_{0.975, n-1} + t_{0.8, n-1}) * s_d / sqrt(n)."""
     return (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / math.sqrt(n)
 
 
