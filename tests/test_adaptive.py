@@ -17,7 +17,7 @@ from activeit.data.tasks import Task
 from activeit.errors import ActiveITError
 from activeit.models.devices import free_memory
 from activeit.models.loading import LoadedModel, load_model
-from activeit.scoring import adaptive
+from activeit.scoring.adaptive import driver
 from activeit.scoring.adaptive import decide, kept_prefix_bytes, pu_interval, score_adaptive, stage_sizes
 from activeit.scoring.launch import score
 from activeit.scoring.scorer import score_tasks
@@ -159,7 +159,7 @@ def test_the_replay_benchmark_repeats_the_live_race(sensitive: LoadedModel, task
     config = SMALL.replace(seed=1, adaptive=True, delta=0.5, first_stage=9, stage_growth=1.25)
     score_tasks(sensitive, tasks, config, progress=False).save(tmp_path / "exact.csv")
     terms = task_terms(ScoreTable.load(tmp_path / "exact.csv"))
-    ordered = [np.array([terms[task.name][i, j - 1] for i, j in adaptive.pair_order(task.name, 6, 6, config.seed)])
+    ordered = [np.array([terms[task.name][i, j - 1] for i, j in driver.pair_order(task.name, 6, 6, config.seed)])
                for task in tasks]
     live = score_adaptive(sensitive, tasks, config, 1, progress=False)
     scored, decided, estimates = race(ordered, 1, config.delta, config.first_stage, config.stage_growth)
@@ -205,7 +205,7 @@ def test_kept_prefix_caches_take_the_setting_or_half_the_free_memory(monkeypatch
     assert 0 < free <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert kept_prefix_bytes(SMALL.replace(keep_prefixes_mb=1.5), cpu) == 3 * 2**19
     assert kept_prefix_bytes(SMALL.replace(keep_prefixes_mb=0), cpu) == 0
-    monkeypatch.setattr(adaptive, "free_memory", lambda device: 6 * 2**30)
+    monkeypatch.setattr(driver, "free_memory", lambda device: 6 * 2**30)
     assert kept_prefix_bytes(SMALL, cpu) == 3 * 2**30
     with pytest.raises(ValidationError):
         SMALL.replace(keep_prefixes_mb=-1)
@@ -286,9 +286,7 @@ STAGED = SMALL.replace(adaptive=True, delta=0.5, first_stage=9, stage_growth=1.2
 
 def _interrupted(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
     """Make the staged scorer stop (as Ctrl-C would) when it starts its chunk number ``after`` + 1."""
-    import activeit.scoring.adaptive as adaptive
-
-    real, calls = adaptive._advance, []
+    real, calls = driver._advance, []
 
     def advance(*args, **kwargs):
         if len(calls) == after:
@@ -296,7 +294,7 @@ def _interrupted(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(adaptive, "_advance", advance)
+    monkeypatch.setattr(driver, "_advance", advance)
 
 
 def _same_table(resumed: ScoreTable, whole: ScoreTable, tolerance: float = 0.0) -> None:
@@ -365,11 +363,9 @@ def test_prompts_are_built_per_chunk_and_the_bar_counts_decided_and_left(
     """Memory stays flat: a stage takes its tasks a chunk at a time, never more rows at once (new
     pairs and decodes) than ``tasks_per_chunk`` tasks scored exactly, and builds the perturbed
     prompts of that chunk only; the progress bar says how many tasks are decided and left."""
-    import activeit.scoring.adaptive as adaptive
-
     config = STAGED.replace(tasks_per_chunk=2)
     sizes, chunks = [], []
-    real, real_advance = adaptive.perturb_tasks, adaptive._advance
+    real, real_advance = driver.perturb_tasks, driver._advance
 
     def perturb(chunk, *args, **kwargs):
         sizes.append(len(chunk))
@@ -380,8 +376,8 @@ def test_prompts_are_built_per_chunk_and_the_bar_counts_decided_and_left(
                                        for w in works)))
         return real_advance(scorer, works, size, kept)
 
-    monkeypatch.setattr(adaptive, "perturb_tasks", perturb)
-    monkeypatch.setattr(adaptive, "_advance", advance)
+    monkeypatch.setattr(driver, "perturb_tasks", perturb)
+    monkeypatch.setattr(driver, "_advance", advance)
     table = score_adaptive(sensitive, tasks, config, 1, progress=True)
     stages = table.meta["adaptive"]["stages"]
     assert max(rows for _, rows in chunks) <= config.tasks_per_chunk * config.n * (config.k + 1)

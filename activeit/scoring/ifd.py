@@ -35,7 +35,7 @@ from activeit.scoring.scores import TaskTable
 
 if TYPE_CHECKING:  # the table types stay importable without torch (the selection layer reads them)
     from activeit.models.loading import LoadedModel
-    from activeit.scoring.scorer import _Scorer
+    from activeit.scoring.scorer import Scorer
 
 TABLE_FILE = "ifd.json"
 
@@ -107,7 +107,7 @@ def summarize_ifd(task: Task, instances: Sequence[InstanceIFD]) -> TaskIFD:
                    task.is_classification, task.category)
 
 
-def answer_ids(scorer: _Scorer, instance: Instance) -> tuple[int, ...]:
+def answer_ids(scorer: Scorer, instance: Instance) -> tuple[int, ...]:
     """``A``: the instance's first reference output as target ids, cut to ``max_new_tokens`` + EOS."""
     if not instance.outputs:
         raise ActiveITError(f"instance '{instance.id}' has no reference output for IFD")
@@ -128,12 +128,12 @@ def score_ifd(
     from tqdm.auto import tqdm
 
     from activeit.scoring.engine.forcing import ForcedPair
-    from activeit.scoring.scorer import _Scorer
+    from activeit.scoring.scorer import Scorer
 
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ActiveITError("a task is given twice to score_ifd")
-    scorer = _Scorer(loaded, config)
+    scorer = Scorer(loaded, config)
     marker = scorer.split(scorer.formatter.encode_answer_only())
     started = time.perf_counter()
     rows, detail = [], []

@@ -73,7 +73,7 @@ def _score_here(
 
     loaded = place_model(load_model(model_name))
     if config.adaptive:
-        from activeit.scoring.adaptive import score_adaptive
+        from activeit.scoring.adaptive.driver import score_adaptive
 
         return score_adaptive(loaded, tasks, config, budget, prompts, progress=progress,  # type: ignore[arg-type]
                               checkpoint=checkpoint)

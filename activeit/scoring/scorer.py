@@ -40,6 +40,7 @@ from activeit.models.devices import bf16_autocast_fp32_logits, grouped_query_att
 from activeit.errors import ActiveITError
 from activeit.scoring.engine.forcing import ForcedPair, ForcingStats, teacher_forced_nll
 from activeit.scoring.engine.generation import greedy_generate
+from activeit.scoring.engine.kept_prefixes import KeptPrefixes
 from activeit.models.loading import LoadedModel
 from activeit.data.perturbations import PerturbedPrompts, perturb_tasks
 from activeit.scoring.engine.prefix_cache import supports_prefix_reuse
@@ -64,8 +65,11 @@ def bf16_applies(config: ScoringSettings, model: torch.nn.Module) -> bool:
     return config.bf16_on_cuda and parameter.device.type == "cuda" and parameter.dtype == torch.float32
 
 
-class _Scorer:
-    """Scores chunks of tasks with one model and config."""
+class Scorer:
+    """Scores chunks of tasks with one model and config: the engine's public entries for the
+    scorers built on it (adaptive scoring, IFD): :meth:`split` a prompt into shared prefix and own
+    suffix, :meth:`predict` greedily, :meth:`force` (prompt, target) pairs, :meth:`instance_score`,
+    :meth:`stats`; ``formatter`` renders the prompts, ``timing`` and the stats count the work."""
 
     def __init__(self, loaded: LoadedModel, config: ScoringSettings) -> None:
         self.loaded, self.config = loaded, config
@@ -111,12 +115,16 @@ class _Scorer:
             for i, instance in enumerate(instances)
         ]
 
-    def force(self, pairs: list[ForcedPair]) -> list[float]:
-        """The teacher-forced ``L`` of each (prompt, prediction) pair, timed and counted."""
+    def force(self, pairs: list[ForcedPair], kept: KeptPrefixes | None = None) -> list[float]:
+        """The teacher-forced ``L`` of each (prompt, target) pair, timed and counted; with ``kept``
+        (adaptive scoring) the prefixes it wants kept are kept and those it holds reused."""
         cfg = self.config
         started = time.perf_counter()
         with self.autocast():
-            nll = teacher_forced_nll(self.loaded, pairs, cfg.token_budget, cfg.logit_budget, self.forcing)
+            if kept is None:
+                nll = teacher_forced_nll(self.loaded, pairs, cfg.token_budget, cfg.logit_budget, self.forcing)
+            else:
+                nll = kept.force(self.loaded, pairs, cfg.token_budget, cfg.logit_budget, self.forcing)
         self.timing["teacher_forcing_s"] += time.perf_counter() - started
         return nll
 
@@ -203,7 +211,7 @@ def score_tasks(
     mine = tasks[state.process_index :: state.num_processes]
     if prompts is None:
         prompts = perturb_tasks(mine, config.perturbation, config.k, config.seed, drop_prob=config.drop_prob)
-    scorer = _Scorer(loaded, config)
+    scorer = Scorer(loaded, config)
     instances: list[InstanceScore] = []
     started = time.perf_counter()
     desc = "scoring" if state.num_processes == 1 else f"scoring (process 0 of {state.num_processes})"
