@@ -8,6 +8,8 @@ with ``accelerate launch`` (see :mod:`activeit.training.launch`):
   an example's draws and order follow ``(seed, task, instance)``; optionally length-grouped;
   the padding share is recorded); the torch seed (LoRA's initial adapter, dropout) is the
   config's seed;
+* the loss reads the logits of the answer positions only (:mod:`activeit.training.loss`: the
+  output layer never projects a prompt token onto the vocabulary);
 * AdamW, constant learning rate after a linear warm-up;
 * a non-finite loss stops the run with :class:`TrainingError`; the model is written by
   :mod:`activeit.training.saving` to a temporary folder next to ``out_dir`` and renamed at
@@ -38,6 +40,7 @@ from activeit.models.loading import load_model
 from activeit.models.lora import add_lora
 from activeit.outputs import check_output_dir
 from activeit.training.data import Collator, EpochBatchSampler, ExampleDataset, build_examples
+from activeit.training.loss import AnswerLoss
 from activeit.training.saving import SAVE_DTYPES, save_trained
 
 #: Optimizer steps between two reads of the losses on the host.
@@ -159,6 +162,7 @@ def finetune(
         optimizer, num_warmup_steps=config.warmup_steps * accelerator.num_processes
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    answer_loss = AnswerLoss(model, loaded.is_seq2seq)
 
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     total_steps = config.epochs * steps_per_epoch
@@ -178,7 +182,7 @@ def finetune(
         for micro, batch in enumerate(loader):
             counts += batch.pop("num_tokens")
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = answer_loss(model, batch)
                 losses.add(accelerator.reduce(loss.detach().float(), "mean"), step, epoch, micro)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
@@ -213,6 +217,7 @@ def finetune(
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "method": config.method,
+        "loss_path": answer_loss.path,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "model_name": model_name,
         "base_model": loaded.base_model or model_name,
