@@ -1,4 +1,4 @@
-"""Batching shared by scoring, evaluation and training: one planner, padding, pad/EOS ids, token NLL.
+"""Batching shared by scoring, evaluation and training: one planner, padding, pad/EOS ids.
 
 Every batched pass of the project is planned by :func:`plan_batches`: items (rows) taken
 in a given order and cut into consecutive batches under a padded-token budget, an optional
@@ -158,24 +158,3 @@ def cut_at_eos(ids: Sequence[int], stop: set[int]) -> list[int]:
             break
         out.append(token)
     return out
-
-
-def token_nll(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """NLL of each target under its row of ``logits`` (positions, vocab), in fp32.
-
-    The log-normaliser is computed ``chunk`` positions at a time, so no second
-    vocabulary-sized tensor as large as ``logits`` is allocated.
-    """
-    out = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
-    for start in range(0, len(targets), chunk):
-        part = logits[start : start + chunk].float()
-        picked = part.gather(-1, targets[start : start + chunk, None]).squeeze(-1)
-        out[start : start + chunk] = torch.logsumexp(part, dim=-1) - picked
-    return out
-
-
-def mean_per_row(values: torch.Tensor, rows: torch.Tensor, count: int) -> list[float]:
-    """The mean of ``values`` per row index in ``rows`` (float64 accumulation)."""
-    total = torch.zeros(count, dtype=torch.float64, device=values.device)
-    total.index_add_(0, rows, values.double())
-    return (total / torch.bincount(rows, minlength=count).double()).tolist()

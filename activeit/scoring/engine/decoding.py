@@ -30,9 +30,9 @@ from activeit.models.batching import (
     pad_id,
     plan_batches,
     prefix_grouped_orders,
-    token_nll,
 )
 from activeit.models.devices import model_device
+from activeit.scoring.engine.forcing import token_nll
 from activeit.scoring.engine.generation import greedy_generate
 from activeit.models.loading import LoadedModel
 from activeit.scoring.engine.prefix_cache import (

@@ -12,15 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from activeit.models.batching import (
-    PassStats,
-    longest_first,
-    mean_per_row,
-    pad,
-    pad_id,
-    plan_batches,
-    token_nll,
-)
+from activeit.models.batching import PassStats, longest_first, pad, pad_id, plan_batches
 from activeit.models.devices import model_device
 from activeit.errors import ActiveITError
 from activeit.models.loading import LoadedModel
@@ -56,6 +48,27 @@ class ForcedPair:
 
 class ForcingStats(PassStats):
     """Token counts of the teacher-forcing phase."""
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """NLL of each target under its row of ``logits`` (positions, vocab), in fp32.
+
+    The log-normaliser is computed ``chunk`` positions at a time, so no second
+    vocabulary-sized tensor as large as ``logits`` is allocated.
+    """
+    out = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
+    for start in range(0, len(targets), chunk):
+        part = logits[start : start + chunk].float()
+        picked = part.gather(-1, targets[start : start + chunk, None]).squeeze(-1)
+        out[start : start + chunk] = torch.logsumexp(part, dim=-1) - picked
+    return out
+
+
+def mean_per_row(values: torch.Tensor, rows: torch.Tensor, count: int) -> list[float]:
+    """The mean of ``values`` per row index in ``rows`` (float64 accumulation)."""
+    total = torch.zeros(count, dtype=torch.float64, device=values.device)
+    total.index_add_(0, rows, values.double())
+    return (total / torch.bincount(rows, minlength=count).double()).tolist()
 
 
 @torch.inference_mode()
