@@ -30,7 +30,7 @@ from pathlib import Path
 
 from activeit.config.flags import ArgumentParser, add_settings_arguments
 from activeit.errors import ActiveITError
-from activeit.experiment import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig
+from experiment.config import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig
 from pipelines.plan import OVERRIDES, check_before_running, plan_report, plan_runs
 
 OUTPUTS = REPO_ROOT / "outputs"

@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from activeit.errors import ActiveITError  # noqa: E402
 from activeit.evaluation import STUDY_METRICS  # noqa: E402
-from activeit.experiment import DEFAULT_CONFIG  # noqa: E402
 from activeit.study.calibration import (  # noqa: E402
     COVERAGE_GOAL,
     FALSE_CLAIM_GOAL,
@@ -42,6 +41,7 @@ from activeit.study.calibration import (  # noqa: E402
 )
 from activeit.study.statistics import REFERENCE, PairedDifference, Study  # noqa: E402
 from benchmarks.adaptive import bad_input_exits_2  # noqa: E402
+from experiment.config import DEFAULT_CONFIG  # noqa: E402
 
 #: The former percentile bootstrap over seeds, as contrast: resamples per study.
 FORMER_RESAMPLES = 1000
@@ -72,7 +72,7 @@ def study_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
 def read_study(experiment: str, config_path: Path, metric: str | None = None) -> tuple[Study, list[Any]]:
     """The finished study of ``experiment`` under the config's ZenML store (as ``run.py --report``
     reads it) and its MLflow runs; a missing experiment is a ``SystemExit`` with its message."""
-    from activeit.experiment import load_config
+    from experiment.config import load_config
     from pipelines.runner import prepare
     from tracking.study import build_study, gather_runs
 

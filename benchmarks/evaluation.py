@@ -25,7 +25,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activeit.experiment import load_config
 from activeit.evaluation import EvalReport, evaluate_model, score_predictions
 from activeit.scoring.engine.generation import greedy_generate
 from activeit.models.loading import LoadedModel, load_model
@@ -33,6 +32,7 @@ from activeit.data.prompts import PromptFormatter
 from activeit.config.settings import EvaluationSettings
 from activeit.data.sources import load_pool_from
 from activeit.data.tasks import Task
+from experiment.config import load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

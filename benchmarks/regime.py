@@ -39,11 +39,11 @@ sys.path.insert(0, str(ROOT))
 from activeit.data.sources import load_pool_from  # noqa: E402
 from activeit.data.tasks import Task, TaskPool  # noqa: E402
 from activeit.evaluation import evaluate_model  # noqa: E402
-from activeit.experiment import ExperimentConfig, load_config  # noqa: E402
 from activeit.models.devices import place_model  # noqa: E402
 from activeit.models.loading import load_model  # noqa: E402
 from activeit.selection.strategies import select_tasks  # noqa: E402
 from activeit.training.finetune import finetune  # noqa: E402
+from experiment.config import ExperimentConfig, load_config  # noqa: E402
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:

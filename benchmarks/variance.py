@@ -62,7 +62,7 @@ def _reevaluate(config_path: Path, record: RunRecord, round_index: int, run_name
 
     from activeit.data.sources import load_pool_from
     from activeit.evaluation import evaluate_model, evaluation_tasks
-    from activeit.experiment import load_config
+    from experiment.config import load_config
     from activeit.models.devices import place_model
     from activeit.models.loading import load_model
 
@@ -113,7 +113,7 @@ def _report(label: str, study: Study, metric: str, final: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from activeit.experiment import load_config
+    from experiment.config import load_config
 
     config = load_config(args.config)
     study, runs = read_study(args.experiment, args.config, ROUGE_L)

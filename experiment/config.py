@@ -1,28 +1,29 @@
 """The validated experiment configuration: one pydantic model, loaded from YAML.
 
 A config file describes one experiment (one MLflow experiment): the task pool, the base
-model, the strategy and the round schedule, and the settings of scoring, training,
-evaluation and tracking. Unknown keys are rejected with one line naming the key and the
-file. Relative paths resolve against the repository root, not the working directory.
+model, the strategy and the round schedule, the settings of scoring, training and
+evaluation, and how it is tracked, orchestrated, studied and scheduled. Unknown keys are
+rejected with one line naming the key and the file. Relative paths resolve against the
+repository root, not the working directory. Every key a config leaves out takes the code's
+default: the offline default regime (``configs/default.yaml`` states no value).
 
-The pool, scoring, training and evaluation sections are the library's own settings
-(:mod:`activeit.config.settings`). ``seed`` and ``chat`` are written once, at the top level:
+The pool, scoring, training, evaluation and diversity sections are the library's own
+settings (:mod:`activeit.config.settings`); the tracking, zenml and study sections and the
+schedule are the pipeline side's (:mod:`experiment.sections`), since the library knows
+nothing of ZenML or MLflow. ``seed`` and ``chat`` are written once, at the top level:
 validation passes them to every section, and a dump leaves the sections' copies out again.
-The ``tracking`` and ``zenml`` sections are plain data here; what they mean is decided by
-``tracking/`` and ``pipelines/``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     Field,
     SerializerFunctionWrapHandler,
@@ -39,8 +40,6 @@ from activeit.config.settings import (
     EvaluationSettings,
     PoolSettings,
     ScoringSettings,
-    Seed,
-    Settings,
     TrainingSettings,
     WithChat,
     WithSeed,
@@ -49,128 +48,11 @@ from activeit.config.settings import (
 )
 from activeit.data.perturbations import PERTURBATIONS
 from activeit.errors import ConfigError
-from activeit.evaluation import ROUGE_L, STUDY_METRICS
 from activeit.selection.strategies import STRATEGIES, check_adaptive
+from experiment.sections import StudySettings, TrackingSettings, ZenMLSettings, check_cron, one_of
 
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-def one_of(value: str, known: Sequence[str], what: str) -> str:
-    """``value`` when it is one of ``known``; else a ValueError naming the choices."""
-    if value not in known:
-        raise ValueError(f"unknown {what} '{value}'; choose one of {', '.join(known)}")
-    return value
-
-
-#: The five fields of a cron expression: name, range and the names a field may use for its
-#: values (the orchestrators' cron, Kubernetes' among them, has no seconds field).
-CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day of month", 1, 31, ()),
-    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
-    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
-)
-
-
-def _cron_value(text: str, low: int, names: tuple[str, ...]) -> int:
-    """One value of a cron field: a number, or a name (``jan`` = 1, ``sun`` = 0)."""
-    if text.lower() in names:
-        return names.index(text.lower()) + low
-    if not text.isdigit():
-        raise ValueError(text)
-    return int(text)
-
-
-def check_cron(value: str) -> str:
-    """``value`` when it is a cron expression (``m h dom mon dow``) whose every value is in its
-    field's range; else a ValueError naming the field."""
-    fields = value.split()
-    if len(fields) != len(CRON_FIELDS):
-        raise ValueError(f"'{value}' is not a cron expression: it has {len(fields)} field(s), a cron expression 5 "
-                         "(minute hour day-of-month month day-of-week; no seconds), e.g. \"0 3 * * 1\"")
-    for text, (name, low, high, names) in zip(fields, CRON_FIELDS):
-        for item in text.split(","):
-            span, _, step = item.partition("/")
-            try:
-                if step and int(step) < 1:
-                    raise ValueError(step)
-                bounds = [] if span == "*" else [_cron_value(part, low, names) for part in span.split("-", 1)]
-            except ValueError:
-                raise ValueError(f"'{value}': {name} '{item}' is not a number, a range a-b, * or a step /n") from None
-            for number in bounds:
-                if not low <= number <= high:
-                    raise ValueError(f"'{value}': {name} {number} is out of range {low}-{high}")
-            if len(bounds) == 2 and bounds[0] > bounds[1]:
-                raise ValueError(f"'{value}': {name} range '{span}' runs backwards")
-    return value
-
-
-class TrackingSettings(Settings):
-    """MLflow: one experiment per config; the stack's tracker URI unless one is given
-    (``tracking/`` decides what these mean)."""
-
-    experiment: Annotated[str, AfterValidator(_not_blank)] = Field(
-        default="activeit", description="MLflow experiment name (not blank)", json_schema_extra={"flag": "--experiment"}
-    )
-    tracking_uri: str | None = None
-    #: Which rounds' models get a registered MLflow version (pointing at the stored ZenML
-    #: artifact; nothing is copied): every round, the last one, or none.
-    log_models: Literal["all", "last", "none"] = "all"
-
-
-class ZenMLSettings(Settings):
-    """Orchestration: a stack to use and pipeline settings passed to ZenML unchanged
-    (``docker``, ``resources``, ``orchestrator.<flavor>``, ...)."""
-
-    stack: str | None = None
-    settings: dict[str, Any] = Field(default_factory=dict)
-    #: Settings of single steps by step name, on top of ``settings``: e.g. GPUs only for the
-    #: steps that use them (``pipelines/`` checks the names before a run).
-    step_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    enable_cache: bool = True
-
-
-class StudySettings(Settings):
-    """A study: every (strategy, seed) pair of runs, compared with statistics over seeds
-    (``run.py --compare S1,S2 --seeds 0,1,2`` sets the same)."""
-
-    strategies: list[str] = Field(default_factory=list)
-    seeds: list[Seed] = Field(default_factory=list)
-    metric: str = Field(
-        default=ROUGE_L,
-        description=f"the metric a study compares strategies on: {' or '.join(STUDY_METRICS)} (ROUGE-L, the "
-        "paper's; or the mean per-token log-likelihood of the reference answers: continuous, no decoding)",
-        json_schema_extra={"flag": "--metric", "metavar": "METRIC"},
-    )
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        return one_of(value, STUDY_METRICS, "study.metric")
-
-    @field_validator("strategies")
-    @classmethod
-    def _known_strategies(cls, value: list[str]) -> list[str]:
-        for name in value:
-            one_of(name, STRATEGIES, "strategy")
-        if len(set(value)) != len(value):
-            raise ValueError(f"strategies are repeated in {value}")
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"seeds are repeated in {value}")
-        return value
 
 
 #: Keys that may differ between the runs of one study (they name the pair, or how it ran).
@@ -188,9 +70,9 @@ class ExperimentConfig(WithSeed, WithChat):
         default="uncertainty", description=f"selection strategy: {', '.join(STRATEGIES)}",
         json_schema_extra={"metavar": "NAME"},
     )
-    rounds: int = Field(default=4, ge=0, description="selection rounds after round 0 (round 0: the random initial set)")
-    initial_tasks: int = Field(default=68, ge=1, description="random tasks of round 0")
-    tasks_per_round: int = Field(default=68, ge=1, description="tasks selected per round")
+    rounds: int = Field(default=2, ge=0, description="selection rounds after round 0 (round 0: the random initial set)")
+    initial_tasks: int = Field(default=3, ge=1, description="random tasks of round 0")
+    tasks_per_round: int = Field(default=3, ge=1, description="tasks selected per round")
     classification_ratio: float | None = Field(
         default=None, ge=0.0, le=1.0, description="share of classification tasks in each selection"
     )

@@ -17,8 +17,8 @@ from zenml import pipeline
 from zenml.config.schedule import Schedule
 
 from activeit.errors import ConfigError
-from activeit.experiment import ExperimentConfig
 from activeit.selection.strategies import NEEDS_EMBEDDINGS, NEEDS_IFD, NEEDS_SCORES
+from experiment.config import ExperimentConfig
 from steps import (
     accelerate_finetuner,
     base_evaluator,

@@ -11,7 +11,7 @@ from typing import Any
 from activeit.config.flags import flag_of, given_values
 from activeit.config.settings import check_seed
 from activeit.errors import ConfigError, PoolSettingError
-from activeit.experiment import ExperimentConfig, load_config
+from experiment.config import ExperimentConfig, load_config
 from activeit.selection.strategies import STRATEGIES
 
 #: The config keys that ``run.py`` flags override; each flag is generated from its field.

@@ -11,7 +11,7 @@ from typing import Any
 
 from activeit.errors import ActiveITError
 from activeit.evaluation import ROUGE_L
-from activeit.experiment import ExperimentConfig
+from experiment.config import ExperimentConfig
 from pipelines.console import print_rounds, print_study_verdict
 from pipelines.stack import LOCAL_FLAVORS, StackInfo, check_schedule_support, prepare_stack, use_repo_source_root
 from pipelines.watch import reap_killed_runs, watched

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from activeit.errors import ConfigError
-from activeit.experiment import REPO_ROOT, ExperimentConfig
+from experiment.config import REPO_ROOT, ExperimentConfig
 from tracking.policy import is_server_uri
 
 if TYPE_CHECKING:

@@ -17,10 +17,10 @@ from typing import Annotated, Any
 from zenml import step
 from zenml.artifacts.unmaterialized_artifact import UnmaterializedArtifact
 
-from activeit.experiment import ExperimentConfig
 from activeit.evaluation import EvalReport
 from activeit.scoring.scores import ScoreTable
 from activeit.selection.strategies import Selection
+from experiment.config import ExperimentConfig
 from steps.common import fail_if_requested
 from tracking.policy import registers_model
 from tracking.registry import register_model

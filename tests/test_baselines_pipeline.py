@@ -17,8 +17,8 @@ from zenml.client import Client
 from zenml.enums import ExecutionStatus
 
 import run as run_py
-from activeit.experiment import CONFIG_DIR, load_config
 from activeit.selection.strategies import select_tasks
+from experiment.config import CONFIG_DIR, load_config
 from pipelines.stack import prepare_stack, use_repo_source_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("baselines")]

@@ -90,6 +90,7 @@ def test_train_with_two_processes_learns(tmp_path: Path, capsys: pytest.CaptureF
     model = tmp_path / "model"
     code = main(["train", "--source", "self-instruct", "--path", str(tasks), "--tasks", "say_banana",
                  "--model", "tiny-llama", "--out", str(model), "--num-processes", "2", "--epochs", "4",
+                 "--max-instances", "32",
                  "--batch-size", "4", "--lr", "1e-2", "--warmup-steps", "0", "--no-chat", "--no-progress"])
     assert code == 0
     assert "examples 32, steps 16, processes 2" in capsys.readouterr().out  # 8 batches per epoch, halved

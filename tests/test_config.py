@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from activeit.errors import ConfigError
-from activeit.experiment import CONFIG_DIR, REPO_ROOT, ExperimentConfig, flatten, load_config, parse_config
+from experiment.config import (
+    CONFIG_DIR,
+    DEFAULT_CONFIG,
+    REPO_ROOT,
+    ExperimentConfig,
+    flatten,
+    load_config,
+    parse_config,
+)
 from tracking.policy import registered_model_name
 
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -31,7 +39,52 @@ REGISTERED_MODELS = {
     "default": "activeit-default-uncertainty", "smoke": "activeit-smoke-uncertainty",
     "niv2": "activeit-niv2-uncertainty", "self_instruct": "activeit-self-instruct-uncertainty",
     "remote": "activeit-niv2-t5-large-uncertainty", "niv2_study": "activeit-niv2-study-uncertainty",
+    "paper": "activeit-paper-uncertainty",
 }
+
+
+def test_the_default_config_is_the_code_defaults() -> None:
+    """One source of defaults: configs/default.yaml states no value, so ``run.py``'s default run
+    is the code's defaults (the offline regime of docs/METHOD.md, "The default regime")."""
+    import yaml
+
+    assert yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8")) == {}
+    default = load_config(DEFAULT_CONFIG)
+    assert default == parse_config({})
+    assert (default.pool.source, default.pool.max_instances, default.model) == ("builtin", 20, "smollm2-135m-instruct")
+    assert (default.rounds, default.initial_tasks, default.tasks_per_round) == (2, 3, 3)
+    assert (default.scoring.n, default.scoring.k, default.scoring.max_new_tokens) == (3, 4, 8)
+    training = default.training
+    assert (training.epochs, training.learning_rate, training.warmup_steps, training.max_instances_per_task) == (
+        1, 1e-4, 0, 6)
+    assert training.group_by_length is False
+    assert (default.evaluation.max_instances_per_task, default.tracking.experiment, default.study.metric) == (
+        20, "activeit-default", "loglik")
+
+
+def test_activeit_train_trains_as_run_py_does(tmp_path: Path) -> None:
+    """``python -m activeit train`` without flags: the pool and training settings of run.py's default run."""
+    from activeit.cli import build_parser
+    from activeit.config.flags import settings_from_args
+    from activeit.config.settings import PoolSettings, TrainingSettings
+
+    args = build_parser().parse_args(["train", "--source", "builtin", "--tasks", "t", "--out", str(tmp_path / "m")])
+    default = load_config(DEFAULT_CONFIG)
+    assert args.model == default.model
+    assert settings_from_args(args, TrainingSettings, max_instances_per_task=args.max_instances) == default.training
+    assert settings_from_args(args, PoolSettings, seed=0) == default.pool
+
+
+def test_the_papers_regime_is_its_own_config() -> None:
+    """configs/paper.yaml: the paper's schedule and training regime (docs/METHOD.md, "The loop")."""
+    paper = load_config(CONFIG_DIR / "paper.yaml")
+    assert (paper.pool.source, paper.pool.max_instances, paper.classification_ratio) == ("niv2", None, 0.356)
+    assert (paper.rounds, paper.initial_tasks, paper.tasks_per_round) == (4, 68, 68)
+    assert (paper.scoring.n, paper.scoring.k, paper.scoring.max_new_tokens, paper.scoring.drop_prob) == (10, 10, 128, 0.2)
+    training = paper.training
+    assert (training.epochs, training.learning_rate, training.warmup_steps, training.max_instances_per_task,
+            training.max_target_length, training.group_by_length) == (8, 5e-5, 50, 200, 128, True)
+    assert (paper.evaluation.max_instances_per_task, paper.study.metric) == (100, "rougeL")
 
 
 def test_registered_model_follows_the_strategy() -> None:
@@ -159,7 +212,7 @@ def test_cli_flags_are_generated_from_the_settings() -> None:
     add_settings_arguments(parser, ScoringSettings)
     args = parser.parse_args(["--k", "3", "--no-reuse-prefix", "--perturbation", "word_drop"])
     settings = settings_from_args(args, ScoringSettings, seed=4)
-    assert (settings.k, settings.n, settings.reuse_prefix, settings.seed) == (3, 10, False, 4)
+    assert (settings.k, settings.n, settings.reuse_prefix, settings.seed) == (3, ScoringSettings().n, False, 4)
     assert settings.token_budget == ScoringSettings().token_budget
     with pytest.raises(ConfigError, match="^command line: --k: Input should be greater than or equal to 1, got 0$"):
         settings_from_args(parser.parse_args(["--k", "0"]), ScoringSettings)

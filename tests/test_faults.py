@@ -19,13 +19,13 @@ import pytest
 from launched import pids_holding
 
 from activeit.cli import main as cli
-from activeit.experiment import load_config
 from activeit.errors import ConfigError, ModelLoadError, PoolError
 from activeit.models.checks import check_model
 from activeit.models.tiny import tiny_model_folder
 from activeit.outputs import MARKER, check_output_dir, output_dir
 from activeit.data.sources import SkippedTaskWarning, load_pool
 from activeit.data.sources.niv2 import read_niv2_task
+from experiment.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--source", "builtin", "--model", "tiny-llama", "--max-steps", "1", "--max-instances", "2",

@@ -25,7 +25,7 @@ from activeit.data.sources import SkippedTaskWarning, load_pool, load_pool_from
 from activeit.data.sources.records import conversation_parts
 from activeit.data.tasks import Task, TaskPool
 from activeit.errors import ActiveITError, ConfigError, PoolError, TaskFormatError
-from activeit.experiment import CONFIG_DIR, parse_config
+from experiment.config import CONFIG_DIR, parse_config
 
 FORMATS = ("alpaca", "sharegpt", "messages", "hf-disk", "hf-disk-parquet")
 

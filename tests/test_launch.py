@@ -23,7 +23,6 @@ from launched import pids_holding
 from score_worker import handmade_tasks
 from tiny_tasks import constant_task
 
-from activeit.experiment import CONFIG_DIR, ExperimentConfig, TrackingSettings
 from activeit.errors import ConfigError
 from activeit.cli import main as cli
 from activeit.models.lifeline import alive
@@ -35,6 +34,7 @@ from activeit.data.perturbations import perturb_tasks
 from activeit.config.settings import ScoringSettings, TrainingSettings
 from activeit.data.tasks import TaskPool
 from activeit.models.devices import resolve_mixed_precision
+from experiment.config import CONFIG_DIR, ExperimentConfig, TrackingSettings
 from materializers import ModelFolder, PromptSet
 from pipelines.active_tuning import check_step_settings
 from steps import uncertainty_scorer

@@ -27,7 +27,8 @@ def imported_modules(path: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("layer", "forbidden"),
     [
-        ("activeit", ("zenml", "mlflow", "steps", "pipelines", "materializers", "tracking")),
+        ("activeit", ("zenml", "mlflow", "steps", "pipelines", "materializers", "tracking", "experiment")),
+        ("experiment", ("zenml", "mlflow", "steps", "pipelines", "materializers", "tracking")),
         ("tracking", ("zenml", "steps", "pipelines", "materializers")),
         ("materializers", ("steps", "pipelines", "tracking", "mlflow")),
         ("steps", ("pipelines",)),
@@ -47,7 +48,7 @@ def test_only_tracking_talks_to_mlflow() -> None:
     """Every MLflow read and write, run status and run name is tracking/'s: no other layer, nor
     run.py, imports mlflow (ZenML's own MLflow integration, ``zenml.integrations.mlflow``, is
     ZenML's; benchmarks and tests read MLflow as any user would)."""
-    sources = [ROOT / "run.py", *(path for layer in ("activeit", "steps", "pipelines", "materializers")
+    sources = [ROOT / "run.py", *(path for layer in ("activeit", "experiment", "steps", "pipelines", "materializers")
                                   for path in sorted((ROOT / layer).rglob("*.py")))]
     offenders = [f"{path.relative_to(ROOT)} imports {name}" for path in sources
                  for name in imported_modules(path) if name.split(".")[0] == "mlflow"]
@@ -58,7 +59,7 @@ def test_a_run_is_named_in_one_place() -> None:
     """The name of a pipeline run and its MLflow run is :func:`tracking.policy.run_name`'s alone."""
     building = [
         path.relative_to(ROOT).as_posix()
-        for layer in ("activeit", "steps", "pipelines", "tracking", "materializers")
+        for layer in ("activeit", "experiment", "steps", "pipelines", "tracking", "materializers")
         for path in sorted((ROOT / layer).rglob("*.py"))
         if "-seed{" in path.read_text(encoding="utf-8")
     ]
@@ -74,7 +75,7 @@ LIBRARY_FLOORS = (
     ("data",),
     ("scoring",),
     ("selection", "training", "evaluation"),
-    ("study", "experiment"),
+    ("study",),
     ("cli",),
     ("__main__",),
 )
@@ -105,7 +106,7 @@ def test_only_the_scorer_and_the_evaluator_use_the_engine() -> None:
     users = sorted(
         path.relative_to(ROOT).as_posix()
         for path in ROOT.glob("*/**/*.py")
-        if path.relative_to(ROOT).parts[0] in ("activeit", "steps", "pipelines", "tracking", "materializers")
+        if path.relative_to(ROOT).parts[0] in ("activeit", "experiment", "steps", "pipelines", "tracking", "materializers")
         and any(name.startswith("activeit.scoring.engine") for name in imported_modules(path))
     )
     outside = [user for user in users if not user.startswith(("activeit/scoring/", "activeit/evaluation.py"))]
@@ -115,7 +116,7 @@ def test_only_the_scorer_and_the_evaluator_use_the_engine() -> None:
 
 def test_light_modules_do_not_import_torch() -> None:
     """Validating a config, selecting, plotting a task map and reading scores need no torch."""
-    light = ("activeit.experiment", "activeit.config.settings", "activeit.scoring.scores", "activeit.selection.strategies",
+    light = ("experiment.config", "activeit.config.settings", "activeit.scoring.scores", "activeit.selection.strategies",
              "activeit.selection.taskmap", "activeit.evaluation", "activeit.data.sources", "activeit.config.flags")
     code = f"import sys\nimport {', '.join(light)}\nprint('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

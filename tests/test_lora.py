@@ -31,8 +31,8 @@ from steps import accelerate_finetuner
 ROOT = Path(__file__).resolve().parents[1]
 #: The tiny random model's embeddings are too small for its hidden layers alone to move the
 #: logits far; adapting the output layer too lets LoRA learn the task outright.
-LORA = TrainingSettings(epochs=6, learning_rate=1e-2, warmup_steps=0, batch_size=4, chat=False, method="lora",
-                        lora_target_modules=("q_proj", "v_proj", "lm_head"))
+LORA = TrainingSettings(epochs=6, learning_rate=1e-2, warmup_steps=0, batch_size=4, max_instances_per_task=16,
+                        chat=False, method="lora", lora_target_modules=("q_proj", "v_proj", "lm_head"))
 EVAL = EvaluationSettings(max_new_tokens=4, chat=False)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -29,7 +29,7 @@ from zenml.client import Client
 from zenml.enums import ExecutionStatus
 
 import run as run_py
-from activeit.experiment import CONFIG_DIR, ExperimentConfig, load_config
+from experiment.config import CONFIG_DIR, ExperimentConfig, load_config
 from materializers.model_folder import ModelFolderMaterializer
 from pipelines.active_tuning import PIPELINE_NAME, configured
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from activeit.experiment import CONFIG_DIR, REPO_ROOT
+from experiment.config import CONFIG_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 VENV = REPO_ROOT / ".venv"

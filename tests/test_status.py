@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from zenml.client import Client
 from zenml.enums import ExecutionStatus
 
-from activeit.experiment import CONFIG_DIR, load_config
+from experiment.config import CONFIG_DIR, load_config
 from pipelines.active_tuning import PIPELINE_NAME
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
 from tracking.reader import metric_rows, run_named

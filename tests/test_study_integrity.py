@@ -17,7 +17,7 @@ from zenml.client import Client
 
 import run as run_py
 from activeit.evaluation import EvalReport
-from activeit.experiment import CONFIG_DIR, ExperimentConfig, load_config
+from experiment.config import CONFIG_DIR, ExperimentConfig, load_config
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
 from activeit.study.statistics import INTERVAL_SCHEME, minimum_detectable_effect
 from tracking.registry import register_model

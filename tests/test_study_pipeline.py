@@ -17,7 +17,7 @@ from zenml.client import Client
 from zenml.enums import ExecutionStatus
 
 import run as run_py
-from activeit.experiment import CONFIG_DIR, load_config
+from experiment.config import CONFIG_DIR, load_config
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
 from tracking.study import PARENT_TAG, STUDY_TAG, build_study
 

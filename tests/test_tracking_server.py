@@ -22,8 +22,8 @@ import pytest
 from mlflow import MlflowClient
 from zenml.client import Client
 
-from activeit.experiment import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_config
 from activeit.models.processes import free_port
+from experiment.config import CONFIG_DIR, REPO_ROOT, ExperimentConfig, load_config
 from pipelines.active_tuning import configured
 from pipelines.stack import prepare_stack
 from tracking.policy import registered_model_name

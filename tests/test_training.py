@@ -25,7 +25,8 @@ from activeit.training.finetune import TrainingResult, finetune
 from activeit.training.saving import METRICS_FILE
 
 #: Raw prompts (no chat template) keep the sequences of the tiny models short.
-FAST = TrainingSettings(epochs=6, learning_rate=1e-2, warmup_steps=0, batch_size=4, chat=False)
+FAST = TrainingSettings(epochs=6, learning_rate=1e-2, warmup_steps=0, batch_size=4, max_instances_per_task=16,
+                        chat=False)
 EVAL = EvaluationSettings(max_new_tokens=4, chat=False)
 METRIC_KEYS = {"loss_curve", "final_loss", "tokens_seen", "padding_share", "wall_time_s",
                "steps", "num_tasks", "num_examples"}
@@ -183,7 +184,7 @@ def test_tiny_model_learns_a_trivial_task_and_its_rouge_rises(
 
 
 def test_seq2seq_model_trains_and_generates(tmp_path: Path) -> None:
-    config = TrainingSettings(epochs=4, learning_rate=1e-2, warmup_steps=0, batch_size=8)
+    config = TrainingSettings(epochs=4, learning_rate=1e-2, warmup_steps=0, batch_size=8, max_instances_per_task=16)
     result = finetune("tiny-t5", [constant_task(n=16)], tmp_path / "t5", config, progress=False)
     assert result.metrics["steps"] == 8 and result.metrics["loss_curve"][0] > 10
     loaded = load_model(str(result.model_dir))
@@ -233,7 +234,7 @@ def test_continue_from_a_previous_model_with_accumulation_and_checkpointing(
     yes_task: Task, trained: TrainingResult, tmp_path: Path
 ) -> None:
     config = TrainingSettings(epochs=1, learning_rate=1e-3, warmup_steps=0, batch_size=4, grad_accum=2,
-                            gradient_checkpointing=True, chat=False)
+                            max_instances_per_task=16, gradient_checkpointing=True, chat=False)
     # the previous round's folder is just another model name; an existing output is replaced
     for _ in range(2):
         result = finetune(str(trained.model_dir), [yes_task], tmp_path / "round1", config, progress=False)
@@ -251,7 +252,8 @@ def test_a_task_without_instances_is_an_error(tmp_path: Path) -> None:
 def test_one_reference_is_drawn_among_several(tmp_path: Path) -> None:
     task = constant_task(n=8)
     task = task.with_instances([Instance(i.id, i.input, ("banana", "kiwi")) for i in task.instances])
-    config = TrainingSettings(epochs=2, learning_rate=1e-3, warmup_steps=0, batch_size=8, chat=False)
+    config = TrainingSettings(epochs=2, learning_rate=1e-3, warmup_steps=0, batch_size=8, max_instances_per_task=8,
+                              chat=False)
     result = finetune("tiny-llama", [task], tmp_path / "m", config, progress=False)
     assert result.metrics["steps"] == 2 and result.metrics["num_examples"] == 8
 

@@ -18,7 +18,7 @@ from activeit.config.settings import MAX_SEED
 from activeit.data.sources import SkippedTaskWarning, load_pool
 from activeit.data.sources.self_instruct import read_self_instruct_file
 from activeit.errors import ConfigError, ModelLoadError, PoolError, TaskFormatError
-from activeit.experiment import CONFIG_DIR, load_config, parse_config
+from experiment.config import CONFIG_DIR, load_config, parse_config
 from pipelines.plan import FLAGS, parse_list, plan_runs
 
 SMOKE = CONFIG_DIR / "smoke.yaml"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from activeit.experiment import ExperimentConfig
+from experiment.config import ExperimentConfig
 
 
 def is_server_uri(tracking_uri: str) -> bool:

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from activeit.evaluation import ROUGE_L, EvalReport
-from activeit.experiment import ExperimentConfig
+from experiment.config import ExperimentConfig
 from tracking.policy import is_server_uri, registered_model_name
 from tracking.schema import SOURCE_TAG, TRAINING_KEY_TAG, model_tag, round_folder
 

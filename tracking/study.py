@@ -18,7 +18,6 @@ from mlflow.entities import Run
 
 from activeit.errors import ConfigError
 from activeit.evaluation import ROUGE_L
-from activeit.experiment import ExperimentConfig, shared_params
 from activeit.study.report import verdict
 from activeit.study.statistics import (
     IMPROVEMENT_SCHEME,
@@ -30,6 +29,7 @@ from activeit.study.statistics import (
     Comparison,
     Study,
 )
+from experiment.config import ExperimentConfig, shared_params
 from tracking.reader import read_run_record, run_named
 from tracking.schema import COMPLETE_TAG, STUDY_KEY_TAG
 from tracking.writer import config_params, mark_model_training

@@ -18,9 +18,9 @@ import mlflow
 from mlflow import MlflowClient
 
 from activeit.evaluation import EvalReport
-from activeit.experiment import ExperimentConfig
 from activeit.scoring.scores import ScoreTable
 from activeit.selection.strategies import STRATEGY_REGISTRY, Selection
+from experiment.config import ExperimentConfig
 from tracking.schema import (
     BASE_PREFIX,
     BY_TASKS_PREFIX,

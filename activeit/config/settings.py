@@ -1,7 +1,12 @@
 """Every setting of the library, declared once: pool, scoring, training and evaluation.
 
+The defaults are the offline default regime (``configs/default.yaml`` states nothing else;
+docs/METHOD.md, "The default regime"): the builtin pool, a 135M model and a schedule sized
+for 2 CPU cores, so that ``python -m activeit train`` and ``run.py`` train alike unless told
+otherwise. The paper's regime is ``configs/paper.yaml``.
+
 Each class is a frozen pydantic model (unknown keys are errors). The experiment config
-(:mod:`activeit.experiment`) composes them, the pipeline steps receive them as they are, and
+(:mod:`experiment.config`) composes them, the pipeline steps receive them as they are, and
 the command-line flags are generated from their fields (:mod:`activeit.config.flags`): name,
 type, default and help come from here, so a new setting is one line. ``seed`` and ``chat``
 are declared once, in :class:`WithSeed` and :class:`WithChat`; an experiment config sets them
@@ -167,7 +172,8 @@ class PoolSettings(WithSeed):
                            "flag_help": "NIV2: keep non-English tasks too (default: English only)"},
     )
     max_instances: int | None = Field(
-        default=None, ge=1, description="keep at most N seeded instances per task", json_schema_extra={"metavar": "N"}
+        default=20, ge=1, description="keep at most N seeded instances per task (null: all of them)",
+        json_schema_extra={"metavar": "N"},
     )
     validation_tasks: int = Field(
         default=0, ge=0, description="hold out N seeded train tasks as a validation split",
@@ -224,12 +230,12 @@ class PoolSettings(WithSeed):
 
 
 class ScoringSettings(WithSeed, WithChat):
-    """Prompt-uncertainty scoring; the defaults are the paper's (n = k = 10, word drop 0.2, 128 tokens)."""
+    """Prompt-uncertainty scoring (the paper's: n = k = 10, word drop 0.2, 128 tokens, configs/paper.yaml)."""
 
-    n: int = Field(default=10, ge=1, description="instances sampled per task")
-    k: int = Field(default=10, ge=1, description="perturbed prompts per task")
-    max_new_tokens: int = Field(default=128, ge=1, description="longest greedy prediction, in tokens")
-    max_source_length: int = Field(default=1024, ge=16, description="longest prompt, in tokens")
+    n: int = Field(default=3, ge=1, description="instances sampled per task")
+    k: int = Field(default=4, ge=1, description="perturbed prompts per task")
+    max_new_tokens: int = Field(default=8, ge=1, description="longest greedy prediction, in tokens")
+    max_source_length: int = Field(default=512, ge=16, description="longest prompt, in tokens")
     #: A name of :data:`activeit.data.perturbations.PERTURBATIONS` (which imports these settings,
     #: so the name is checked where the settings are used: the experiment config, the CLI choices).
     perturbation: str = Field(default="word_drop", description="how prompts are perturbed")
@@ -290,25 +296,26 @@ class ScoringSettings(WithSeed, WithChat):
 
 
 class TrainingSettings(WithSeed, WithChat):
-    """Fine-tuning; the defaults are the reference ones (docs/METHOD.md, "The loop").
+    """Fine-tuning (the paper's: 8 epochs at 5e-5 after 50 warm-up steps, up to 200 instances a task,
+    configs/paper.yaml; docs/METHOD.md, "The loop").
 
     The effective batch is ``batch_size * grad_accum * num_processes``; ``warmup_steps``
     and ``max_steps`` count optimizer steps.
     """
 
-    epochs: int = Field(default=8, ge=1, description="passes over the training examples")
+    epochs: int = Field(default=1, ge=1, description="passes over the training examples")
     learning_rate: float = Field(
-        default=5e-5, gt=0, description="peak learning rate (constant after the warm-up)",
+        default=1e-4, gt=0, description="peak learning rate (constant after the warm-up)",
         json_schema_extra={"flag": "--lr"},
     )
-    warmup_steps: int = Field(default=50, ge=0, description="linear warm-up, in optimizer steps")
+    warmup_steps: int = Field(default=0, ge=0, description="linear warm-up, in optimizer steps")
     batch_size: int = Field(default=8, ge=1, description="examples per process and micro-step")
     grad_accum: int = Field(default=1, ge=1, description="micro-steps per optimizer step")
-    max_instances_per_task: int = Field(default=200, ge=1, description="seeded training instances per task")
-    max_source_length: int = Field(default=1024, ge=16, description="longest prompt, in tokens")
-    max_target_length: int = Field(default=128, ge=2, description="longest target, in tokens (EOS included)")
+    max_instances_per_task: int = Field(default=6, ge=1, description="seeded training instances per task")
+    max_source_length: int = Field(default=512, ge=16, description="longest prompt, in tokens")
+    max_target_length: int = Field(default=16, ge=2, description="longest target, in tokens (EOS included)")
     group_by_length: bool = Field(
-        default=True,
+        default=False,
         description="batch examples of similar length (less padding); off: consecutive examples of the seeded "
         "order, so two training sets that share examples see them in the same order (common random numbers)",
     )
@@ -347,7 +354,7 @@ class TrainingSettings(WithSeed, WithChat):
 
 
 class EvaluationSettings(WithSeed, WithChat):
-    """ROUGE-L evaluation on the test tasks; 100 instances per task as in the NIV2 benchmark."""
+    """ROUGE-L evaluation on the test tasks (the NIV2 benchmark's: 100 instances a task, configs/paper.yaml)."""
 
     split: Literal["test", "validation"] = Field(
         default="test",
@@ -355,9 +362,9 @@ class EvaluationSettings(WithSeed, WithChat):
         "held out by pool.validation_tasks, for choosing a training regime without looking at the test tasks)",
         json_schema_extra={"cli": False},  # `activeit evaluate` has its own --split
     )
-    max_instances_per_task: int = Field(default=100, ge=1, description="seeded test instances per task")
-    max_new_tokens: int = Field(default=128, ge=1, description="longest greedy prediction, in tokens")
-    max_source_length: int = Field(default=1024, ge=16, description="longest prompt, in tokens")
+    max_instances_per_task: int = Field(default=20, ge=1, description="seeded test instances per task")
+    max_new_tokens: int = Field(default=8, ge=1, description="longest greedy prediction, in tokens")
+    max_source_length: int = Field(default=512, ge=16, description="longest prompt, in tokens")
     token_budget: int = Field(default=TOKEN_BUDGET, ge=1, description="padded tokens (prompt + new) per batch")
 
 
