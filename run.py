@@ -5,6 +5,7 @@
     python run.py --strategy random --config configs/niv2.yaml --rounds 2
     python run.py --compare uncertainty,random --seeds 0,1,2    # a study over 3 seeds
     python run.py --report activeit                           # rebuild a study from MLflow
+    python run.py --compare uncertainty,random --seeds 0,1,2,3 --parallel 2   # 2 seeds at a time
 
 Round 0 fine-tunes on a seeded random task set (shared by every strategy); each later
 round scores the remaining pool with the previous round's model, selects tasks by the
@@ -21,6 +22,7 @@ with a 95% interval, the budget to match, selection overlap and the learning cur
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -29,11 +31,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from activeit.config.flags import ArgumentParser, add_settings_arguments
-from activeit.errors import ActiveITError
+from activeit.errors import ActiveITError, ConfigError
 from experiment.config import DEFAULT_CONFIG, REPO_ROOT, ExperimentConfig
 from pipelines.plan import OVERRIDES, check_before_running, plan_report, plan_runs
 
-OUTPUTS = REPO_ROOT / "outputs"
+#: Where studies are written: outputs/ of the repository (ACTIVEIT_OUTPUTS: another folder, as the
+#: benchmarks that run studies in isolated stores use).
+OUTPUTS = Path(os.environ.get("ACTIVEIT_OUTPUTS") or REPO_ROOT / "outputs")
+#: How long ``--report --wait`` waits by default, in seconds (a day).
+WAIT_TIMEOUT_S = 86400.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(over, ExperimentConfig, OVERRIDES, show_defaults=False)
     parser.add_argument("--no-cache", action="store_true",
                         help="recompute every step (by default finished steps are reused: resume)")
+    parser.add_argument("--wait", action="store_true",
+                        help="with --report: wait until every pair of the study has finished (pairs submitted to "
+                        "a remote stack with --parallel), then write it")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help=f"with --wait: give up after this long (default {WAIT_TIMEOUT_S:.0f})")
     return parser
+
+
+def parallel_flag(args: argparse.Namespace) -> str:
+    """Where ``study.parallel`` came from, for a refusal: the flag or the config file."""
+    return "--parallel" if getattr(args, "study.parallel", None) is not None else f"study.parallel in {args.config}"
+
+
+def check_wait_flags(args: argparse.Namespace) -> None:
+    """``--wait`` only with ``--report``; ``--timeout`` only with ``--wait``, and above 0."""
+    if args.wait and args.report is None:
+        raise ConfigError("--wait waits for a study's pairs before --report writes it: give --report EXPERIMENT")
+    if args.timeout is not None and not args.wait:
+        raise ConfigError("--timeout is how long --wait waits: give --wait too")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout is {args.timeout:g}; give a number of seconds above 0")
 
 
 class Terminated(KeyboardInterrupt):
@@ -88,21 +114,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, started: float) -> int:
     try:
+        check_wait_flags(args)
         if args.report is not None:
             config, strategies, seeds = plan_report(args)
         else:
             configs, is_study = plan_runs(args)
-            check_before_running(configs, str(args.config))
             config = configs[0]
+            if getattr(args, "study.parallel", None) not in (None, 1) and not is_study:  # (a config's: for its studies)
+                raise ConfigError(f"{parallel_flag(args)} runs the pairs of a study at once; give --compare S1,S2 "
+                                  "and/or --seeds N1,N2 (or set it to 1)")
+            check_before_running(configs, str(args.config))
 
         from pipelines.runner import prepare, report_study, run_all
         from tracking.study import gather_runs
 
         info = prepare(config)
         if args.report is not None:
+            if args.wait:
+                from pipelines.remote import wait_for_study
+
+                wait_for_study(info.tracking_uri, args.report, strategies, seeds,
+                               args.timeout if args.timeout is not None else WAIT_TIMEOUT_S)
             runs = gather_runs(info.tracking_uri, args.report, strategies, seeds)
             report_study(info.tracking_uri, args.report, runs, OUTPUTS,
                          subset=strategies is not None or seeds is not None, metric=config.study.metric)
+        elif is_study and config.study.parallel > 1:
+            from pipelines.fanout import run_study
+
+            run_study(configs, info, OUTPUTS, parallel_flag(args))
         else:
             run_all(configs, is_study, info, OUTPUTS)
     except ActiveITError as exc:

@@ -11,13 +11,13 @@ from typing import Any
 from activeit.config.flags import flag_of, given_values
 from activeit.config.settings import check_seed
 from activeit.errors import ConfigError, PoolSettingError
-from experiment.config import ExperimentConfig, load_config
 from activeit.selection.strategies import STRATEGIES
+from experiment.config import ExperimentConfig, load_config
 
 #: The config keys that ``run.py`` flags override; each flag is generated from its field.
 OVERRIDES = (
     "rounds", "tasks_per_round", "initial_tasks", "seed", "model", "pool.source", "pool.path",
-    "tracking.experiment", "schedule", "study.metric",
+    "tracking.experiment", "schedule", "study.metric", "study.parallel",
 )
 #: Each overridden key's flag, so that a bad value is blamed on it (``--compare`` and
 #: ``--seeds`` are comma-separated lists of run.py's own).
