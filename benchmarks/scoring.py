@@ -6,7 +6,7 @@ then one separate forward pass per prompt (original and k perturbed), no batchin
 prefix reuse. Both must give the same PU per task (within 1e-3). Printed: tasks/minute of
 both, the phases of ours, the peak memory of ours on two pool sizes (each in a fresh
 subprocess; it must stay flat as the pool grows), the share of the device's peak FLOP rate
-our scorer reaches, and last ``speedup=<naive/ours>``.
+(measured at the model's shapes, :mod:`benchmarks.ceiling`) our scorer reaches, and last ``speedup=<naive/ours>``.
 
     python benchmarks/scoring.py                                   # full: 20 tasks, n=k=10, 128 tokens
     python benchmarks/scoring.py --tasks 4 --max-new-tokens 32 --memory-sizes 2,8   # small
@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -39,12 +37,10 @@ from activeit.scoring.reference import ReferenceTask, reference_scores
 from activeit.config.settings import TOKEN_BUDGET, ScoringSettings
 from activeit.data.sources import load_pool
 from activeit.data.tasks import Task
+from benchmarks.ceiling import linear_shapes, measured_peak
 
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
 PU_TOLERANCE = 1e-3
-# Dense peak TFLOPS by GPU name fragment: (bf16 tensor cores, fp32 without TF32).
-GPU_PEAKS = {"H200": (989.0, 67.0), "H100": (989.0, 67.0), "A100": (312.0, 19.5), "L4": (121.0, 30.3),
-             "A10": (125.0, 31.2), "T4": (65.0, 8.1), "V100": (125.0, 15.7)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="on CUDA, load the model in bf16 for both scorers (default fp32: exact comparison)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--memory-sizes", default="20,80", help="pool sizes for the peak-memory probes ('' = skip)")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak (default: estimated)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak (default: measured, benchmarks/ceiling.py)")
     parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -121,25 +118,6 @@ def timed(fn: Any) -> tuple[Any, float]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return value, time.perf_counter() - started
-
-
-def peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """An estimate of the device's dense peak: GPU by name, CPU from cores x clock x SIMD FMA width."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for fragment, (bf16, fp32) in GPU_PEAKS.items():
-            if fragment in name:
-                return (bf16 if dtype == torch.bfloat16 else fp32), f"{name}, {dtype}, table value"
-        return float("nan"), f"{name} (unknown: pass --peak-tflops)"
-    mhz = 2500.0
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if match := re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo):
-        mhz = float(match.group(1))
-    simd = torch.backends.cpu.get_cpu_capability()
-    flops_per_cycle = 64 if "512" in simd else 32  # fp32: 2 FMA units x (16 | 8) lanes x 2
-    cores = torch.get_num_threads()
-    how = f"{cores} cores x {mhz:.0f} MHz x {flops_per_cycle} FLOP/cycle ({simd})"
-    return cores * mhz * 1e6 * flops_per_cycle / 1e12, how
 
 
 def param_split(loaded: LoadedModel) -> tuple[int, int]:
@@ -232,13 +210,20 @@ def main(argv: list[str] | None = None) -> None:
         for name in sorted(diffs, key=diffs.get, reverse=True)[:5]:
             print(f"  {name}: ours {table[name].pu:.6f} naive {naive[name]:.6f}")
 
-    peak, how = (args.peak_tflops, "given") if args.peak_tflops else peak_tflops(device, dtype)
+    if args.peak_tflops:
+        peak, how = args.peak_tflops, "given"
+    else:  # the scorer's passes hold about a token budget of rows; logits at the forced positions
+        rows = max(1, min(args.token_budget, real // max(1, stats["decoding_forward_passes"] + stats["forcing_forward_passes"])))
+        head_rows = max(1, stats["forcing_logit_positions"] // max(1, stats["forcing_forward_passes"]))
+        peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        peak = measured_peak(linear_shapes(loaded.model), rows, peak_dtype, device, head_rows=head_rows) / 1e12
+        how = (f"measured: {str(peak_dtype).removeprefix('torch.')} linear at the model's shapes, {rows} rows, "
+               f"{torch.get_num_threads()} threads, {device.type}")
     achieved = ours_flops / ours / 1e12
-    if math.isnan(peak):
-        print(f"share of ideal: {achieved:.3f} TFLOP/s useful; peak unknown ({how})")
-    else:
-        print(f"share of ideal: ours {achieved:.3f} TFLOP/s useful / {peak:.3f} TFLOP/s peak ({how}) "
-              f"= {achieved / peak:.1%}; naive {their_flops / reference / 1e12 / peak:.1%}")
+    print(f"share of peak: ours {achieved:.3f} TFLOP/s useful / {peak:.3f} TFLOP/s peak ({how}) "
+          f"= {achieved / peak:.1%}; naive {their_flops / reference / 1e12 / peak:.1%}")
+    print(f"exact-work cap: speedup {reference / ours:.2f} / work ratio {their_flops / ours_flops:.2f} "
+          f"= {reference / ours / (their_flops / ours_flops):.2f} of the cap")
     sizes = [int(s) for s in args.memory_sizes.split(",") if s.strip()]
     if sizes:
         probes = [run_probe(args, size) for size in sizes]

@@ -10,11 +10,15 @@ identical targets), rendered with the project's prompt format.
 * naive, written below: plain shuffled order, every batch padded to the longest example
   of the whole dataset, no grouping.
 
-Tokens per second counts real (non-padding) tokens. On a shared machine use
+Tokens per second counts real (non-padding) tokens. The ceiling is measured, not quoted:
+:mod:`benchmarks.ceiling` times this machine's matmuls at the model's own shapes (fp32 on a
+CPU, with the same threads; bf16 on a GPU) and counts the useful FLOPs of the pass (6 per
+weight and trained token, the output layer at the answer tokens only); both loops are
+given as a share of that peak. On a shared machine use
 ``--repeats 2`` or more: the loops alternate and each keeps its fastest run. ``--steps`` cuts both loops to that
 many optimizer steps (then the two see slightly different examples and the speedup is
 the ratio of tokens per second; over a whole pass it is exactly naive time / our time).
-The last line is ``speedup=<naive time / our time>``.
+The last lines are ``peak_share=<ours>`` and ``speedup=<naive time / our time>``.
 
     python benchmarks/training.py --tasks 8 --instances 8 --batch-size 4
 """
@@ -45,6 +49,7 @@ from activeit.config.settings import TrainingSettings
 from activeit.training.data import TrainingExample, build_examples
 from activeit.training.finetune import finetune
 from activeit.training.saving import SAVE_DTYPES
+from benchmarks.ceiling import linear_shapes, measured_peak, training_flops
 
 NIV2 = ROOT.parent / "shared" / "data" / "niv2"
 
@@ -162,6 +167,23 @@ def main(argv: Sequence[str] | None = None) -> None:
               + (f"  (runs: {times} s)" if len(runs) > 1 else ""))
     ours = min(ours_runs, key=lambda r: r["time_s"])
     naive = min(naive_runs, key=lambda r: r["time_s"])
+
+    loaded = load_model(args.model)
+    shapes = linear_shapes(loaded.model)
+    answers = sum(len(e.targets[0]) for e in examples)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    rows = args.batch_size * round(sum(lengths) / len(lengths))
+    peak = measured_peak(shapes, rows, dtype, device, head_rows=max(1, args.batch_size * answers // len(examples)))
+    # useful FLOPs per real token of the pass (both loops train on the same tokens)
+    per_token = training_flops(shapes, sum(lengths), answers) / sum(lengths)
+    shares = {name: per_token * run["tokens_per_s"] / peak for name, run in (("ours", ours), ("naive", naive))}
+    print(f"ceiling: {peak / 1e12:.3f} TFLOP/s measured ({str(dtype).removeprefix('torch.')} linear at the "
+          f"model's {len(shapes.body) + 1} shapes, {rows} rows, {torch.get_num_threads()} threads, {device.type}); "
+          f"useful work {per_token / 1e9:.2f} GFLOP per token")
+    print(f"share of peak: ours {shares['ours']:.1%} ({per_token * ours['tokens_per_s'] / 1e12:.3f} TFLOP/s), "
+          f"naive {shares['naive']:.1%}")
+    print(f"peak_share={shares['ours']:.3f}")
     print(f"speedup={ours['tokens_per_s'] / naive['tokens_per_s']:.2f}")
 
 
