@@ -398,7 +398,8 @@ def test_score_command_resumes_from_its_checkpoint(tmp_path, capsys: pytest.Capt
 
     monkeypatch.setattr(activeit.cli, "COMMANDS", ("score",))  # this command's parser only
     fast = ["score", "--source", "builtin", "--model", "tiny-llama", "--n", "2", "--k", "3", "--max-new-tokens", "3",
-            "--max-tasks", "4", "--no-progress", "--adaptive", "--first-stage", "2", "--budget", "2",
+            "--max-tasks", "4", "--max-instances", "100", "--no-progress",
+            "--adaptive", "--first-stage", "2", "--budget", "2",
             "--tasks-per-chunk", "2"]
     path = tmp_path / "run.checkpoint"
     with monkeypatch.context() as patch:

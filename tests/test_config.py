@@ -78,7 +78,9 @@ def test_activeit_train_trains_as_run_py_does(tmp_path: Path) -> None:
 def test_the_papers_regime_is_its_own_config() -> None:
     """configs/paper.yaml: the paper's schedule and training regime (docs/METHOD.md, "The loop")."""
     paper = load_config(CONFIG_DIR / "paper.yaml")
-    assert (paper.pool.source, paper.pool.max_instances, paper.classification_ratio) == ("niv2", None, 0.356)
+    assert (paper.pool.source, paper.pool.max_instances, paper.pool.validation_tasks) == ("niv2", None, 68)
+    assert paper.classification_ratio == 0.356
+    assert paper.training.batch_size * paper.training.grad_accum == 128
     assert (paper.rounds, paper.initial_tasks, paper.tasks_per_round) == (4, 68, 68)
     assert (paper.scoring.n, paper.scoring.k, paper.scoring.max_new_tokens, paper.scoring.drop_prob) == (10, 10, 128, 0.2)
     training = paper.training

@@ -87,7 +87,7 @@ def test_finetuner_and_evaluator(tmp_path: Path) -> None:
     pool = TaskPool({"train": (constant_task("say_yes", "yes", n=8), constant_task(n=8, seed=2)),
                      "test": (constant_task("answer_yes", "yes", n=4, seed=1),)}, name="yes")
     training = TrainingSettings(epochs=8, batch_size=4, learning_rate=1e-2, warmup_steps=0, max_instances_per_task=8,
-                               max_source_length=64, max_target_length=4, chat=False)
+                               max_source_length=64, max_target_length=4, group_by_length=True, chat=False)
     selection = Selection("random", 0, 0, ("say_yes",))
     model, metrics = accelerate_finetuner.entrypoint("tiny-llama", pool, ["say_yes"], selection, training, 0)
     assert (Path(model.path) / "model.safetensors").exists()
