@@ -242,27 +242,31 @@ def evaluate_model(
     and the reference log-likelihood of each instance (:func:`reference_logliks`).
 
     Causal full-attention models decode through the shared-prefix decoder: a task's
-    definition and demonstrations run once per batch, not once per instance.
+    definition and demonstrations run once per batch, not once per instance, and the
+    references are teacher-forced on the same prompt caches (the prompt runs once for the
+    prediction and the log-likelihood); other models generate, then force the references.
     """
     from tqdm.auto import tqdm
 
-    from activeit.scoring.engine.decoding import greedy_decode
     from activeit.data.prompts import PromptFormatter
+    from activeit.scoring.engine.decoding import greedy_decode, greedy_decode_forcing
+    from activeit.scoring.engine.prefix_cache import supports_prefix_reuse
 
     formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
     pairs = [(t, i) for t in tasks for i in t.sample_instances(config.max_instances_per_task, config.seed)]
     prompts = [formatter.shared_split(formatter.encode_instance(task, instance)) for task, instance in pairs]
     was_training = loaded.model.training
     loaded.model.eval()
+    decoding = dict(max_new_tokens=config.max_new_tokens, token_budget=config.token_budget,
+                    wrap=lambda batches: tqdm(batches, desc="evaluate", unit="batch", disable=not progress))
     try:
-        generated = greedy_decode(
-            loaded,
-            prompts,
-            max_new_tokens=config.max_new_tokens,
-            token_budget=config.token_budget,
-            wrap=lambda batches: tqdm(batches, desc="evaluate", unit="batch", disable=not progress),
-        )
-        logliks = reference_logliks(loaded, formatter, pairs, prompts, config)
+        if supports_prefix_reuse(loaded):  # the references forced on the decoder's own prompt caches
+            targets = [reference_targets(formatter, instance, config) for _, instance in pairs]
+            generated, nlls = greedy_decode_forcing(loaded, prompts, targets, **decoding)
+            logliks = [max((-value for value in values), default=float("nan")) for values in nlls]
+        else:
+            generated = greedy_decode(loaded, prompts, **decoding)
+            logliks = reference_logliks(loaded, formatter, pairs, prompts, config)
     finally:
         loaded.model.train(was_training)
     texts = [loaded.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
@@ -273,6 +277,11 @@ def reference_target(ids: Sequence[int], max_new_tokens: int) -> tuple[int, ...]
     """A reference's target ids (EOS last) as the log-likelihood scores them: whole when it
     fits in ``max_new_tokens`` tokens, else its first ``max_new_tokens`` (no EOS)."""
     return tuple(ids) if len(ids) <= max_new_tokens + 1 else tuple(ids[:max_new_tokens])
+
+
+def reference_targets(formatter: Any, instance: Instance, config: EvaluationSettings) -> list[tuple[int, ...]]:
+    """The target ids of each of ``instance``'s references (:func:`reference_target`)."""
+    return [reference_target(formatter.encode_target(reference), config.max_new_tokens) for reference in instance.outputs]
 
 
 def reference_logliks(
@@ -298,8 +307,8 @@ def reference_logliks(
     forced, owner = [], []
     for number, ((_, instance), (prefix, suffix)) in enumerate(zip(pairs, prompts)):
         prompt = (prefix, suffix) if reuse else ((), prefix + suffix)
-        for reference in instance.outputs:
-            forced.append(ForcedPair(*prompt, reference_target(formatter.encode_target(reference), config.max_new_tokens)))
+        for target in reference_targets(formatter, instance, config):
+            forced.append(ForcedPair(*prompt, target))
             owner.append(number)
     # on CPU, SDPA reads grouped-query K/V heads as they are, as the scorer's forcing does
     cpu = model_device(loaded.model).type == "cpu"

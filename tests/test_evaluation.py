@@ -197,3 +197,28 @@ def test_reference_loglik_matches_a_plain_unbatched_computation(name: str) -> No
     first = [p["loglik"] for p in report.predictions if p["task"] == tasks[0].name]
     assert report.per_task[tasks[0].name]["loglik"] == pytest.approx(sum(first) / len(first))
     assert report.headline()["loglik"] == pytest.approx(sum(p["loglik"] for p in report.predictions) / len(report.predictions))
+
+
+def test_references_forced_on_the_decoder_cache_match_a_separate_forcing() -> None:
+    """The evaluation forces the references on the decoder's own prompt caches: the same
+    predictions as decoding alone and the same log-likelihoods as the separate teacher-forcing
+    pass (several references, one cut at ``max_new_tokens``, batches split by a small budget)."""
+    from activeit.evaluation import reference_logliks
+
+    loaded = load_model("tiny-llama")
+    tasks = handmade_tasks(3)
+    several = Instance("several", "a b c", ("one two three four five six seven eight nine ten", "yes", "no"))
+    tasks[1] = Task(tasks[1].name, tasks[1].definition, tasks[1].positive_examples,
+                    (several, *tasks[1].instances[:3]), categories=tasks[1].categories)
+    config = EvaluationSettings(max_instances_per_task=4, max_new_tokens=4, token_budget=200)
+    report = evaluate_model(loaded, tasks, config, progress=False)
+    formatter = PromptFormatter.for_model(loaded, config.max_source_length, chat=config.chat)
+    pairs = [(t, i) for t in tasks for i in t.sample_instances(config.max_instances_per_task, config.seed)]
+    prompts = [formatter.shared_split(formatter.encode_instance(t, i)) for t, i in pairs]
+    loaded.model.eval()
+    decoded = greedy_decode(loaded, prompts, max_new_tokens=config.max_new_tokens, token_budget=config.token_budget)
+    separate = reference_logliks(loaded, formatter, pairs, prompts, config)
+    assert [p["prediction"] for p in report.predictions] == [
+        loaded.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in decoded]
+    assert [p["loglik"] for p in report.predictions] == pytest.approx(separate, abs=1e-5)
+    assert any(p["id"] == "several" for p in report.predictions)

@@ -10,7 +10,10 @@ given ``final_token`` (the EOS the score counts, docs/METHOD.md, "Prompt uncerta
 continuation. This is the teacher-forced NLL of ``continuation + [final_token]`` under the
 prompt, without a second pass: greedy decoding computes those logits anyway
 (:func:`greedy_decode_scored`, for scoring). :func:`greedy_decode` decodes without the
-scores (evaluation).
+scores (evaluation); :func:`greedy_decode_forcing` also teacher-forces given targets (an
+evaluation's reference answers) on the prompt's KV cache before decoding from it, so the
+prompt runs once for both: the first target token is scored from the logits decoding starts
+from, the rest in one pass of ``target[:-1]`` on a copy of the rows' caches.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from activeit.models.batching import (
@@ -36,6 +40,7 @@ from activeit.scoring.engine.forcing import token_nll
 from activeit.scoring.engine.generation import greedy_generate
 from activeit.models.loading import LoadedModel
 from activeit.scoring.engine.prefix_cache import (
+    PrefixState,
     cache_argument,
     encode_prefixes,
     forward_rows,
@@ -126,6 +131,27 @@ def greedy_decode(
     return [list(continuation.tokens) for continuation in decoded]
 
 
+def greedy_decode_forcing(
+    loaded: LoadedModel,
+    prompts: Sequence[tuple[Ids, Ids]],
+    targets: Sequence[Sequence[Ids]],
+    max_new_tokens: int = 128,
+    token_budget: int = TOKEN_BUDGET,
+    wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
+) -> tuple[list[list[int]], list[list[float]]]:
+    """:func:`greedy_decode`'s continuations, and for each prompt the mean per-token NLL of each
+    of its ``targets`` (non-empty id tuples) under it, teacher-forced on the decoder's own prompt
+    cache. Needs prefix reuse (:func:`supports_prefix_reuse`)."""
+    if not supports_prefix_reuse(loaded):
+        raise ValueError("greedy_decode_forcing needs a causal full-attention model (supports_prefix_reuse)")
+    if any(not target for row in targets for target in row):
+        raise ValueError("every forced target needs at least one token")
+    forced: list[list[float]] = [[] for _ in prompts]
+    decoded = _decode_batches(loaded, prompts, None, max_new_tokens, token_budget, DecodingStats(), wrap,
+                              targets, forced)
+    return [list(continuation.tokens) for continuation in decoded], forced
+
+
 def greedy_decode_scored(
     loaded: LoadedModel,
     prompts: Sequence[tuple[Ids, Ids]],
@@ -155,8 +181,11 @@ def _decode_batches(
     token_budget: int,
     stats: DecodingStats,
     wrap: Callable[[list[list[int]]], Iterable[list[int]]] | None = None,
+    targets: Sequence[Sequence[Ids]] | None = None,
+    forced: list[list[float]] | None = None,
 ) -> list[ScoredContinuation]:
-    """Plan the batches (rows sharing a prefix together) and decode each; scored unless ``final_token`` is None."""
+    """Plan the batches (rows sharing a prefix together) and decode each; scored unless ``final_token``
+    is None; with ``targets``, each prompt's targets are forced first and their NLLs put in ``forced``."""
     model, device, padding = loaded.model, model_device(loaded.model), pad_id(loaded)
     stop = torch.tensor(sorted(eos_ids(loaded)), device=device)
     prompts = [non_empty_suffix(prefix, suffix) for prefix, suffix in prompts]
@@ -179,6 +208,11 @@ def _decode_batches(
         stats.suffix_tokens += int(mask.sum())
         stats.padded_tokens += prefix.padded_tokens + ids.numel()
         stats.forward_passes += 1 + (prefix.cache is not None)
+        if targets is not None and forced is not None:
+            rows_nll = _force_on_prompts(loaded, logits, cache, attention, prefix.offset + mask.sum(1),
+                                         [targets[r] for r in batch], stats)
+            for row, values in zip(batch, rows_nll):
+                forced[row] = values
         decoded = _decode(
             model, logits, _with_room(cache, max_new_tokens), attention, prefix.offset + mask.sum(1),
             stop, final_token, max_new_tokens, stats,
@@ -187,6 +221,51 @@ def _decode_batches(
             results[row] = continuation
         del prefix, cache, logits
     return results  # type: ignore[return-value]
+
+
+def _force_on_prompts(
+    loaded: LoadedModel,
+    logits: torch.Tensor,
+    cache: object,
+    attention: torch.Tensor,
+    position: torch.Tensor,
+    targets: Sequence[Sequence[Ids]],
+    stats: DecodingStats,
+) -> list[list[float]]:
+    """Mean NLL of each row's ``targets`` after its prompt: the first token from ``logits`` (the
+    rows' last prompt position), the others from one pass of the targets' ``[:-1]`` on top of a
+    copy of the rows' caches (at most as many rows at a time as the batch has, so the copies
+    never outgrow the batch's own cache). ``cache`` is left as it was."""
+    device = logits.device
+    owner = [row for row, row_targets in enumerate(targets) for _ in row_targets]
+    flat = [target for row_targets in targets for target in row_targets]
+    result: list[list[float]] = [[] for _ in targets]
+    if not flat:
+        return result
+    nll_sum = token_nll(logits[torch.tensor(owner, device=device)],
+                        torch.tensor([target[0] for target in flat], device=device)).double()
+    longer = [number for number, target in enumerate(flat) if len(target) > 1]
+    layers = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[attr-defined]
+    for start in range(0, len(longer), len(targets)):
+        chunk = longer[start : start + len(targets)]
+        index = torch.tensor([owner[number] for number in chunk], device=device)
+        prompt = PrefixState(DynamicCache(ddp_cache_data=[(k[index], v[index]) for k, v in layers]),
+                             attention[index], position[index])
+        ids, mask = pad([flat[number][:-1] for number in chunk], pad_id(loaded), left=False, device=device)
+        chunk_logits, _, _ = forward_rows(loaded, prompt, ids, mask, mask.bool(), use_cache=True)
+        rest = torch.tensor([token for number in chunk for token in flat[number][1:]], device=device)
+        rows = torch.repeat_interleave(torch.arange(len(chunk), device=device), mask.sum(1), output_size=len(rest))
+        sums = torch.zeros(len(chunk), dtype=torch.float64, device=device)
+        sums.index_add_(0, rows, token_nll(chunk_logits, rest).double())
+        nll_sum[torch.tensor(chunk, device=device)] += sums
+        stats.suffix_tokens += int(mask.sum())
+        stats.padded_tokens += ids.numel()
+        stats.forward_passes += 1
+    stats.logit_positions += sum(len(target) for target in flat)
+    means = (nll_sum / torch.tensor([len(target) for target in flat], dtype=torch.float64, device=device)).tolist()
+    for row, value in zip(owner, means):
+        result[row].append(value)
+    return result
 
 
 def _decode(
