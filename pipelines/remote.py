@@ -76,6 +76,7 @@ def submit_study(
     queue = list(missing)
     in_flight: dict[tuple[str, int], str] = {}  # pair -> the MLflow run it had before (an earlier try's)
     leader_runs: dict[int, str] = {}  # seed -> its leader's MLflow run before (an earlier try's)
+    leader_names: dict[int, str] = {}  # seed -> its leader's ZenML run
     submitted: list[str] = []
     started = time.monotonic()
     while queue:
@@ -88,6 +89,8 @@ def submit_study(
                 if (run := _state_of(states, leaders[seed])) is not None and run.run_id != before}
         ready = {seed for seed, run in ours.items() if run.state == "done" or run.rounds >= 1}
         failed = [seed for seed, run in ours.items() if run.state == "failed" and seed not in ready]
+        failed += [seed for seed, name in leader_names.items() if seed not in ready and seed not in failed
+                   and _zenml_failed(name)]  # (stopped before it logged anything to MLflow)
         if failed:
             raise ActiveITError(f"round 0 of seed(s) {', '.join(map(str, failed))} failed on stack '{info.stack}' (see "
                                 f"its run); {len(queue)} pair(s) not submitted: run the same command again to resume")
@@ -104,6 +107,7 @@ def submit_study(
             submitted.append(run.name)
             if is_leader:
                 leader_runs[each.seed] = in_flight[each.strategy, each.seed]
+                leader_names[each.seed] = run.name
             show(f"== {each.strategy}, seed {each.seed}: submitted as ZenML run '{run.name}'"
                  + (" (round 0 of its seed first)" if is_leader and len(configs) > len(set(c.seed for c in configs)) else ""))
         if not queue:
@@ -115,6 +119,18 @@ def submit_study(
     show(f"Submitted {len(submitted)} pair(s) to stack '{info.stack}' ({parallel} at a time); when they have finished, "
          f"python run.py --report {experiment} --wait  writes the study")
     return submitted
+
+
+def _zenml_failed(run_name: str) -> bool:
+    """Whether ZenML reads pipeline run ``run_name`` as failed or stopped (False when unknown)."""
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+
+    try:
+        status = Client().get_pipeline_run(run_name, allow_name_prefix_match=False).status
+    except Exception:  # noqa: BLE001 (unknown yet, or the store is busy: look again next time)
+        return False
+    return status in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED)
 
 
 def _state_of(states: dict[tuple[str, int], Any], config: ExperimentConfig) -> Any:
