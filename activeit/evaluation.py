@@ -22,6 +22,7 @@ default) do not need.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 from collections.abc import Iterable, Mapping, Sequence
@@ -249,6 +250,7 @@ def evaluate_model(
     from tqdm.auto import tqdm
 
     from activeit.data.prompts import PromptFormatter
+    from activeit.models.devices import grouped_query_attention, model_device
     from activeit.scoring.engine.decoding import greedy_decode, greedy_decode_forcing
     from activeit.scoring.engine.prefix_cache import supports_prefix_reuse
 
@@ -257,16 +259,22 @@ def evaluate_model(
     prompts = [formatter.shared_split(formatter.encode_instance(task, instance)) for task, instance in pairs]
     was_training = loaded.model.training
     loaded.model.eval()
-    decoding = dict(max_new_tokens=config.max_new_tokens, token_budget=config.token_budget,
-                    wrap=lambda batches: tqdm(batches, desc="evaluate", unit="batch", disable=not progress))
+    decoding: dict[str, Any] = {
+        "max_new_tokens": config.max_new_tokens, "token_budget": config.token_budget,
+        "wrap": lambda batches: tqdm(batches, desc="evaluate", unit="batch", disable=not progress),
+    }
+    # on CPU, SDPA reads grouped-query K/V heads as they are (no copy of the KV cache per query
+    # head at every decoding step), as the scorer does
+    cpu = model_device(loaded.model).type == "cpu"
     try:
-        if supports_prefix_reuse(loaded):  # the references forced on the decoder's own prompt caches
-            targets = [reference_targets(formatter, instance, config) for _, instance in pairs]
-            generated, nlls = greedy_decode_forcing(loaded, prompts, targets, **decoding)
-            logliks = [max((-value for value in values), default=float("nan")) for values in nlls]
-        else:
-            generated = greedy_decode(loaded, prompts, **decoding)
-            logliks = reference_logliks(loaded, formatter, pairs, prompts, config)
+        with grouped_query_attention() if cpu else contextlib.nullcontext():
+            if supports_prefix_reuse(loaded):  # the references forced on the decoder's own prompt caches
+                targets = [reference_targets(formatter, instance, config) for _, instance in pairs]
+                generated, nlls = greedy_decode_forcing(loaded, prompts, targets, **decoding)
+                logliks = [max((-value for value in values), default=float("nan")) for values in nlls]
+            else:
+                generated = greedy_decode(loaded, prompts, **decoding)
+                logliks = reference_logliks(loaded, formatter, pairs, prompts, config)
     finally:
         loaded.model.train(was_training)
     texts = [loaded.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
@@ -295,8 +303,6 @@ def reference_logliks(
     per-token log-likelihood of one of its references under that prompt (teacher forcing on the
     shared-prefix engine, every reference of every instance in one call; NaN for an instance
     without references)."""
-    import contextlib
-
     import torch
 
     from activeit.models.devices import grouped_query_attention, model_device
