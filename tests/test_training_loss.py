@@ -106,3 +106,20 @@ def test_a_batch_without_labels_gives_a_zero_loss_that_backpropagates() -> None:
     value.backward()
     assert value.item() == 0.0
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_grouped_query_attention_on_cpu_gives_the_same_loss_and_gradients() -> None:
+    """Training on CPU runs under ``grouped_query_attention`` (SDPA reads the K/V heads as they
+    are): the same loss and gradients as with transformers' per-head copies."""
+    from activeit.models.devices import grouped_query_attention
+
+    loaded = load_model("tiny-llama")
+    model = loaded.model.float().train()
+    loss = AnswerLoss(model, seq2seq=False)
+    batch = batch_for(loaded)
+    reference, reference_grads = loss_and_grads(model, lambda: loss(model, batch))
+    with grouped_query_attention():
+        value, grads = loss_and_grads(model, lambda: loss(model, batch))
+    assert abs(value - reference) <= TOLERANCE
+    for name, grad in grads.items():
+        assert torch.allclose(grad, reference_grads[name], atol=TOLERANCE, rtol=TOLERANCE), name

@@ -21,6 +21,7 @@ setting) or the previous round's output folder (continue training): both just lo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from activeit.data.prompts import PromptFormatter
 from activeit.data.tasks import Task
 from activeit.errors import TrainingError
 from activeit.models.batching import pad_id
-from activeit.models.devices import PROCESS_GROUP_TIMEOUT, resolve_mixed_precision
+from activeit.models.devices import PROCESS_GROUP_TIMEOUT, grouped_query_attention, resolve_mixed_precision
 from activeit.models.loading import load_model
 from activeit.models.lora import add_lora
 from activeit.outputs import check_output_dir
@@ -179,28 +180,31 @@ def finetune(
     counts = torch.zeros(2, dtype=torch.long, device=accelerator.device)
     step = 0
     loop_started = time.perf_counter()
-    for epoch in range(config.epochs):
-        if step >= total_steps:
-            break
-        sampler.set_epoch(epoch)
-        for micro, batch in enumerate(loader):
-            counts += batch.pop("num_tokens")
-            with accelerator.accumulate(model):
-                loss = answer_loss(model, batch)
-                losses.add(accelerator.reduce(loss.detach().float(), "mean"), step, epoch, micro)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            if accelerator.sync_gradients:
-                step += 1
-                bar.update(1)
-                if step % LOG_EVERY == 0 or step >= total_steps:
-                    losses.read()
-                if step >= total_steps:
-                    break
+    # on CPU, SDPA reads grouped-query K/V heads as they are (no copy of K and V per query
+    # head in the forward and backward passes; the same gradients)
+    with grouped_query_attention() if accelerator.device.type == "cpu" else contextlib.nullcontext():
+        for epoch in range(config.epochs):
+            if step >= total_steps:
+                break
+            sampler.set_epoch(epoch)
+            for micro, batch in enumerate(loader):
+                counts += batch.pop("num_tokens")
+                with accelerator.accumulate(model):
+                    loss = answer_loss(model, batch)
+                    losses.add(accelerator.reduce(loss.detach().float(), "mean"), step, epoch, micro)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                if accelerator.sync_gradients:
+                    step += 1
+                    bar.update(1)
+                    if step % LOG_EVERY == 0 or step >= total_steps:
+                        losses.read()
+                    if step >= total_steps:
+                        break
     losses.read()
     train_time = time.perf_counter() - loop_started
     bar.close()
