@@ -322,7 +322,7 @@ def _kill_during(argv: list[str], marker: str, cwd: Path) -> None:
 
 
 LONG_TRAIN = ["train", "--source", "builtin", "--model", "tiny-llama", "--max-steps", "300", "--max-instances", "8",
-              "--tasks", "numbers_add,word_lists_first_letter", "--no-chat", "--batch-size", "2"]
+              "--tasks", "numbers_add,word_lists_first_letter", "--no-chat", "--batch-size", "2", "--epochs", "200"]
 
 
 def test_a_killed_training_leaves_nothing_and_a_rerun_gives_the_same_model(tmp_path: Path) -> None:
