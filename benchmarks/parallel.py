@@ -96,9 +96,16 @@ def comparable(text: str) -> str:
 
 
 def same_results(first: Outcome, second: Outcome) -> list[str]:
-    """The study files on which two runs differ (wall times aside); empty: identical."""
-    return [name for name in ("study.md", "study.csv")
-            if not first.study_file(name) or comparable(first.study_file(name)) != comparable(second.study_file(name))]
+    """The study files on which two runs differ (wall times aside), each with its first
+    differing line of each; empty: identical."""
+    differing = []
+    for name in ("study.md", "study.csv"):
+        ours, theirs = comparable(first.study_file(name)), comparable(second.study_file(name))
+        if not ours or ours != theirs:
+            pairs = [(a, b) for a, b in zip(ours.splitlines(), theirs.splitlines()) if a != b][:1]
+            shown = f" ({pairs[0][0]!r} vs {pairs[0][1]!r})" if pairs else ""
+            differing.append(f"{name}{shown}")
+    return differing
 
 
 def processes_naming(text: str) -> list[int]:
@@ -128,7 +135,9 @@ def kill_check(command: Sequence[str], folder: Path, after_s: float) -> list[str
     except subprocess.TimeoutExpired:
         process.kill()
         code = process.wait()
-    problems = [] if code == 143 else [f"the stopped study exited {code}, not 143"]
+    problems = [] if code == 143 else [
+        f"the study finished before the stop at {after_s:g} s: give a smaller --kill-after" if code == 0
+        else f"the stopped study exited {code}, not 143"]
     time.sleep(2)
     left = processes_naming(str(folder))
     if left:
