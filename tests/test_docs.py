@@ -90,7 +90,7 @@ def test_readme_shows_a_picture_that_exists() -> None:
 def test_docstrings_cite_the_method_in_the_repository() -> None:
     assert (ROOT / "docs" / "METHOD.md").is_file()
     outside = [f"{path.relative_to(ROOT)}:{number}"
-               for folder in ("activeit", "pipelines", "steps", "tracking", "benchmarks")
+               for folder in ("activeit", "experiment", "pipelines", "steps", "tracking", "benchmarks")
                for path in sorted((ROOT / folder).rglob("*.py"))
                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                if re.search(r"(?<!docs/)METHOD\.md", line)]
