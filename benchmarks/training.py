@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = TrainingSettings(
         epochs=1, learning_rate=5e-5, warmup_steps=0, batch_size=args.batch_size,
         max_instances_per_task=args.instances, max_source_length=args.max_source_length,
-        seed=args.seed, mixed_precision=args.mixed_precision,
+        seed=args.seed, mixed_precision=args.mixed_precision, group_by_length=True,
     )
     examples = build_examples(PromptFormatter.for_model(load_model(args.model), config.max_source_length),
                               tasks, config)
