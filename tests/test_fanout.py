@@ -151,5 +151,17 @@ def test_a_rerun_runs_only_the_missing_pairs_and_matches_parallel_1(
                           extra_env=threads_env(1))
     assert single.code == 0, single.output[-3000:]
     parallel_dir = failed_then_resumed["outputs"] / f"study-{EXPERIMENT}"
-    for name in ("study.md", "study.csv"):
-        assert comparable((parallel_dir / name).read_text()) == comparable(single.study_file(name)), name
+    assert comparable((parallel_dir / "study.md").read_text()) == comparable(single.study_file("study.md"))
+    # study.csv keeps every digit: a resumed pair's log-likelihoods may move at float rounding
+    # (seen once at 1.6e-9 relative), so its numbers are compared to 1e-6
+    resumed, fresh = (comparable(text).splitlines() for text in
+                      ((parallel_dir / "study.csv").read_text(), single.study_file("study.csv")))
+    assert len(resumed) == len(fresh)
+    for line, other in zip(resumed, fresh):
+        cells, other_cells = line.split(","), other.split(",")
+        assert len(cells) == len(other_cells), line
+        for cell, other_cell in zip(cells, other_cells):
+            try:
+                assert float(cell) == pytest.approx(float(other_cell), rel=1e-6, abs=1e-9), line
+            except ValueError:
+                assert cell == other_cell, line
