@@ -305,7 +305,6 @@ def reference_logliks(
     without references)."""
     import torch
 
-    from activeit.models.devices import grouped_query_attention, model_device
     from activeit.scoring.engine.forcing import ForcedPair, teacher_forced_nll
     from activeit.scoring.engine.prefix_cache import supports_prefix_reuse
 
@@ -316,9 +315,7 @@ def reference_logliks(
         for target in reference_targets(formatter, instance, config):
             forced.append(ForcedPair(*prompt, target))
             owner.append(number)
-    # on CPU, SDPA reads grouped-query K/V heads as they are, as the scorer's forcing does
-    cpu = model_device(loaded.model).type == "cpu"
-    with torch.inference_mode(), grouped_query_attention() if cpu else contextlib.nullcontext():
+    with torch.inference_mode():  # under evaluate_model's attention setting
         nll = teacher_forced_nll(loaded, forced, config.token_budget) if forced else []
     per_instance: list[list[float]] = [[] for _ in pairs]
     for number, value in zip(owner, nll):

@@ -83,8 +83,3 @@ def training_flops(shapes: Shapes, tokens: int, answer_tokens: int, full: bool =
     fan_in, fan_out = shapes.head
     return per_weight * (shapes.body_parameters * tokens + fan_in * fan_out * answer_tokens)
 
-
-def forward_flops(shapes: Shapes, tokens: int, head_tokens: int) -> float:
-    """The useful FLOPs of a forward pass over ``tokens`` tokens, logits at ``head_tokens``."""
-    fan_in, fan_out = shapes.head
-    return 2.0 * (shapes.body_parameters * tokens + fan_in * fan_out * head_tokens)

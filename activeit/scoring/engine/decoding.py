@@ -36,7 +36,7 @@ from activeit.models.batching import (
     prefix_grouped_orders,
 )
 from activeit.models.devices import model_device
-from activeit.scoring.engine.forcing import token_nll
+from activeit.scoring.engine.forcing import mean_per_row, token_nll
 from activeit.scoring.engine.generation import greedy_generate
 from activeit.models.loading import LoadedModel
 from activeit.scoring.engine.prefix_cache import (
@@ -242,8 +242,10 @@ def _force_on_prompts(
     result: list[list[float]] = [[] for _ in targets]
     if not flat:
         return result
-    nll_sum = token_nll(logits[torch.tensor(owner, device=device)],
-                        torch.tensor([target[0] for target in flat], device=device)).double()
+    # every target token's NLL and its target's number: the first tokens, then each chunk's rest
+    values = [token_nll(logits[torch.tensor(owner, device=device)],
+                        torch.tensor([target[0] for target in flat], device=device))]
+    numbers = [torch.arange(len(flat), device=device)]
     longer = [number for number, target in enumerate(flat) if len(target) > 1]
     layers = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[attr-defined]
     for start in range(0, len(longer), len(targets)):
@@ -254,16 +256,13 @@ def _force_on_prompts(
         ids, mask = pad([flat[number][:-1] for number in chunk], pad_id(loaded), left=False, device=device)
         chunk_logits, _, _ = forward_rows(loaded, prompt, ids, mask, mask.bool(), use_cache=True)
         rest = torch.tensor([token for number in chunk for token in flat[number][1:]], device=device)
-        rows = torch.repeat_interleave(torch.arange(len(chunk), device=device), mask.sum(1), output_size=len(rest))
-        sums = torch.zeros(len(chunk), dtype=torch.float64, device=device)
-        sums.index_add_(0, rows, token_nll(chunk_logits, rest).double())
-        nll_sum[torch.tensor(chunk, device=device)] += sums
+        values.append(token_nll(chunk_logits, rest))
+        numbers.append(torch.repeat_interleave(torch.tensor(chunk, device=device), mask.sum(1), output_size=len(rest)))
         stats.suffix_tokens += int(mask.sum())
         stats.padded_tokens += ids.numel()
         stats.forward_passes += 1
     stats.logit_positions += sum(len(target) for target in flat)
-    means = (nll_sum / torch.tensor([len(target) for target in flat], dtype=torch.float64, device=device)).tolist()
-    for row, value in zip(owner, means):
+    for row, value in zip(owner, mean_per_row(torch.cat(values), torch.cat(numbers), len(flat))):
         result[row].append(value)
     return result
 
