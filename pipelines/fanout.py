@@ -240,6 +240,11 @@ def progress_line(workers: Sequence[Worker], rounds: int) -> str:
     return "== pairs: " + "; ".join(parts)
 
 
+def idle_slots(workers: int, slots: int) -> int:
+    """How many of ``slots`` stand idle while the last of ``workers`` (one per seed) run."""
+    return (slots - workers % slots) % slots
+
+
 def run_parallel(
     configs: Sequence[ExperimentConfig], parallel: int, tracking_uri: str, folder: Path,
     show: Callable[[str], None] = print, flag: str = "--parallel",
@@ -270,6 +275,10 @@ def run_parallel(
          f"at once ({slots[0].threads} CPU thread(s) each"
          + (f", GPU(s) {' / '.join(','.join(s.gpus) for s in slots)}" if slots[0].gpus else "")
          + f"); logs in {folder}")
+    if idle := idle_slots(len(workers), len(slots)):
+        show(f"   note: the last {'worker runs' if len(slots) - idle == 1 else 'workers run'} with {idle} of the "
+             f"{len(slots)} slots idle (each worker's threads are fixed, so that results never depend on timing); "
+             f"a seed count that {flag} {len(slots)} divides keeps every slot busy")
     rounds = configs[0].selection_rounds
     free = list(range(len(slots)))
     last_line, last_rounds = "", 0.0

@@ -18,7 +18,7 @@ from activeit.errors import ActiveITError, ConfigError
 from benchmarks.parallel import EXPERIMENT, comparable, run_isolated, study_command, threads_env
 from experiment.config import CONFIG_DIR, load_config
 from pipelines import fanout
-from pipelines.fanout import Worker, plan_slots, progress_line, run_parallel
+from pipelines.fanout import Worker, idle_slots, plan_slots, progress_line, run_parallel
 from pipelines.stack import StackInfo, prepare_stack, use_repo_source_root
 
 SMOKE = CONFIG_DIR / "smoke.yaml"
@@ -81,6 +81,13 @@ def test_parallel_and_wait_flags_are_refused_where_they_mean_nothing(capsys: pyt
     _one_error_line(capsys, "--timeout", "--wait")
     assert run_py.main(["--report", "x", "--wait", "--timeout", "0"]) == 2
     _one_error_line(capsys, "--timeout is 0")
+
+
+def test_idle_slots_count_what_the_last_wave_leaves_unused() -> None:
+    """3 seeds in 2 slots: the third runs alone (one slot idle); 4 seeds keep both busy; one
+    seed in 4 slots leaves 3 idle."""
+    assert [idle_slots(workers, 2) for workers in (1, 2, 3, 4)] == [1, 0, 1, 0]
+    assert idle_slots(1, 4) == 3 and idle_slots(6, 3) == 0 and idle_slots(7, 3) == 2
 
 
 def test_the_progress_view_names_each_pair_state(tmp_path: Path) -> None:
