@@ -56,8 +56,12 @@ class Outcome:
     output: str
 
     def study_file(self, name: str) -> str:
-        path = self.folder / "outputs" / f"study-{EXPERIMENT}" / name
-        return path.read_text(encoding="utf-8") if path.exists() else ""
+        """The study's ``name`` file ("" when the study wrote none): its folder is
+        ``study-<experiment>``, with ``-<metric>`` for a study on another metric than ROUGE-L
+        (the default config's is the log-likelihood)."""
+        folders = sorted((self.folder / "outputs").glob(f"study-{EXPERIMENT}*"))
+        path = folders[0] / name if len(folders) == 1 else None
+        return path.read_text(encoding="utf-8") if path is not None and path.exists() else ""
 
 
 def isolated_env(folder: Path) -> dict[str, str]:
@@ -101,7 +105,9 @@ def same_results(first: Outcome, second: Outcome) -> list[str]:
     differing = []
     for name in ("study.md", "study.csv"):
         ours, theirs = comparable(first.study_file(name)), comparable(second.study_file(name))
-        if not ours or ours != theirs:
+        if not ours or not theirs:
+            differing.append(f"{name} (missing in {first.folder if not ours else second.folder})")
+        elif ours != theirs:
             pairs = [(a, b) for a, b in zip(ours.splitlines(), theirs.splitlines()) if a != b][:1]
             shown = f" ({pairs[0][0]!r} vs {pairs[0][1]!r})" if pairs else ""
             differing.append(f"{name}{shown}")
