@@ -54,14 +54,25 @@ class Outcome:
     wall_s: float
     folder: Path
     output: str
+    study: str  # the study's folder under outputs/
 
     def study_file(self, name: str) -> str:
-        """The study's ``name`` file ("" when the study wrote none): its folder is
-        ``study-<experiment>``, with ``-<metric>`` for a study on another metric than ROUGE-L
-        (the default config's is the log-likelihood)."""
-        folders = sorted((self.folder / "outputs").glob(f"study-{EXPERIMENT}*"))
-        path = folders[0] / name if len(folders) == 1 else None
-        return path.read_text(encoding="utf-8") if path is not None and path.exists() else ""
+        """The study's ``name`` file ("" when the study wrote none)."""
+        path = self.folder / "outputs" / self.study / name
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def study_name(command: Sequence[str]) -> str:
+    """The study folder a ``run.py`` study command writes (the project's own naming: the
+    metric of its config, or of its ``--metric``, the default config's being the log-likelihood)."""
+    from experiment.config import load_config
+    from pipelines.study import study_folder
+
+    def flag(name: str) -> str | None:
+        return command[command.index(name) + 1] if name in command else None
+
+    metric = flag("--metric") or load_config(ROOT / flag("--config")).study.metric  # (relative to the repository)
+    return study_folder(EXPERIMENT, metric=metric)
 
 
 def isolated_env(folder: Path) -> dict[str, str]:
@@ -91,7 +102,7 @@ def run_isolated(command: Sequence[str], folder: Path, timeout_s: float | None =
     started = time.perf_counter()
     done = subprocess.run(list(command), env=env | isolated_env(folder) | (extra_env or {}), cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout_s)
-    return Outcome(done.returncode, time.perf_counter() - started, folder, done.stdout + done.stderr)
+    return Outcome(done.returncode, time.perf_counter() - started, folder, done.stdout + done.stderr, study_name(command))
 
 
 def comparable(text: str) -> str:
