@@ -10,6 +10,9 @@ with ``accelerate launch`` (see :mod:`activeit.training.launch`):
   config's seed;
 * the loss reads the logits of the answer positions only (:mod:`activeit.training.loss`: the
   output layer never projects a prompt token onto the vocabulary);
+* a tied input embedding back-propagates its batch's distinct rows on one CPU process
+  (:mod:`activeit.training.embedding_grad`: the dense gradient bit for bit, without two passes over
+  the vocabulary matrix a step);
 * AdamW (the fused kernel), constant learning rate after a linear warm-up;
 * a non-finite loss stops the run with :class:`TrainingError`; the model is written by
   :mod:`activeit.training.saving` to a temporary folder next to ``out_dir`` and renamed at
@@ -41,6 +44,7 @@ from activeit.models.loading import load_model
 from activeit.models.lora import add_lora
 from activeit.outputs import check_output_dir
 from activeit.training.data import Collator, EpochBatchSampler, ExampleDataset, build_examples
+from activeit.training.embedding_grad import sparse_tied_embedding_grad
 from activeit.training.loss import AnswerLoss
 from activeit.training.saving import SAVE_DTYPES, save_trained
 
@@ -180,9 +184,12 @@ def finetune(
     counts = torch.zeros(2, dtype=torch.long, device=accelerator.device)
     step = 0
     loop_started = time.perf_counter()
+    cpu = accelerator.device.type == "cpu"
     # on CPU, SDPA reads grouped-query K/V heads as they are (no copy of K and V per query
     # head in the forward and backward passes; the same gradients)
-    with grouped_query_attention() if accelerator.device.type == "cpu" else contextlib.nullcontext():
+    with (grouped_query_attention() if cpu else contextlib.nullcontext(),
+          sparse_tied_embedding_grad(accelerator.unwrap_model(model), cpu and accelerator.num_processes == 1)
+          as sparse_embedding):
         for epoch in range(config.epochs):
             if step >= total_steps:
                 break
@@ -226,6 +233,7 @@ def finetune(
         "mixed_precision": accelerator.mixed_precision,
         "method": config.method,
         "loss_path": answer_loss.path,
+        "sparse_embedding_grad": sparse_embedding,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "model_name": model_name,
         "base_model": loaded.base_model or model_name,
