@@ -62,16 +62,18 @@ class Outcome:
         return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
+def flag_value(command: Sequence[str], name: str) -> str | None:
+    """The value given to flag ``name`` in ``command`` (None when it is not there)."""
+    return command[command.index(name) + 1] if name in command else None
+
+
 def study_name(command: Sequence[str]) -> str:
     """The study folder a ``run.py`` study command writes (the project's own naming: the
     metric of its config, or of its ``--metric``, the default config's being the log-likelihood)."""
     from experiment.config import load_config
     from pipelines.study import study_folder
 
-    def flag(name: str) -> str | None:
-        return command[command.index(name) + 1] if name in command else None
-
-    metric = flag("--metric") or load_config(ROOT / flag("--config")).study.metric  # (relative to the repository)
+    metric = flag_value(command, "--metric") or load_config(ROOT / flag_value(command, "--config")).study.metric
     return study_folder(EXPERIMENT, metric=metric)
 
 
@@ -172,7 +174,7 @@ def kill_check(command: Sequence[str], folder: Path, after_s: float) -> list[str
             "print('zenml', sorted({str(r.status).rsplit('.', 1)[-1].lower() for r in runs}));"
             f"e = MlflowClient(uri).get_experiment_by_name('{EXPERIMENT}');"
             "print('mlflow', sorted({r.info.status for r in MlflowClient(uri).search_runs([e.experiment_id])}) if e else [])")
-    config = command[command.index("--config") + 1]
+    config = flag_value(command, "--config")
     states = subprocess.run([sys.executable, "-c", code, str(ROOT), config], env=env | isolated_env(folder), cwd=ROOT,
                             capture_output=True, text=True)
     if states.returncode != 0:

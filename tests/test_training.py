@@ -183,6 +183,14 @@ def test_tiny_model_learns_a_trivial_task_and_its_rouge_rises(
     assert after.overall["rougeL"] == 100.0
 
 
+def test_full_fine_tuning_on_one_cpu_process_back_propagates_the_tied_embeddings_distinct_rows(
+    trained: TrainingResult,
+) -> None:
+    """tiny-llama ties its embedding to its output layer: the loop applies
+    :mod:`activeit.training.embedding_grad` (and says so in its metrics)."""
+    assert trained.metrics["sparse_embedding_grad"] is True
+
+
 def test_seq2seq_model_trains_and_generates(tmp_path: Path) -> None:
     config = TrainingSettings(epochs=4, learning_rate=1e-2, warmup_steps=0, batch_size=8, max_instances_per_task=16)
     result = finetune("tiny-t5", [constant_task(n=16)], tmp_path / "t5", config, progress=False)
