@@ -3,5 +3,9 @@
 import sys
 
 from activeit.cli import main
+from activeit.models.processes import distributed_initialized, exit_without_teardown
 
-sys.exit(main())
+code = main()
+if distributed_initialized():  # one process of `accelerate launch -m activeit ...`
+    exit_without_teardown(code)
+sys.exit(code)

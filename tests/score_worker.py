@@ -76,8 +76,10 @@ def main(out: str, model: str = "tiny-llama") -> None:
     if state.is_main_process:
         Path(out).write_text(json.dumps(table.to_dict() | {"processes": state.num_processes}))
     state.wait_for_everyone()
-    state.destroy_process_group()
 
 
 if __name__ == "__main__":
+    from activeit.models.processes import exit_without_teardown
+
     main(*sys.argv[1:])
+    exit_without_teardown(0)

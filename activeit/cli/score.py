@@ -103,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
     table = score(args.model, tasks, config, budget=budget, progress=not args.no_progress, checkpoint=args.checkpoint)
     if state.is_main_process:
         write_outputs(args, config, table, tasks)
-    if state.num_processes > 1:
+    if state.num_processes > 1:  # the group goes with the process (python -m activeit exits without teardown)
         state.wait_for_everyone()
-        state.destroy_process_group()
     return 0
 
 

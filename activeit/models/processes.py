@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from activeit.config.settings import repo_path
 from activeit.errors import ActiveITError, ConfigError
@@ -191,7 +191,7 @@ def _entry_function(entry: str) -> Callable[[dict[str, Any]], None]:
 
 def _launched_main(entry: str, spec_path: str) -> int:
     """What each process started by :func:`launch` runs; it stops as soon as its parent
-    (torch's agent) or the caller is gone."""
+    (torch's agent) or the caller is gone. Returns the exit code for :func:`exit_without_teardown`."""
     watch_parent(exit_now("the launch this process belongs to was ended"), caller_pid())
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     try:
@@ -201,22 +201,31 @@ def _launched_main(entry: str, spec_path: str) -> int:
             Path(spec["error_file"]).write_text(str(exc), encoding="utf-8")
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        _leave_process_group()
     return 0
 
 
-def _leave_process_group() -> None:
-    """Tear the process group down before the interpreter exits: left to finalization,
-    gloo's threads can abort the process (``terminate called without an active exception``)
-    after its work is done, which the agent reports as a failed launch."""
-    import torch.distributed as dist
+def distributed_initialized() -> bool:
+    """Whether this process joined a torch.distributed process group (torch is not imported for it)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End a process of a distributed run once its work is done and written, without tearing
+    gloo's process group down: destroyed while its worker thread still drops the last
+    collective's tensors (which needs the GIL the destroying thread holds), it deadlocks for
+    good (3 of 120 two-process CPU launches on 2 busy cores: DDP's reducer freeing the
+    group after ``destroy_process_group``); left to interpreter finalization, its threads can abort the
+    process (``terminate called without an active exception``). Output streams and logging
+    are flushed first; files the work wrote are already closed."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--launcher":
         sys.exit(_launcher_main(sys.argv[2], sys.argv[3:]))
-    sys.exit(_launched_main(sys.argv[1], sys.argv[2]))
+    exit_without_teardown(_launched_main(sys.argv[1], sys.argv[2]))

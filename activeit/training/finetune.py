@@ -247,5 +247,7 @@ def finetune(
         save_trained(accelerator.unwrap_model(model), loaded.tokenizer, out_dir, metrics, overwrite,
                      SAVE_DTYPES.get(str(accelerator.mixed_precision)), gathered)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    # no end_training(): it destroys the process group that the wrapped model's reducer still
+    # holds, and freeing the reducer then can deadlock with gloo's worker thread; the group
+    # lives as long as the process (see activeit.models.processes.exit_without_teardown)
     return TrainingResult(out_dir, metrics)
