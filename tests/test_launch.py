@@ -332,3 +332,24 @@ def test_sigterm_to_a_cli_command_is_one_line() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_process_ended_without_teardown_keeps_its_output_and_exit_code() -> None:
+    """exit_without_teardown skips interpreter finalization (gloo's group is never destroyed)
+    but what the process printed, buffered or logged still comes out, with its code."""
+    script = (
+        "import logging, sys\n"
+        "from activeit.models.processes import distributed_initialized, exit_without_teardown\n"
+        "logging.basicConfig(stream=sys.stderr, format='%(message)s')\n"
+        "print('written to stdout', end='')\n"
+        "sys.stderr.write('written to stderr ')\n"
+        "logging.getLogger('x').warning('logged')\n"
+        "assert not distributed_initialized()\n"
+        "exit_without_teardown(3)\n"
+        "print('never')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env=os.environ | {"PYTHONUNBUFFERED": ""})
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "written to stdout"
+    assert done.stderr.startswith("written to stderr ") and "logged" in done.stderr
